@@ -1,0 +1,106 @@
+// Package broker sets up cardbridge's side of NATS JetStream: the request
+// and outcome streams, the shared durable consumer, and an embedded server
+// for `cardbridge dev` and the tests.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Topology names what cardbridge consumes from and publishes to.
+type Topology struct {
+	RequestStream   string   // ERP
+	RequestSubjects []string // employee.>
+	RequestSubject  string   // employee.card.requested: the consumer's filter
+	OutcomeStream   string   // CARDS
+	OutcomeSubjects []string // card.>
+	Consumer        string   // cardbridge
+	AckWait         time.Duration
+	MaxAckPending   int
+}
+
+// DefaultTopology is the contract's naming.
+func DefaultTopology() Topology {
+	return Topology{
+		RequestStream:   "ERP",
+		RequestSubjects: []string{"employee.>"},
+		RequestSubject:  "employee.card.requested",
+		OutcomeStream:   "CARDS",
+		OutcomeSubjects: []string{"card.>"},
+		Consumer:        "cardbridge",
+		AckWait:         60 * time.Second,
+		MaxAckPending:   10000,
+	}
+}
+
+// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id on the
+// outcome stream. The relay republishes only rows it could not confirm,
+// which it does within seconds, so two minutes (the server's default) is
+// ample; it is set explicitly so the guarantee does not rest on a default.
+const DuplicateWindow = 2 * time.Minute
+
+// Ensure creates the streams and the durable consumer when they are
+// missing. Existing ones are used as they are: an operator may have tuned
+// them, and cardbridge must not undo that on every start.
+func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.Consumer, error) {
+	if err := ensureStream(ctx, js, jetstream.StreamConfig{
+		Name:       t.RequestStream,
+		Subjects:   t.RequestSubjects,
+		Storage:    jetstream.FileStorage,
+		Duplicates: DuplicateWindow,
+	}); err != nil {
+		return nil, err
+	}
+	if err := ensureStream(ctx, js, jetstream.StreamConfig{
+		Name:       t.OutcomeStream,
+		Subjects:   t.OutcomeSubjects,
+		Storage:    jetstream.FileStorage,
+		Duplicates: DuplicateWindow,
+	}); err != nil {
+		return nil, err
+	}
+	cons, err := js.Consumer(ctx, t.RequestStream, t.Consumer)
+	if err == nil {
+		return cons, nil
+	}
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("looking up consumer %s: %w", t.Consumer, err)
+	}
+	cons, err = js.CreateConsumer(ctx, t.RequestStream, jetstream.ConsumerConfig{
+		Durable:       t.Consumer,
+		Description:   "cardbridge: employee card requests",
+		FilterSubject: t.RequestSubject,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       t.AckWait,
+		// No delivery limit at the server: cardbridge counts deliveries
+		// itself and records retries_exhausted on the last one. A server
+		// limit would drop a message silently if that last delivery could
+		// not reach the database.
+		MaxDeliver:    -1,
+		MaxAckPending: t.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating consumer %s: %w", t.Consumer, err)
+	}
+	return cons, nil
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	_, err := js.Stream(ctx, cfg.Name)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("looking up stream %s: %w", cfg.Name, err)
+	}
+	if _, err := js.CreateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("creating stream %s: %w", cfg.Name, err)
+	}
+	return nil
+}

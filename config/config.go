@@ -1,0 +1,279 @@
+// Package config reads cardbridge's settings from the environment and checks
+// them all at once, so an operator sees every problem in one go rather than
+// one per restart.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cardbridge/cardbridge/secret"
+)
+
+// Config is the whole configuration of a cardbridge process.
+type Config struct {
+	DatabaseURL secret.String // may carry a password
+	NATSURL     string
+
+	MBanq MBanq
+
+	SecretKey []byte // CARDBRIDGE_SECRET_KEY, decoded
+	// PreviousSecretKeys are older keys still accepted for decryption while
+	// a rotation is under way (CARDBRIDGE_SECRET_KEY_PREVIOUS, comma separated).
+	PreviousSecretKeys [][]byte
+	Source             string // CARDBRIDGE_SOURCE
+
+	HTTPAddr  string
+	LogLevel  slog.Level
+	LogFormat string // "text", "json" or "" (text on a terminal, JSON otherwise)
+
+	NATS NATS
+
+	// MaxInFlight bounds the requests handled at once (CARDBRIDGE_MAX_IN_FLIGHT).
+	MaxInFlight int
+	// AutoMigrate applies pending migrations at start instead of refusing to
+	// start (CARDBRIDGE_AUTO_MIGRATE=true, or `run --migrate`).
+	AutoMigrate bool
+}
+
+// MBanq is how cardbridge reaches the bank.
+type MBanq struct {
+	BaseURL           string
+	TenantID          string
+	ClientID          string
+	ClientSecret      secret.String
+	AdminUsername     string
+	AdminPassword     secret.String
+	OfficeID          int64
+	SelfServiceRoleID int64 // 0: discover from the roles list
+}
+
+// NATS names the streams, subjects and consumer cardbridge uses.
+type NATS struct {
+	RequestStream  string        // CARDBRIDGE_REQUEST_STREAM, default ERP
+	RequestSubject string        // CARDBRIDGE_REQUEST_SUBJECT, default employee.card.requested
+	OutcomeStream  string        // CARDBRIDGE_OUTCOME_STREAM, default CARDS
+	Consumer       string        // CARDBRIDGE_CONSUMER, default cardbridge
+	AckWait        time.Duration // CARDBRIDGE_ACK_WAIT, default 60s
+	MaxDeliver     int           // CARDBRIDGE_MAX_DELIVER, default 20
+}
+
+// Defaults for the optional settings.
+const (
+	DefaultSource         = "urn:cardbridge"
+	DefaultHTTPAddr       = ":8080"
+	DefaultRequestStream  = "ERP"
+	DefaultRequestSubject = "employee.card.requested"
+	DefaultOutcomeStream  = "CARDS"
+	DefaultConsumer       = "cardbridge"
+	DefaultAckWait        = 60 * time.Second
+	DefaultMaxDeliver     = 20
+	DefaultMaxInFlight    = 256
+	DefaultDatabaseURL    = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	DefaultNATSURL        = "nats://127.0.0.1:4222"
+)
+
+// Error lists every problem found in the environment.
+type Error struct {
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	return "invalid configuration: " + strings.Join(e.Problems, "; ")
+}
+
+// Defaults returns a Config with every optional setting at its default and
+// the required ones empty.
+func Defaults() Config {
+	return Config{
+		Source:      DefaultSource,
+		HTTPAddr:    DefaultHTTPAddr,
+		LogLevel:    slog.LevelInfo,
+		MaxInFlight: DefaultMaxInFlight,
+		MBanq:       MBanq{OfficeID: 1},
+		NATS: NATS{
+			RequestStream:  DefaultRequestStream,
+			RequestSubject: DefaultRequestSubject,
+			OutcomeStream:  DefaultOutcomeStream,
+			Consumer:       DefaultConsumer,
+			AckWait:        DefaultAckWait,
+			MaxDeliver:     DefaultMaxDeliver,
+		},
+	}
+}
+
+// FromEnv reads the configuration of `cardbridge run` through getenv (os.Getenv
+// in production, a map in tests). Every required setting must be present; the
+// returned *Error names all that are missing or malformed.
+func FromEnv(getenv func(string) string) (Config, error) {
+	c := Defaults()
+	p := &parser{getenv: getenv}
+
+	c.DatabaseURL = secret.New(p.required("DATABASE_URL"))
+	c.NATSURL = p.required("NATS_URL")
+	c.MBanq.BaseURL = p.url("MBANQ_BASE_URL")
+	c.MBanq.TenantID = p.required("MBANQ_TENANT_ID")
+	c.MBanq.ClientID = p.required("MBANQ_CLIENT_ID")
+	c.MBanq.ClientSecret = secret.New(p.required("MBANQ_CLIENT_SECRET"))
+	c.MBanq.AdminUsername = p.required("MBANQ_ADMIN_USERNAME")
+	c.MBanq.AdminPassword = secret.New(p.required("MBANQ_ADMIN_PASSWORD"))
+	p.positiveInt64("MBANQ_OFFICE_ID", &c.MBanq.OfficeID)
+	p.positiveInt64("MBANQ_SELF_SERVICE_ROLE_ID", &c.MBanq.SelfServiceRoleID)
+
+	if raw := p.required("CARDBRIDGE_SECRET_KEY"); raw != "" {
+		k, err := secret.ParseKey(secret.New(raw))
+		if err != nil {
+			p.problem("CARDBRIDGE_SECRET_KEY: %v (generate one with: openssl rand -base64 32)", err)
+		}
+		c.SecretKey = k
+	}
+	if raw := strings.TrimSpace(getenv("CARDBRIDGE_SECRET_KEY_PREVIOUS")); raw != "" {
+		for i, part := range strings.Split(raw, ",") {
+			k, err := secret.ParseKey(secret.New(strings.TrimSpace(part)))
+			if err != nil {
+				p.problem("CARDBRIDGE_SECRET_KEY_PREVIOUS[%d]: %v", i, err)
+				continue
+			}
+			c.PreviousSecretKeys = append(c.PreviousSecretKeys, k)
+		}
+	}
+	p.optional("CARDBRIDGE_SOURCE", &c.Source)
+	p.optional("HTTP_ADDR", &c.HTTPAddr)
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		p.problem("HTTP_ADDR: %q is not host:port", c.HTTPAddr)
+	}
+	c.LogLevel, c.LogFormat = p.logging()
+
+	p.optional("CARDBRIDGE_REQUEST_STREAM", &c.NATS.RequestStream)
+	p.optional("CARDBRIDGE_REQUEST_SUBJECT", &c.NATS.RequestSubject)
+	p.optional("CARDBRIDGE_OUTCOME_STREAM", &c.NATS.OutcomeStream)
+	p.optional("CARDBRIDGE_CONSUMER", &c.NATS.Consumer)
+	p.duration("CARDBRIDGE_ACK_WAIT", &c.NATS.AckWait)
+	p.positiveInt("CARDBRIDGE_MAX_DELIVER", &c.NATS.MaxDeliver)
+	p.positiveInt("CARDBRIDGE_MAX_IN_FLIGHT", &c.MaxInFlight)
+	p.boolean("CARDBRIDGE_AUTO_MIGRATE", &c.AutoMigrate)
+
+	if len(p.problems) > 0 {
+		return c, &Error{Problems: p.problems}
+	}
+	return c, nil
+}
+
+// Logging reads only LOG_LEVEL and LOG_FORMAT, for commands that need
+// nothing else.
+func Logging(getenv func(string) string) (slog.Level, string, error) {
+	p := &parser{getenv: getenv}
+	lvl, format := p.logging()
+	if len(p.problems) > 0 {
+		return lvl, format, &Error{Problems: p.problems}
+	}
+	return lvl, format, nil
+}
+
+type parser struct {
+	getenv   func(string) string
+	problems []string
+}
+
+func (p *parser) problem(format string, args ...any) {
+	p.problems = append(p.problems, fmt.Sprintf(format, args...))
+}
+
+func (p *parser) required(name string) string {
+	v := strings.TrimSpace(p.getenv(name))
+	if v == "" {
+		p.problem("%s is required", name)
+	}
+	return v
+}
+
+func (p *parser) optional(name string, dst *string) {
+	if v := strings.TrimSpace(p.getenv(name)); v != "" {
+		*dst = v
+	}
+}
+
+func (p *parser) url(name string) string {
+	v := p.required(name)
+	if v == "" {
+		return ""
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		p.problem("%s: %q is not an http(s) URL", name, v)
+	}
+	return strings.TrimRight(v, "/")
+}
+
+func (p *parser) positiveInt64(name string, dst *int64) {
+	v := strings.TrimSpace(p.getenv(name))
+	if v == "" {
+		return
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		p.problem("%s: %q is not a positive integer", name, v)
+		return
+	}
+	*dst = n
+}
+
+func (p *parser) positiveInt(name string, dst *int) {
+	var n int64 = int64(*dst)
+	p.positiveInt64(name, &n)
+	*dst = int(n)
+}
+
+func (p *parser) duration(name string, dst *time.Duration) {
+	v := strings.TrimSpace(p.getenv(name))
+	if v == "" {
+		return
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		p.problem("%s: %q is not a positive duration such as 30s", name, v)
+		return
+	}
+	*dst = d
+}
+
+func (p *parser) boolean(name string, dst *bool) {
+	v := strings.TrimSpace(p.getenv(name))
+	if v == "" {
+		return
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		p.problem("%s: %q is not true or false", name, v)
+		return
+	}
+	*dst = b
+}
+
+func (p *parser) logging() (slog.Level, string) {
+	lvl := slog.LevelInfo
+	if v := strings.TrimSpace(p.getenv("LOG_LEVEL")); v != "" {
+		if err := lvl.UnmarshalText([]byte(v)); err != nil {
+			p.problem("LOG_LEVEL: %q is not one of debug, info, warn, error", v)
+		}
+	}
+	format := strings.ToLower(strings.TrimSpace(p.getenv("LOG_FORMAT")))
+	switch format {
+	case "", "text", "json":
+	default:
+		p.problem("LOG_FORMAT: %q is not text or json", format)
+	}
+	return lvl, format
+}
+
+// ErrIs reports whether err is a configuration error.
+func ErrIs(err error) bool {
+	var e *Error
+	return errors.As(err, &e)
+}

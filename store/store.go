@@ -1,0 +1,106 @@
+// Package store is cardbridge's Postgres layer: source bindings,
+// self-service users, the inbox of processed requests, card orders and the
+// outbox of outcome events.
+//
+// Driver errors are translated at this boundary: a missing row is
+// ErrNotFound, whatever pgx called it.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cardbridge/cardbridge/secret"
+)
+
+// ErrNotFound is returned when the row asked for does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Options configure Open.
+type Options struct {
+	// URL is the Postgres connection string.
+	URL secret.String
+	// Schema, when set, is where every table lives (search_path). Tests use
+	// it to give each test its own schema; production leaves it empty.
+	Schema string
+	// MaxConns caps the pool (0: pgx's default, max(4, CPUs)).
+	MaxConns int32
+	// Logger receives the store's own log lines.
+	Logger *slog.Logger
+}
+
+// Store is a handle on cardbridge's database.
+type Store struct {
+	pool   *pgxpool.Pool
+	schema string
+	log    *slog.Logger
+	commit *committer
+}
+
+// Open connects to Postgres and checks the connection.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(opts.URL.Reveal())
+	if err != nil {
+		// pgx's parse errors can quote the connection string, password and all.
+		return nil, errors.New("opening database: DATABASE_URL is not a valid Postgres connection string")
+	}
+	if opts.Schema != "" {
+		cfg.ConnConfig.RuntimeParams["search_path"] = opts.Schema
+	}
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("opening database: %w", err)
+	}
+	s := &Store{pool: pool, log: opts.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if err := pool.QueryRow(ctx, "SELECT current_schema()").Scan(&s.schema); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connecting to database: %w", err)
+	}
+	s.commit = newCommitter(s)
+	return s, nil
+}
+
+// Close stops the group committer and closes the pool.
+func (s *Store) Close() {
+	s.commit.close()
+	s.pool.Close()
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// Pool exposes the pool for tests and tools that need raw SQL.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Schema is the schema the store's tables live in.
+func (s *Store) Schema() string { return s.schema }
+
+func notFound(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
+}
+
+// cleanText makes a string storable in a Postgres text column, which refuses
+// invalid UTF-8 and NUL bytes. Identifiers of malformed requests can carry
+// either, and such a request must still be recorded, not lost.
+func cleanText(s string) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+}

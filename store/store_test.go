@@ -1,0 +1,242 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cardbridge/cardbridge/internal/testenv"
+	"github.com/cardbridge/cardbridge/secret"
+	"github.com/cardbridge/cardbridge/store"
+)
+
+func completion(source, id string, issued bool) store.Completion {
+	c := store.Completion{
+		Source:      source,
+		RequestID:   id,
+		PayloadHash: []byte("hash-" + id),
+		Outcome:     store.OutcomeFailed,
+		Reason:      "unbound_source",
+		Event: store.OutboxEvent{
+			EventID: "ev-" + source + "-" + id,
+			Subject: "card.failed",
+			Header:  map[string][]string{"Ce-Id": {"ev-" + id}},
+			Data:    []byte(`{"x":1}`),
+		},
+	}
+	if issued {
+		c.Outcome, c.Reason = store.OutcomeIssued, ""
+		c.Event.Subject = "card.issued"
+		c.Card = &store.CardOrder{ClientID: 1, EmployeeID: "e-" + id, SavingsAccountID: 1, CardProductID: 1,
+			IdempotencyKey: "k-" + id, CardID: 42, CardToken: "tok", Status: "ACTIVE", IssuedAt: time.Now()}
+	}
+	return c
+}
+
+func TestCompleteWritesOnceAndOnlyOnce(t *testing.T) {
+	s := testenv.Store(t)
+	ctx := context.Background()
+
+	ok, err := s.Complete(ctx, completion("urn:erp:a", "1", true))
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	ok, err = s.Complete(ctx, completion("urn:erp:a", "1", true))
+	require.NoError(t, err)
+	require.False(t, ok, "a second completion of the same request must write nothing")
+
+	p, err := s.ProcessedRequest(ctx, "urn:erp:a", "1")
+	require.NoError(t, err)
+	require.Equal(t, store.OutcomeIssued, p.Outcome)
+	o, err := s.CardOrder(ctx, "urn:erp:a", "1")
+	require.NoError(t, err)
+	require.EqualValues(t, 42, o.CardID)
+
+	n, _, err := s.OutboxBacklog(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n)
+}
+
+func TestCompleteGroupsConcurrentWritesAndIsolatesABadOne(t *testing.T) {
+	s := testenv.Store(t)
+	ctx := context.Background()
+	const n = 200
+	var wg sync.WaitGroup
+	results := make([]bool, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := completion("urn:erp:b", fmt.Sprint(i), i%2 == 0)
+			if i == 7 {
+				// A failure outcome without a reason breaks the dead-letter
+				// constraint: it must fail alone.
+				c.DeadLetter = &store.DeadLetter{Header: map[string][]string{}}
+				c.Reason = ""
+			}
+			results[i], errs[i] = s.Complete(ctx, c)
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if i == 7 {
+			require.Error(t, errs[i])
+			continue
+		}
+		require.NoError(t, errs[i], "request %d", i)
+		require.True(t, results[i], "request %d", i)
+	}
+	backlog, _, err := s.OutboxBacklog(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, n-1, backlog)
+}
+
+func TestCompleteStoresUnreadableIdentifiers(t *testing.T) {
+	s := testenv.Store(t)
+	ctx := context.Background()
+	c := completion("urn:\xff\x00bad", "id\x00", false)
+	c.Event = store.OutboxEvent{}
+	c.DeadLetter = &store.DeadLetter{Message: "not a CloudEvent", Subject: "employee.card.requested",
+		Header: map[string][]string{}, Data: []byte{0xff, 0x00}, StreamSeq: 3, Deliveries: 1, FirstSeen: time.Now()}
+	ok, err := s.Complete(ctx, c)
+	require.NoError(t, err)
+	require.True(t, ok)
+	n, _, err := s.OutboxBacklog(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n, "no event without a request to answer")
+}
+
+func TestRelayBatchDeletesOnlyAcknowledgedRows(t *testing.T) {
+	s := testenv.Store(t)
+	ctx := context.Background()
+	for i := range 5 {
+		_, err := s.Complete(ctx, completion("urn:erp:c", fmt.Sprint(i), true))
+		require.NoError(t, err)
+	}
+	n, err := s.RelayBatch(ctx, 3, func(_ context.Context, evs []store.OutboxEvent) ([]int64, error) {
+		require.Len(t, evs, 3)
+		require.Equal(t, []string{"ev-0"}, evs[0].Header["Ce-Id"], "headers survive the round trip")
+		return []int64{evs[0].ID, evs[1].ID}, fmt.Errorf("third publish failed")
+	})
+	require.Error(t, err)
+	require.Equal(t, 3, n)
+	backlog, _, err := s.OutboxBacklog(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 3, backlog, "acknowledged rows are deleted even when a later one failed")
+}
+
+func TestRelayBatchSkipsRowsHeldByAnotherRelay(t *testing.T) {
+	s := testenv.Store(t)
+	ctx := context.Background()
+	for i := range 4 {
+		_, err := s.Complete(ctx, completion("urn:erp:d", fmt.Sprint(i), true))
+		require.NoError(t, err)
+	}
+	held := make(chan struct{})
+	release := make(chan struct{})
+	var first []string
+	done := make(chan error)
+	go func() {
+		_, err := s.RelayBatch(ctx, 2, func(_ context.Context, evs []store.OutboxEvent) ([]int64, error) {
+			for _, e := range evs {
+				first = append(first, e.EventID)
+			}
+			close(held)
+			<-release
+			return []int64{evs[0].ID, evs[1].ID}, nil
+		})
+		done <- err
+	}()
+	<-held
+	var second []string
+	_, err := s.RelayBatch(ctx, 10, func(_ context.Context, evs []store.OutboxEvent) ([]int64, error) {
+		ids := make([]int64, 0, len(evs))
+		for _, e := range evs {
+			second = append(second, e.EventID)
+			ids = append(ids, e.ID)
+		}
+		return ids, nil
+	})
+	require.NoError(t, err)
+	close(release)
+	require.NoError(t, <-done)
+	require.Len(t, second, 2)
+	require.NotContains(t, second, first[0])
+	require.NotContains(t, second, first[1])
+}
+
+func TestBindings(t *testing.T) {
+	s := testenv.Store(t)
+	ctx := context.Background()
+	require.NoError(t, s.AddBinding(ctx, store.Binding{Source: "urn:erp:x", ClientID: 1, SavingsAccountID: 2, CardProductID: 3}))
+	require.NoError(t, s.AddBinding(ctx, store.Binding{Source: "urn:erp:x", ClientID: 1, SavingsAccountID: 5, CardProductID: 3}))
+	b, err := s.LookupBinding(ctx, "urn:erp:x", 1)
+	require.NoError(t, err)
+	require.EqualValues(t, 5, b.SavingsAccountID)
+	_, err = s.LookupBinding(ctx, "urn:erp:x", 2)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	has, err := s.SourceHasBindings(ctx, "urn:erp:x")
+	require.NoError(t, err)
+	require.True(t, has)
+	require.NoError(t, s.RemoveBinding(ctx, "urn:erp:x", 1))
+	require.ErrorIs(t, s.RemoveBinding(ctx, "urn:erp:x", 1), store.ErrNotFound)
+}
+
+func TestRecordProvisioningFirstWriterWins(t *testing.T) {
+	s := testenv.Store(t)
+	ctx := context.Background()
+	a, err := s.RecordProvisioning(ctx, store.SelfServiceUser{ClientID: 9, Username: "a", PasswordSealed: []byte("sa")})
+	require.NoError(t, err)
+	b, err := s.RecordProvisioning(ctx, store.SelfServiceUser{ClientID: 9, Username: "b", PasswordSealed: []byte("sb")})
+	require.NoError(t, err)
+	require.Equal(t, "a", a.Username)
+	require.Equal(t, "a", b.Username, "the second process must adopt the first row")
+	require.Equal(t, store.UserProvisioning, b.Status)
+	require.NoError(t, s.ActivateUser(ctx, 9, 107))
+	u, err := s.SelfServiceUser(ctx, 9)
+	require.NoError(t, err)
+	require.Equal(t, store.UserActive, u.Status)
+	require.EqualValues(t, 107, u.MBanqUserID)
+}
+
+func TestMigrationsUpDownAndConcurrent(t *testing.T) {
+	url := testenv.DatabaseURL(t)
+	ctx := context.Background()
+	open := func() *store.Store {
+		s, err := store.Open(ctx, store.Options{URL: secret.New(url)})
+		require.NoError(t, err)
+		t.Cleanup(s.Close)
+		return s
+	}
+	s := open()
+	require.ErrorIs(t, s.CheckMigrations(ctx), store.ErrPendingMigrations)
+
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = open().MigrateUp(ctx, &bytes.Buffer{})
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.CheckMigrations(ctx))
+	st, err := s.MigrationStatus(ctx)
+	require.NoError(t, err)
+	for _, m := range st {
+		require.True(t, m.Applied, m.Name)
+	}
+	var out bytes.Buffer
+	require.NoError(t, s.MigrateDown(ctx, &out))
+	require.ErrorIs(t, s.CheckMigrations(ctx), store.ErrPendingMigrations)
+}
