@@ -1,0 +1,38 @@
+package event
+
+import "github.com/nats-io/nats.go"
+
+// Message is an event ready to publish on NATS. It is plain data, so a store
+// can keep it (an outbox row) and a relay publish it later byte for byte.
+type Message struct {
+	// Subject is the NATS subject: the event type.
+	Subject string
+	Header  nats.Header
+	Data    []byte
+}
+
+// NATS returns the message as a *nats.Msg for Publish or
+// JetStream.PublishMsg. The header map is shared, not copied.
+func (m Message) NATS() *nats.Msg {
+	return &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data}
+}
+
+// Mode is a CloudEvents binding mode.
+type Mode int
+
+const (
+	// Binary puts the attributes in ce-* headers and the data in the body.
+	Binary Mode = iota
+	// Structured puts the whole event, as JSON, in the body.
+	Structured
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Binary:
+		return "binary"
+	case Structured:
+		return "structured"
+	}
+	return "Mode(invalid)"
+}
