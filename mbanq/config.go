@@ -1,0 +1,135 @@
+package mbanq
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/cardbridge/cardbridge/secret"
+)
+
+// Defaults for the optional Config fields.
+const (
+	DefaultMaxAttempts    = 4
+	DefaultBaseBackoff    = 200 * time.Millisecond
+	DefaultMaxBackoff     = 5 * time.Second
+	DefaultMaxRetryAfter  = 30 * time.Second
+	DefaultRequestTimeout = 15 * time.Second
+)
+
+// Config holds the settings shared by every Session of a Client.
+type Config struct {
+	// BaseURL of the API, e.g. https://api.cloud.mbanq.com. A path prefix is
+	// kept; a trailing slash is ignored.
+	BaseURL string
+	// TenantID is sent as the tenantId header on every call.
+	TenantID string
+	// ClientID and ClientSecret are the OAuth client credentials used with
+	// both grants.
+	ClientID     string
+	ClientSecret secret.String
+
+	// HTTPClient is optional. The default reuses connections (64 idle per
+	// host, because one cardbridge process talks to one host at high
+	// concurrency) and bounds dialling and TLS handshakes; the per-attempt
+	// deadline comes from RequestTimeout, not from http.Client.Timeout.
+	HTTPClient *http.Client
+	// Logger is optional; nothing is logged when it is nil. Request bodies
+	// are never logged because they may carry passwords.
+	Logger *slog.Logger
+
+	// MaxAttempts is the number of tries of one call, the first included,
+	// for failures that are safe to retry (default 4; 1 disables retries).
+	MaxAttempts int
+	// BaseBackoff and MaxBackoff bound the exponential backoff between
+	// attempts (defaults 200ms and 5s); a random jitter of up to half the
+	// delay is subtracted so that many callers do not retry in lockstep.
+	BaseBackoff time.Duration
+	MaxBackoff  time.Duration
+	// MaxRetryAfter is the longest Retry-After the client waits for inside a
+	// call (default 30s). A longer one ends the call with an error whose
+	// RetryAfter tells the caller when to try again, so a message can be
+	// put back on its queue rather than holding a worker.
+	MaxRetryAfter time.Duration
+	// RequestTimeout bounds each attempt, the response body included
+	// (default 15s).
+	RequestTimeout time.Duration
+}
+
+// withDefaults returns a copy of c with the optional fields filled in.
+func (c Config) withDefaults() Config {
+	if c.HTTPClient == nil {
+		c.HTTPClient = defaultHTTPClient()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if c.BaseBackoff == 0 {
+		c.BaseBackoff = DefaultBaseBackoff
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = DefaultMaxBackoff
+	}
+	if c.MaxRetryAfter == 0 {
+		c.MaxRetryAfter = DefaultMaxRetryAfter
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	c.BaseURL = strings.TrimRight(c.BaseURL, "/")
+	return c
+}
+
+// validate reports every invalid field at once, naming each, so that a
+// misconfigured process can be fixed in one go.
+func (c Config) validate() error {
+	var errs []error
+	if c.BaseURL == "" {
+		errs = append(errs, errors.New("BaseURL is required"))
+	} else if u, err := url.Parse(c.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("BaseURL %q is not an http(s) URL", c.BaseURL))
+	}
+	if c.TenantID == "" {
+		errs = append(errs, errors.New("TenantID is required"))
+	}
+	if c.ClientID == "" {
+		errs = append(errs, errors.New("ClientID is required"))
+	}
+	if c.ClientSecret.IsZero() {
+		errs = append(errs, errors.New("ClientSecret is required"))
+	}
+	if c.MaxAttempts < 1 {
+		errs = append(errs, fmt.Errorf("MaxAttempts is %d, want at least 1", c.MaxAttempts))
+	}
+	if c.BaseBackoff < 0 || c.MaxBackoff < c.BaseBackoff {
+		errs = append(errs, fmt.Errorf("backoff: want 0 <= BaseBackoff (%s) <= MaxBackoff (%s)", c.BaseBackoff, c.MaxBackoff))
+	}
+	if c.MaxRetryAfter < 0 {
+		errs = append(errs, fmt.Errorf("MaxRetryAfter is negative (%s)", c.MaxRetryAfter))
+	}
+	if c.RequestTimeout < 0 {
+		errs = append(errs, fmt.Errorf("RequestTimeout is negative (%s)", c.RequestTimeout))
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("mbanq: invalid config: %w", errors.Join(errs...))
+}
+
+func defaultHTTPClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	tr.TLSHandshakeTimeout = 10 * time.Second
+	tr.MaxIdleConns = 256
+	tr.MaxIdleConnsPerHost = 64
+	tr.IdleConnTimeout = 90 * time.Second
+	return &http.Client{Transport: tr}
+}

@@ -1,0 +1,258 @@
+package sandbox
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Faults are the failures the sandbox injects. The zero value injects none
+// and answers at once. Rates are probabilities in [0, 1] drawn per request
+// from the server's seedable random source (WithRandSeed); the ...Next
+// counters make the next N eligible requests fail, for tests and demos that
+// need an exact sequence.
+type Faults struct {
+	// Latency delays every API answer, plus a uniform random part of up to
+	// LatencyJitter.
+	Latency       Duration `json:"latency"`
+	LatencyJitter Duration `json:"latencyJitter"`
+
+	// ServerErrorRate of requests get ServerErrorStatus (default 500)
+	// without being processed.
+	ServerErrorRate   float64 `json:"serverErrorRate"`
+	ServerErrorNext   int     `json:"serverErrorNext"`
+	ServerErrorStatus int     `json:"serverErrorStatus,omitempty"`
+
+	// RateLimitRate of requests get 429 with Retry-After: RetryAfter
+	// (whole seconds, rounded up; 0 is sent as "0").
+	RateLimitRate float64  `json:"rateLimitRate"`
+	RateLimitNext int      `json:"rateLimitNext"`
+	RetryAfter    Duration `json:"retryAfter"`
+
+	// LostResponseRate of successful POSTs under /v1/ (users and cards) are
+	// processed, and remembered for their Idempotency-Key, and then the
+	// connection is dropped without an answer.
+	LostResponseRate float64 `json:"lostResponseRate"`
+	LostResponseNext int     `json:"lostResponseNext"`
+
+	// Paths limits the faults above to requests whose path starts with one
+	// of these prefixes (e.g. "/v1/cards"); empty means every API request.
+	Paths []string `json:"paths,omitempty"`
+
+	// TokenLifetime and RefreshTokenLifetime apply to tokens issued from now
+	// on (defaults 1h and 24h; expires_in is whole seconds, at least 1).
+	TokenLifetime        Duration `json:"tokenLifetime"`
+	RefreshTokenLifetime Duration `json:"refreshTokenLifetime"`
+}
+
+// Default token lifetimes.
+const (
+	DefaultTokenLifetime        = time.Hour
+	DefaultRefreshTokenLifetime = 24 * time.Hour
+)
+
+func (f Faults) validate() error {
+	var errs []error
+	for name, r := range map[string]float64{"serverErrorRate": f.ServerErrorRate, "rateLimitRate": f.RateLimitRate, "lostResponseRate": f.LostResponseRate} {
+		if r < 0 || r > 1 {
+			errs = append(errs, fmt.Errorf("%s %v is not in [0, 1]", name, r))
+		}
+	}
+	if f.ServerErrorStatus != 0 && (f.ServerErrorStatus < 500 || f.ServerErrorStatus > 599) {
+		errs = append(errs, fmt.Errorf("serverErrorStatus %d is not a 5xx status", f.ServerErrorStatus))
+	}
+	if f.Latency < 0 || f.LatencyJitter < 0 || f.RetryAfter < 0 || f.TokenLifetime < 0 || f.RefreshTokenLifetime < 0 {
+		errs = append(errs, errors.New("durations must not be negative"))
+	}
+	if f.ServerErrorNext < 0 || f.RateLimitNext < 0 || f.LostResponseNext < 0 {
+		errs = append(errs, errors.New("...Next counters must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Duration is a time.Duration written in JSON as a Go duration string
+// ("250ms", "1h"); a bare number is read as milliseconds.
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		if s == "" {
+			*d = 0
+			return nil
+		}
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		*d = Duration(v)
+		return nil
+	}
+	var ms float64
+	if err := json.Unmarshal(b, &ms); err != nil {
+		return fmt.Errorf("duration must be a string like \"250ms\" or a number of milliseconds")
+	}
+	*d = Duration(ms * float64(time.Millisecond))
+	return nil
+}
+
+// faultInjector holds the current Faults. enabled lets the hot path skip the
+// lock entirely when no fault is configured, which is the load-test default.
+type faultInjector struct {
+	enabled atomic.Bool
+	mu      sync.Mutex
+	f       Faults
+	rng     *rand.Rand
+}
+
+func newFaultInjector(f Faults, seed uint64) *faultInjector {
+	fi := &faultInjector{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
+	fi.set(f)
+	return fi
+}
+
+func (fi *faultInjector) set(f Faults) {
+	fi.mu.Lock()
+	defer fi.mu.Unlock()
+	fi.f = f
+	fi.refreshEnabled()
+}
+
+func (fi *faultInjector) get() Faults {
+	fi.mu.Lock()
+	defer fi.mu.Unlock()
+	f := fi.f
+	f.Paths = append([]string(nil), f.Paths...)
+	return f
+}
+
+func (fi *faultInjector) lifetimes() (access, refresh time.Duration) {
+	fi.mu.Lock()
+	defer fi.mu.Unlock()
+	access, refresh = time.Duration(fi.f.TokenLifetime), time.Duration(fi.f.RefreshTokenLifetime)
+	if access <= 0 {
+		access = DefaultTokenLifetime
+	}
+	if refresh <= 0 {
+		refresh = DefaultRefreshTokenLifetime
+	}
+	return access, refresh
+}
+
+// decision is what to do to one request before processing it.
+type decision struct {
+	delay      time.Duration
+	status     int // 0, 429 or 5xx
+	retryAfter time.Duration
+}
+
+func (fi *faultInjector) matches(path string) bool {
+	if len(fi.f.Paths) == 0 {
+		return true
+	}
+	for _, p := range fi.f.Paths {
+		if strings.HasPrefix(path, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// decide draws the faults of one API request. Counters are consumed before
+// rates, 429 before 5xx.
+func (fi *faultInjector) decide(path string) decision {
+	if !fi.enabled.Load() {
+		return decision{}
+	}
+	fi.mu.Lock()
+	defer fi.mu.Unlock()
+	if !fi.matches(path) {
+		return decision{}
+	}
+	var d decision
+	d.delay = time.Duration(fi.f.Latency)
+	if j := time.Duration(fi.f.LatencyJitter); j > 0 {
+		d.delay += time.Duration(fi.rng.Int64N(int64(j) + 1))
+	}
+	switch {
+	case fi.f.RateLimitNext > 0:
+		fi.f.RateLimitNext--
+		d.status = 429
+	case fi.f.ServerErrorNext > 0:
+		fi.f.ServerErrorNext--
+		d.status = fi.serverStatus()
+	case fi.f.RateLimitRate > 0 && fi.rng.Float64() < fi.f.RateLimitRate:
+		d.status = 429
+	case fi.f.ServerErrorRate > 0 && fi.rng.Float64() < fi.f.ServerErrorRate:
+		d.status = fi.serverStatus()
+	}
+	d.retryAfter = time.Duration(fi.f.RetryAfter)
+	fi.refreshEnabled()
+	return d
+}
+
+// loseResponse decides whether the answer to a processed POST is dropped.
+func (fi *faultInjector) loseResponse(path string) bool {
+	if !fi.enabled.Load() {
+		return false
+	}
+	fi.mu.Lock()
+	defer fi.mu.Unlock()
+	if !fi.matches(path) {
+		return false
+	}
+	lose := false
+	switch {
+	case fi.f.LostResponseNext > 0:
+		fi.f.LostResponseNext--
+		lose = true
+	case fi.f.LostResponseRate > 0:
+		lose = fi.rng.Float64() < fi.f.LostResponseRate
+	}
+	fi.refreshEnabled()
+	return lose
+}
+
+func (fi *faultInjector) serverStatus() int {
+	if fi.f.ServerErrorStatus != 0 {
+		return fi.f.ServerErrorStatus
+	}
+	return 500
+}
+
+// refreshEnabled turns the fast path back on once counters are used up.
+// Called with mu held.
+func (fi *faultInjector) refreshEnabled() {
+	f := fi.f
+	fi.enabled.Store(f.Latency > 0 || f.LatencyJitter > 0 || f.ServerErrorRate > 0 || f.ServerErrorNext > 0 ||
+		f.RateLimitRate > 0 || f.RateLimitNext > 0 || f.LostResponseRate > 0 || f.LostResponseNext > 0)
+}
+
+// Faults returns the faults in force, with the counters that are left.
+func (s *Server) Faults() Faults { return s.faults.get() }
+
+// SetFaults replaces the faults in force. It returns an error, and changes
+// nothing, when a rate is outside [0, 1] or a value is negative.
+func (s *Server) SetFaults(f Faults) error {
+	if err := f.validate(); err != nil {
+		return fmt.Errorf("sandbox faults: %w", err)
+	}
+	s.faults.set(f)
+	return nil
+}

@@ -1,0 +1,134 @@
+package mbanq
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/cardbridge/cardbridge/secret"
+)
+
+// maxResponseBody bounds what is read of an answer (a users list can be long).
+const maxResponseBody = 16 << 20
+
+const userAgent = "cardbridge-mbanq/1"
+
+// request describes one logical call; it is attempted one or more times.
+type request struct {
+	op     string // what is being done, for errors and logs, e.g. "order card"
+	method string
+	path   string
+	body   any        // encoded as JSON when not nil
+	form   url.Values // encoded as a form when not nil (token endpoint)
+	// idemKey is the Idempotency-Key of a POST, the same on every attempt.
+	idemKey string
+	// public marks a call made without a bearer token (the token request).
+	public bool
+}
+
+// encode returns the body and its content type, once for all attempts.
+func (r *request) encode() ([]byte, string, error) {
+	switch {
+	case r.form != nil:
+		return []byte(r.form.Encode()), "application/x-www-form-urlencoded", nil
+	case r.body != nil:
+		b, err := json.Marshal(r.body)
+		if err != nil {
+			// The message names the type that failed, never the data.
+			return nil, "", fmt.Errorf("mbanq: %s: encoding request: %w", r.op, err)
+		}
+		return b, "application/json", nil
+	}
+	return nil, "", nil
+}
+
+// exchange makes one attempt: one HTTP request and its answer, bounded by
+// RequestTimeout. A 2xx answer is decoded into out; anything else is an
+// *Error.
+func (c *Client) exchange(ctx context.Context, r *request, body []byte, contentType string, token secret.String, traceID string, attempt int, out any) error {
+	actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+
+	var rdr io.Reader
+	if body != nil {
+		rdr = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(actx, r.method, c.cfg.BaseURL+r.path, rdr)
+	if err != nil {
+		return fmt.Errorf("mbanq: %s: building request: %w", r.op, err)
+	}
+	h := req.Header
+	h.Set("tenantId", c.cfg.TenantID)
+	h.Set("Accept", "application/json")
+	h.Set("User-Agent", userAgent)
+	h.Set("trace-id", "RequestUUID="+traceID)
+	if contentType != "" {
+		h.Set("Content-Type", contentType)
+	}
+	if !token.IsZero() {
+		h.Set("Authorization", "Bearer "+token.Reveal())
+	}
+	if r.idemKey != "" {
+		h.Set("Idempotency-Key", r.idemKey)
+	}
+
+	start := time.Now()
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return c.noAnswer(ctx, r, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+	if err != nil {
+		return c.noAnswer(ctx, r, err)
+	}
+	requestID := resp.Header.Get("x-request-id")
+	c.log.LogAttrs(ctx, slog.LevelDebug, "mbanq call",
+		slog.String("op", r.op),
+		slog.String("method", r.method),
+		slog.String("path", r.path),
+		slog.Int("status", resp.StatusCode),
+		slog.String("request_id", requestID),
+		slog.String("trace_id", traceID),
+		slog.Int("attempt", attempt),
+		slog.Bool("served_from_cache", resp.Header.Get("x-served-from-cache") == "true"),
+		slog.Duration("elapsed", time.Since(start)),
+	)
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return decodeError(r.op, resp, data)
+	}
+	if out == nil || len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return &Error{
+			Op:         r.op,
+			HTTPStatus: resp.StatusCode,
+			Code:       CodeMalformedResponse,
+			Message:    "cannot decode the answer",
+			RequestID:  requestID,
+			Err:        err,
+		}
+	}
+	return nil
+}
+
+// noAnswer builds the *Error of an attempt that got no (complete) answer. It
+// tells the caller's cancellation apart from our own per-attempt timeout,
+// because the first must stop all work and the second is worth a retry.
+func (c *Client) noAnswer(ctx context.Context, r *request, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return &Error{Op: r.op, Err: ctxErr}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &Error{Op: r.op, Err: fmt.Errorf("%s %s: %w after %s", r.method, r.path, errAttemptTimeout, c.cfg.RequestTimeout)}
+	}
+	return &Error{Op: r.op, Err: err}
+}
