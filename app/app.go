@@ -1,0 +1,209 @@
+// Package app wires cardbridge's parts into the production process: the
+// store, the NATS connection and topology, the MBanq client, the consumer,
+// the outbox relay and the HTTP health endpoints. `cardbridge run` and
+// `cardbridge dev` start the very same Service, and so do the end-to-end
+// tests.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cardbridge/cardbridge/broker"
+	"github.com/cardbridge/cardbridge/config"
+	"github.com/cardbridge/cardbridge/consumer"
+	"github.com/cardbridge/cardbridge/mbanq"
+	"github.com/cardbridge/cardbridge/relay"
+	"github.com/cardbridge/cardbridge/secret"
+	"github.com/cardbridge/cardbridge/store"
+)
+
+// Service is a running cardbridge process.
+type Service struct {
+	cfg   config.Config
+	log   *slog.Logger
+	store *store.Store
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	cons  jetstream.Consumer
+	http  *http.Server
+	ln    net.Listener
+
+	consumer *consumer.Consumer
+	relay    *relay.Relay
+}
+
+// Start connects to everything cfg names and checks it, but handles no
+// request until Run. It refuses to start while migrations are pending,
+// unless cfg.AutoMigrate applies them.
+func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service, err error) {
+	s := &Service{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+
+	box, err := secret.NewBox(cfg.SecretKey, cfg.PreviousSecretKeys...)
+	if err != nil {
+		return nil, fmt.Errorf("CARDBRIDGE_SECRET_KEY: %w", err)
+	}
+	s.store, err = store.Open(ctx, store.Options{URL: cfg.DatabaseURL, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.AutoMigrate {
+		if err := s.store.MigrateUp(ctx, logWriter{log}); err != nil {
+			return nil, err
+		}
+	} else if err := s.store.CheckMigrations(ctx); err != nil {
+		return nil, err
+	}
+
+	s.nc, err = nats.Connect(cfg.NATSURL,
+		nats.Name("cardbridge"),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to NATS: %w", err)
+	}
+	s.js, err = jetstream.New(s.nc)
+	if err != nil {
+		return nil, fmt.Errorf("JetStream: %w", err)
+	}
+	s.cons, err = broker.Ensure(ctx, s.js, s.topology())
+	if err != nil {
+		return nil, err
+	}
+
+	bank, err := mbanq.New(mbanq.Config{
+		BaseURL:      cfg.MBanq.BaseURL,
+		TenantID:     cfg.MBanq.TenantID,
+		ClientID:     cfg.MBanq.ClientID,
+		ClientSecret: cfg.MBanq.ClientSecret,
+		Logger:       log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("MBanq client: %w", err)
+	}
+	s.consumer, err = consumer.New(consumer.Config{
+		Source:            cfg.Source,
+		MaxInFlight:       cfg.MaxInFlight,
+		MaxDeliver:        cfg.NATS.MaxDeliver,
+		AckWait:           cfg.NATS.AckWait,
+		Admin:             mbanq.Credentials{Username: cfg.MBanq.AdminUsername, Password: cfg.MBanq.AdminPassword},
+		OfficeID:          cfg.MBanq.OfficeID,
+		SelfServiceRoleID: cfg.MBanq.SelfServiceRoleID,
+		Logger:            log,
+	}, s.store, bank, box)
+	if err != nil {
+		return nil, err
+	}
+	s.relay = relay.New(s.store, s.js, relay.Config{Logger: log})
+
+	s.ln, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("HTTP_ADDR: %w", err)
+	}
+	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 5 * time.Second}
+	return s, nil
+}
+
+func (s *Service) topology() broker.Topology {
+	t := broker.DefaultTopology()
+	t.RequestStream = s.cfg.NATS.RequestStream
+	t.RequestSubject = s.cfg.NATS.RequestSubject
+	t.OutcomeStream = s.cfg.NATS.OutcomeStream
+	t.Consumer = s.cfg.NATS.Consumer
+	t.AckWait = s.cfg.NATS.AckWait
+	return t
+}
+
+// HTTPAddr is the address the health endpoints listen on.
+func (s *Service) HTTPAddr() string { return s.ln.Addr().String() }
+
+// Store is the service's store (for dev and tests).
+func (s *Service) Store() *store.Store { return s.store }
+
+// Run consumes and relays until ctx ends, then shuts down gracefully: stop
+// fetching, let in-flight requests finish, flush the relay, close. It
+// returns nil after a clean shutdown.
+func (s *Service) Run(ctx context.Context) error {
+	defer s.close()
+	s.log.Info("cardbridge running", "http", s.HTTPAddr(), "consumer", s.cfg.NATS.Consumer, "source", s.cfg.Source)
+	g, gctx := errgroup.WithContext(ctx)
+	consumerDone := make(chan struct{})
+	g.Go(func() error {
+		defer close(consumerDone)
+		return s.consumer.Run(gctx, s.cons)
+	})
+	g.Go(func() error {
+		// The relay outlives the consumer so that outcomes committed by the
+		// last in-flight requests are published before exit.
+		relayCtx, cancel := context.WithCancel(context.WithoutCancel(gctx))
+		defer cancel()
+		go func() {
+			<-consumerDone
+			cancel()
+		}()
+		return s.relay.Run(relayCtx)
+	})
+	g.Go(func() error {
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("HTTP server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return s.http.Shutdown(shutdown)
+	})
+	err := g.Wait()
+	s.log.Info("cardbridge stopped")
+	return err
+}
+
+func (s *Service) close() {
+	if s.nc != nil {
+		_ = s.nc.Drain()
+	}
+	if s.store != nil {
+		s.store.Close()
+	}
+	if s.ln != nil {
+		_ = s.ln.Close()
+	}
+}
+
+// logWriter sends the migrator's progress lines to the log.
+type logWriter struct{ log *slog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.Info("migration", "step", string(trimNewline(p)))
+	return len(p), nil
+}
+
+func trimNewline(p []byte) []byte {
+	for len(p) > 0 && p[len(p)-1] == '\n' {
+		p = p[:len(p)-1]
+	}
+	return p
+}

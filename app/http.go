@@ -1,0 +1,49 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+)
+
+func (s *Service) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.ready)
+	return mux
+}
+
+// ready reports whether this process can do its job: Postgres answers and
+// is migrated, and NATS is connected.
+func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{}
+	ok := true
+	if err := s.store.Ping(ctx); err != nil {
+		checks["postgres"], ok = "unreachable", false
+	} else if err := s.store.CheckMigrations(ctx); err != nil {
+		checks["postgres"], ok = "migrations pending", false
+	} else {
+		checks["postgres"] = "ok"
+	}
+	if s.nc.IsConnected() {
+		checks["nats"] = "ok"
+	} else {
+		checks["nats"], ok = s.nc.Status().String(), false
+	}
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, map[string]any{"ready": ok, "checks": checks})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,113 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/cardbridge/cardbridge/store"
+)
+
+func bindingsCmd(ctx context.Context, args []string, env Env) error {
+	if len(args) == 0 || args[0] == "--help" || args[0] == "-h" {
+		fmt.Fprintln(env.Stdout, "Usage: cardbridge bindings add|list|remove [flags]   (DATABASE_URL names the database)")
+		fmt.Fprintln(env.Stdout, "  add    --source S --client-id N --savings-account-id N --card-product-id N")
+		fmt.Fprintln(env.Stdout, "  list")
+		fmt.Fprintln(env.Stdout, "  remove --source S --client-id N")
+		if len(args) == 0 {
+			return usagef("want add, list or remove")
+		}
+		return nil
+	}
+	switch args[0] {
+	case "add":
+		return bindingsAdd(ctx, args[1:], env)
+	case "list":
+		return bindingsList(ctx, args[1:], env)
+	case "remove":
+		return bindingsRemove(ctx, args[1:], env)
+	}
+	return usagef("unknown bindings action %q: want add, list or remove", args[0])
+}
+
+func bindingsAdd(ctx context.Context, args []string, env Env) error {
+	fs := newFlags("bindings add", "bindings add --source S --client-id N --savings-account-id N --card-product-id N\n\nAuthorise CloudEvent source S to order cards for MBanq client N, from that\ndeposit account, with that card product. Adding an existing (source, client)\nupdates its account and product.", env)
+	var b store.Binding
+	fs.StringVar(&b.Source, "source", "", "CloudEvent source of the ERP, e.g. urn:erp:acme (required)")
+	fs.Int64Var(&b.ClientID, "client-id", 0, "MBanq client id of the business customer (required)")
+	fs.Int64Var(&b.SavingsAccountID, "savings-account-id", 0, "the client's deposit account the cards draw on (required)")
+	fs.Int64Var(&b.CardProductID, "card-product-id", 0, "the virtual card product (required)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var missing []error
+	if b.Source == "" {
+		missing = append(missing, errors.New("--source is required"))
+	}
+	for name, v := range map[string]int64{"--client-id": b.ClientID, "--savings-account-id": b.SavingsAccountID, "--card-product-id": b.CardProductID} {
+		if v <= 0 {
+			missing = append(missing, fmt.Errorf("%s must be a positive integer", name))
+		}
+	}
+	if len(missing) > 0 {
+		return usagef("%v", errors.Join(missing...))
+	}
+	s, err := openStore(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := s.AddBinding(ctx, b); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "bound %s to client %d (savings account %d, card product %d)\n", b.Source, b.ClientID, b.SavingsAccountID, b.CardProductID)
+	return nil
+}
+
+func bindingsList(ctx context.Context, args []string, env Env) error {
+	fs := newFlags("bindings list", "bindings list", env)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	s, err := openStore(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	bs, err := s.Bindings(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SOURCE\tCLIENT\tSAVINGS ACCOUNT\tCARD PRODUCT\tCREATED")
+	for _, b := range bs {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", b.Source, b.ClientID, b.SavingsAccountID, b.CardProductID, b.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"))
+	}
+	return tw.Flush()
+}
+
+func bindingsRemove(ctx context.Context, args []string, env Env) error {
+	fs := newFlags("bindings remove", "bindings remove --source S --client-id N", env)
+	source := fs.String("source", "", "CloudEvent source (required)")
+	clientID := fs.Int64("client-id", 0, "MBanq client id (required)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *source == "" || *clientID <= 0 {
+		return usagef("--source and a positive --client-id are required")
+	}
+	s, err := openStore(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := s.RemoveBinding(ctx, *source, *clientID); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("no binding of %s to client %d", *source, *clientID)
+		}
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "removed binding of %s to client %d\n", *source, *clientID)
+	return nil
+}

@@ -1,0 +1,132 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cardbridge/cardbridge/mbanq"
+	"github.com/cardbridge/cardbridge/secret"
+	"github.com/cardbridge/cardbridge/store"
+)
+
+// Config tunes a Consumer.
+type Config struct {
+	// Source is the CloudEvent source of the outcome events (CARDBRIDGE_SOURCE).
+	Source string
+	// MaxInFlight bounds the requests handled at once.
+	MaxInFlight int
+	// MaxDeliver is the consumer's delivery limit; the delivery that reaches
+	// it records retries_exhausted instead of retrying.
+	MaxDeliver int
+	// AckWait is the consumer's ack wait; slow handling sends InProgress
+	// well before it runs out.
+	AckWait time.Duration
+	// ShutdownGrace is how long in-flight requests may run after Run's
+	// context ends (default 15s).
+	ShutdownGrace time.Duration
+	// Admin is the NeoBank's admin user, used only to provision
+	// self-service users.
+	Admin mbanq.Credentials
+	// OfficeID is the office of new self-service users.
+	OfficeID int64
+	// SelfServiceRoleID is the role of new self-service users; 0 discovers
+	// it from the roles list.
+	SelfServiceRoleID int64
+	Logger            *slog.Logger
+}
+
+// Consumer handles card requests from a JetStream consumer.
+type Consumer struct {
+	cfg   Config
+	store *store.Store
+	bank  *mbanq.Client
+	log   *slog.Logger
+	users *userDirectory
+}
+
+// New returns a Consumer. box seals the self-service passwords.
+func New(cfg Config, s *store.Store, bank *mbanq.Client, box *secret.Box) (*Consumer, error) {
+	if cfg.Source == "" {
+		return nil, errors.New("consumer: Source is required")
+	}
+	if box == nil {
+		return nil, errors.New("consumer: a secret box is required")
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 256
+	}
+	if cfg.MaxDeliver <= 0 {
+		cfg.MaxDeliver = 20
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 60 * time.Second
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 15 * time.Second
+	}
+	if cfg.OfficeID <= 0 {
+		cfg.OfficeID = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := cfg.Logger.With("component", "consumer")
+	return &Consumer{
+		cfg:   cfg,
+		store: s,
+		bank:  bank,
+		log:   log,
+		users: newUserDirectory(s, bank, box, cfg, log),
+	}, nil
+}
+
+// Run pulls messages from cons until ctx ends. Then it stops fetching,
+// gives in-flight requests ShutdownGrace to finish, and hands the messages
+// it had fetched but not started back to JetStream for prompt redelivery.
+func (c *Consumer) Run(ctx context.Context, cons jetstream.Consumer) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(c.cfg.MaxInFlight))
+	if err != nil {
+		return fmt.Errorf("consuming: %w", err)
+	}
+	// Handling runs on a context that outlives ctx by the grace period, so
+	// a shutdown does not cut a bank call or a commit in half.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stop := context.AfterFunc(ctx, func() {
+		it.Drain()
+		time.AfterFunc(c.cfg.ShutdownGrace, cancelWork)
+	})
+	defer stop()
+
+	slots := make(chan struct{}, c.cfg.MaxInFlight)
+	var wg sync.WaitGroup
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				break
+			}
+			c.log.Warn("fetching messages", "err", err)
+			continue
+		}
+		if ctx.Err() != nil {
+			// Fetched but not started: hand it back at once.
+			_ = msg.Nak()
+			continue
+		}
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			c.Handle(work, msg)
+		}()
+	}
+	wg.Wait()
+	return nil
+}

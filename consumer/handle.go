@@ -1,0 +1,262 @@
+package consumer
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/mbanq"
+	"github.com/cardbridge/cardbridge/store"
+)
+
+// Handle processes one message to its end: it commits an outcome and
+// acknowledges, or hands the message back for a later delivery.
+func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		// Not a JetStream message: nothing to acknowledge, nothing to redeliver.
+		c.log.Error("message without JetStream metadata", "err", err)
+		return
+	}
+	d := delivery{msg: msg, meta: meta}
+	defer c.keepAlive(msg)()
+
+	disp, err := c.process(ctx, d)
+	log := c.log.With(d.logAttrs()...)
+	switch disp {
+	case ack:
+		err = msg.DoubleAck(ctx)
+	case term:
+		err = msg.Term()
+	case retry:
+		err = msg.NakWithDelay(retryDelay(meta.NumDelivered))
+	case retryNow:
+		err = msg.Nak()
+	}
+	if err != nil {
+		// The outcome (if any) is committed; a redelivery will find it in
+		// the inbox and only acknowledge.
+		log.Warn("acknowledging message", "disposition", disp.String(), "err", err)
+	}
+}
+
+// delivery is one delivery of a message and what is learnt of it on the way.
+type delivery struct {
+	msg  jetstream.Msg
+	meta *jetstream.MsgMetadata
+	req  *event.Request
+	ref  event.RequestRef
+}
+
+func (d *delivery) logAttrs() []any {
+	attrs := []any{"stream_seq", d.meta.Sequence.Stream, "deliveries", d.meta.NumDelivered}
+	if d.ref.ID != "" {
+		attrs = append(attrs, "request_source", d.ref.Source, "request_id", d.ref.ID, "employee_id", d.ref.EmployeeID)
+	}
+	return attrs
+}
+
+// process decides the fate of one delivery, committing the outcome when
+// there is one.
+func (c *Consumer) process(ctx context.Context, d delivery) (disposition, error) {
+	req, err := event.Decode(d.msg.Headers(), d.msg.Data())
+	if err != nil {
+		var de *event.DecodeError
+		if errors.As(err, &de) {
+			d.ref = de.Ref()
+		}
+		return c.fail(ctx, &d, err)
+	}
+	d.req, d.ref = req, req.Ref()
+	log := c.log.With(d.logAttrs()...)
+
+	hash := payloadHash(req)
+	if prev, err := c.store.ProcessedRequest(ctx, req.Source, req.ID); err == nil {
+		if string(prev.PayloadHash) != string(hash) {
+			log.Warn("duplicate request id with a different payload; the first request stands",
+				"reason", event.ReasonDuplicateConflict, "first_outcome", prev.Outcome)
+		} else {
+			log.Debug("duplicate delivery of a processed request", "outcome", prev.Outcome)
+		}
+		return ack, nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return c.transient(ctx, &d, err)
+	}
+
+	card, err := c.order(ctx, req)
+	if err != nil {
+		return c.fail(ctx, &d, err)
+	}
+	issued, err := c.issuedCompletion(req, hash, card)
+	if err != nil {
+		return c.transient(ctx, &d, err)
+	}
+	inserted, err := c.store.Complete(ctx, issued)
+	if err != nil {
+		return c.transient(ctx, &d, err)
+	}
+	if inserted {
+		log.Info("card issued", "client_id", req.Data.ClientID, "card_id", card.CardID)
+	}
+	return ack, nil
+}
+
+// order checks the binding and orders the card at MBanq.
+func (c *Consumer) order(ctx context.Context, req *event.Request) (*store.CardOrder, error) {
+	b, err := c.store.LookupBinding(ctx, req.Source, req.Data.ClientID)
+	if errors.Is(err, store.ErrNotFound) {
+		known, err := c.store.SourceHasBindings(ctx, req.Source)
+		if err != nil {
+			return nil, err
+		}
+		msg := fmt.Sprintf("source %q is not bound to any client", req.Source)
+		if known {
+			msg = fmt.Sprintf("source %q is not bound to client %d", req.Source, req.Data.ClientID)
+		}
+		return nil, event.Failure{Reason: event.ReasonUnboundSource, Message: msg}
+	}
+	if err != nil {
+		return nil, err
+	}
+	sess, err := c.users.session(ctx, req.Data.ClientID)
+	if err != nil {
+		return nil, fmt.Errorf("self-service user of client %d: %w", req.Data.ClientID, err)
+	}
+	key := IdempotencyKey(req.Source, req.ID)
+	card, err := sess.OrderCard(ctx, mbanq.OrderCardRequest{
+		ProductID:        b.CardProductID,
+		SavingsAccountID: b.SavingsAccountID,
+		ClientID:         req.Data.ClientID,
+	}, key)
+	if err != nil {
+		if mbanq.Classify(err) == mbanq.ClassReauth {
+			c.users.forget(req.Data.ClientID)
+		}
+		return nil, fmt.Errorf("ordering card: %w", err)
+	}
+	status := card.Status
+	if status == "" {
+		// MBanq answers an order with ids only; a successful order is an
+		// active card (see docs/mbanq-api.md).
+		status = "ACTIVE"
+	}
+	return &store.CardOrder{
+		ClientID:         req.Data.ClientID,
+		EmployeeID:       req.Subject,
+		SavingsAccountID: b.SavingsAccountID,
+		CardProductID:    b.CardProductID,
+		IdempotencyKey:   key,
+		CardID:           card.ID,
+		CardToken:        card.CardToken,
+		Status:           status,
+		IssuedAt:         time.Now().UTC(),
+	}, nil
+}
+
+// fail settles an error: a permanent one (or a transient one on the last
+// delivery) is committed as card.failed; any other is retried.
+func (c *Consumer) fail(ctx context.Context, d *delivery, cause error) (disposition, error) {
+	class := classify(cause)
+	if class != classPermanent {
+		if d.meta.NumDelivered < uint64(c.cfg.MaxDeliver) || ctx.Err() != nil {
+			return c.retryLater(d, class, cause)
+		}
+		cause = event.Failure{Reason: event.ReasonRetriesExhausted,
+			Message: fmt.Sprintf("gave up after %d deliveries: %s", d.meta.NumDelivered, safeMessage(cause))}
+	}
+	f := failureOf(cause)
+	comp, err := c.failedCompletion(d, f)
+	if err == nil {
+		_, err = c.store.Complete(ctx, comp)
+	}
+	if err != nil {
+		// Not even the failure could be recorded. JetStream's own delivery
+		// limit is off (see broker.Ensure), so the message comes back and
+		// the next delivery tries again.
+		return c.retryLater(d, classTransient, err)
+	}
+	c.log.Warn("request failed", append(d.logAttrs(), "reason", f.Reason, "message", f.Message, "bank_code", f.BankErrorCode)...)
+	return dispositions[classPermanent], nil
+}
+
+// transient hands the message back after an infrastructure error (the
+// database, NATS) that is no fault of the request.
+func (c *Consumer) transient(ctx context.Context, d *delivery, err error) (disposition, error) {
+	if d.meta.NumDelivered >= uint64(c.cfg.MaxDeliver) && ctx.Err() == nil {
+		return c.fail(ctx, d, err)
+	}
+	return c.retryLater(d, classTransient, err)
+}
+
+func (c *Consumer) retryLater(d *delivery, class failureClass, cause error) (disposition, error) {
+	disp := dispositions[class]
+	c.log.Warn("request will be retried", append(d.logAttrs(), "disposition", disp.String(), "err", cause)...)
+	return disp, cause
+}
+
+// failureOf turns a permanent error into what card.failed reports.
+func failureOf(err error) event.Failure {
+	var f event.Failure
+	if errors.As(err, &f) {
+		return f
+	}
+	var de *event.DecodeError
+	if errors.As(err, &de) {
+		return de.Failure()
+	}
+	f = event.Failure{Reason: event.ReasonBankRejected, Message: safeMessage(err)}
+	var be *mbanq.Error
+	if errors.As(err, &be) {
+		f.BankErrorCode = be.Code
+	}
+	return f
+}
+
+// safeMessage is an error's text for a card.failed. Errors in cardbridge
+// never carry secrets (package secret redacts them by type), so the text
+// can be published as it is.
+func safeMessage(err error) string {
+	s := err.Error()
+	if len(s) > 500 {
+		s = s[:500]
+	}
+	return s
+}
+
+// keepAlive tells JetStream the message is still being worked on while a
+// slow bank call runs, so AckWait does not expire and a second consumer
+// does not start the same request. It returns the function that stops it.
+func (c *Consumer) keepAlive(msg jetstream.Msg) func() {
+	t := time.NewTicker(c.cfg.AckWait / 3)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-t.C:
+				_ = msg.InProgress()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { t.Stop(); close(done) }
+}
+
+// IdempotencyKey is the Idempotency-Key of the card order of (source, id):
+// fixed for the request, so every retry and every redelivery asks MBanq
+// for the same card and a lost response never makes a second one.
+func IdempotencyKey(source, id string) string {
+	return mbanq.IdempotencyKey("cardbridge", "card-order", source, id)
+}
+
+func payloadHash(req *event.Request) []byte {
+	b, _ := json.Marshal(req.Data) // a decoded RequestData always marshals
+	h := sha256.Sum256(b)
+	return h[:]
+}
