@@ -3,6 +3,20 @@
 //
 // The .json files are the published contract: ERP integrators and subscribers
 // read them as they are, so each file is self-contained (no cross-file $ref).
+//
+// Decisions the files encode (their descriptions say the same):
+//   - Every object has additionalProperties false, the incoming request
+//     included. A card order moves money: an ERP field we do not know (a
+//     spending limit, say) must be refused, not silently ignored. A new
+//     field enters through a new version of the schema.
+//   - Strings that can reach a NATS header (the employee id, which is the
+//     CloudEvent subject) exclude control characters and surrounding white
+//     space, which transports and the CloudEvents SDK trim; names must not be
+//     blank. Lengths are MBanq's limits (names 100, employee id 64).
+//   - Integers are capped at 2^53-1 so that JavaScript subscribers read the
+//     ids exactly.
+//   - card.failed's reason is an enum; the Go list is event.Reasons, and a
+//     test keeps the two equal.
 package schemas
 
 import (
