@@ -71,6 +71,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 
 	s.nc, err = nats.Connect(cfg.NATSURL,
 		nats.Name("cardbridge"),
+		nats.Timeout(10*time.Second),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {

@@ -2,8 +2,8 @@ package app_test
 
 import (
 	"context"
-	"errors"
-	"fmt"
+	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -36,12 +36,27 @@ type bundle struct {
 	cfg     config.Config
 }
 
-func setup(t *testing.T) *bundle {
+// options vary a bundle.
+type options struct {
+	log  *slog.Logger                    // default: discard
+	bank func(http.Handler) http.Handler // wraps the sandbox
+}
+
+func setup(t *testing.T) *bundle { return setupWith(t, options{}) }
+
+func setupWith(t *testing.T, o options) *bundle {
 	t.Helper()
 	ns := testenv.NATS(t)
 	sb := sandbox.New(sandbox.DefaultSeed())
-	bank := httptest.NewServer(sb)
+	var h http.Handler = sb
+	if o.bank != nil {
+		h = o.bank(sb)
+	}
+	bank := httptest.NewServer(h)
 	t.Cleanup(bank.Close)
+	if o.log == nil {
+		o.log = logging.Discard()
+	}
 
 	seed := sandbox.DefaultSeed()
 	cfg := config.Defaults()
@@ -58,7 +73,7 @@ func setup(t *testing.T) *bundle {
 	cfg.AutoMigrate = true
 
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := app.Start(ctx, cfg, logging.Discard())
+	svc, err := app.Start(ctx, cfg, o.log)
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
@@ -225,6 +240,3 @@ func TestUnboundSourceGetsCardFailedWithoutBankCall(t *testing.T) {
 		})
 	}
 }
-
-var _ = errors.New
-var _ = fmt.Sprint

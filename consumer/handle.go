@@ -79,8 +79,15 @@ func (c *Consumer) process(ctx context.Context, d delivery) (disposition, error)
 	hash := payloadHash(req)
 	if prev, err := c.store.ProcessedRequest(ctx, req.Source, req.ID); err == nil {
 		if string(prev.PayloadHash) != string(hash) {
+			// The first request stands and keeps its one outcome; the
+			// conflicting one is kept as a dead letter for a person to see.
 			log.Warn("duplicate request id with a different payload; the first request stands",
 				"reason", event.ReasonDuplicateConflict, "first_outcome", prev.Outcome)
+			dl := d.deadLetter(event.Failure{Reason: event.ReasonDuplicateConflict,
+				Message: "a request with this source and id but different data was already " + prev.Outcome})
+			if err := c.store.AddDeadLetter(ctx, *dl); err != nil {
+				return c.transient(ctx, &d, err)
+			}
 		} else {
 			log.Debug("duplicate delivery of a processed request", "outcome", prev.Outcome)
 		}
@@ -93,7 +100,7 @@ func (c *Consumer) process(ctx context.Context, d delivery) (disposition, error)
 	if err != nil {
 		return c.fail(ctx, &d, err)
 	}
-	issued, err := c.issuedCompletion(req, hash, card)
+	issued, err := c.issuedCompletion(&d, hash, card)
 	if err != nil {
 		return c.transient(ctx, &d, err)
 	}

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/cardbridge/cardbridge/event"
@@ -9,7 +10,8 @@ import (
 )
 
 // issuedCompletion is what is committed for a card MBanq issued.
-func (c *Consumer) issuedCompletion(req *event.Request, hash []byte, card *store.CardOrder) (store.Completion, error) {
+func (c *Consumer) issuedCompletion(d *delivery, hash []byte, card *store.CardOrder) (store.Completion, error) {
+	req := d.req
 	out := event.NewIssued(c.cfg.Source, req.Ref(), event.Card{
 		ID:        card.CardID,
 		Token:     card.CardToken,
@@ -17,7 +19,7 @@ func (c *Consumer) issuedCompletion(req *event.Request, hash []byte, card *store
 		Status:    card.Status,
 		IssuedAt:  card.IssuedAt,
 	})
-	ev, err := outboxEvent(out)
+	ev, err := outboxEvent(out, d.ref, d.generation())
 	if err != nil {
 		return store.Completion{}, err
 	}
@@ -47,7 +49,7 @@ func (c *Consumer) failedCompletion(d *delivery, f event.Failure) (store.Complet
 		comp.PayloadHash = []byte{}
 	}
 	if d.ref.ID != "" && d.ref.Source != "" {
-		ev, err := outboxEvent(event.NewFailed(c.cfg.Source, d.ref, f, time.Now()))
+		ev, err := outboxEvent(event.NewFailed(c.cfg.Source, d.ref, f, time.Now()), d.ref, d.generation())
 		if err != nil {
 			return store.Completion{}, err
 		}
@@ -59,7 +61,16 @@ func (c *Consumer) failedCompletion(d *delivery, f event.Failure) (store.Complet
 		comp.Source = ""
 		comp.RequestID = fmt.Sprintf("%s/%d", d.meta.Stream, d.meta.Sequence.Stream)
 	}
-	comp.DeadLetter = &store.DeadLetter{
+	comp.DeadLetter = d.deadLetter(f)
+	return comp, nil
+}
+
+// deadLetter keeps the delivery's original message and why it failed.
+func (d *delivery) deadLetter(f event.Failure) *store.DeadLetter {
+	return &store.DeadLetter{
+		Source:     d.ref.Source,
+		RequestID:  d.ref.ID,
+		Reason:     f.Reason,
 		Message:    f.Message,
 		BankCode:   f.BankErrorCode,
 		Subject:    d.msg.Subject(),
@@ -69,10 +80,34 @@ func (c *Consumer) failedCompletion(d *delivery, f event.Failure) (store.Complet
 		Deliveries: d.meta.NumDelivered,
 		FirstSeen:  d.meta.Timestamp,
 	}
-	return comp, nil
 }
 
-func outboxEvent(o event.Outcome) (store.OutboxEvent, error) {
+// ReplayHeader carries the replay generation on a request republished by
+// `cardbridge replay`. Generation 0 (no header) is the original request.
+const ReplayHeader = "Cardbridge-Replay"
+
+// generation is the replay generation of the delivery's message.
+func (d *delivery) generation() int {
+	g, err := strconv.Atoi(d.msg.Headers().Get(ReplayHeader))
+	if err != nil || g < 0 {
+		return 0
+	}
+	return g
+}
+
+// outcomeID is the id of a request's outcome event: event.OutcomeID of the
+// request for its first outcome, and a distinct id per replay, so that a
+// replayed request's new outcome is neither dropped by JetStream's
+// duplicate window nor by subscribers deduplicating on the event id.
+func outcomeID(source, id string, generation int) string {
+	if generation == 0 {
+		return event.OutcomeID(source, id)
+	}
+	return event.OutcomeID(source, fmt.Sprintf("%s\x00replay:%d", id, generation))
+}
+
+func outboxEvent(o event.Outcome, ref event.RequestRef, generation int) (store.OutboxEvent, error) {
+	o.ID = outcomeID(ref.Source, ref.ID, generation)
 	m, err := o.Encode()
 	if err != nil {
 		return store.OutboxEvent{}, fmt.Errorf("encoding %s: %w", o.Type, err)

@@ -40,6 +40,12 @@ WITH inbox AS (
     INSERT INTO dead_letters (source, request_id, reason, message, bank_code, msg_subject,
         msg_headers, msg_data, stream_seq, deliveries, first_seen_at)
     SELECT $1, $2, $5, $21, nullif($22, ''), $23, $24, $25, $26, $27, $28 FROM inbox WHERE $20::bool
+    -- A replayed request that fails again updates its dead letter.
+    ON CONFLICT (source, request_id) DO UPDATE
+    SET reason = EXCLUDED.reason, message = EXCLUDED.message, bank_code = EXCLUDED.bank_code,
+        msg_headers = EXCLUDED.msg_headers, msg_data = EXCLUDED.msg_data,
+        stream_seq = EXCLUDED.stream_seq, deliveries = EXCLUDED.deliveries,
+        recorded_at = now(), replayed_at = NULL
 )
 SELECT count(*) FROM inbox`
 

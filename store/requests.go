@@ -77,6 +77,8 @@ type DeadLetter struct {
 	FirstSeen  time.Time
 	RecordedAt time.Time
 	ReplayedAt *time.Time
+	// ReplayCount is how often the request was replayed: its generation.
+	ReplayCount int
 }
 
 // ProcessedRequest returns the inbox row of (source, id), or ErrNotFound.

@@ -101,7 +101,7 @@ func NATS(t testing.TB) *broker.Embedded {
 // JetStream connects to url.
 func JetStream(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(url, nats.Timeout(15*time.Second))
 	if err != nil {
 		t.Fatalf("testenv: connecting to NATS: %v", err)
 	}
