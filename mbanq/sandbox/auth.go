@@ -198,11 +198,11 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	expiresIn := int64((accessLife + time.Second - 1) / time.Second)
 	access := s.tokens.sign(tokenClaims{
 		Sub: u.Username, IsAccessToken: true, UserID: u.ID,
-		Iat: now.Unix(), Exp: now.Unix() + expiresIn, Gen: s.tokens.accessGen.Load(), Jti: randomID(),
+		Iat: now.Unix(), Exp: expiryOf(now, accessLife), Gen: s.tokens.accessGen.Load(), Jti: randomID(),
 	})
 	refresh := s.tokens.sign(tokenClaims{
 		Sub: u.Username, IsAccessToken: false, UserID: u.ID,
-		Iat: now.Unix(), Exp: now.Unix() + int64((refreshLife+time.Second-1)/time.Second), Gen: s.tokens.refreshGen.Load(), Jti: randomID(),
+		Iat: now.Unix(), Exp: expiryOf(now, refreshLife), Gen: s.tokens.refreshGen.Load(), Jti: randomID(),
 	})
 	w.Header().Set("Cache-Control", "no-store")
 	s.writeJSON(w, http.StatusOK, tokenResponse{
@@ -241,6 +241,13 @@ func tokenFields(r *http.Request) (map[string]string, *apiError) {
 		out[k] = r.PostForm.Get(k)
 	}
 	return out, nil
+}
+
+// expiryOf returns the "exp" claim of a token issued at now: whole seconds,
+// rounded up, so that a token is never valid for less than its lifetime.
+func expiryOf(now time.Time, lifetime time.Duration) int64 {
+	end := now.Add(lifetime).UnixNano()
+	return (end + int64(time.Second) - 1) / int64(time.Second)
 }
 
 func randomID() string {

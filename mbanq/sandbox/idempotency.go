@@ -14,8 +14,9 @@ import (
 // (StatusIdempotencyConflict). A repeat that arrives while the first is
 // still being processed waits for its answer.
 //
-// Keys are scoped by user, method and path, so one user cannot replay
-// another's answers. The body is compared byte for byte (by SHA-256): a
+// Keys are scoped by method and path, tenant-wide as in Fineract, not by
+// user: a request retried by a re-provisioned user (new id, same key) must
+// still not create a second card. The body is compared byte for byte (by SHA-256): a
 // client that re-encodes the same data differently is told so, rather than
 // silently served a stale answer.
 //

@@ -27,15 +27,15 @@ const (
 // Permissions checked by the sandbox. A role with PermissionAll may do
 // everything.
 const (
-	PermissionAll          = "ALL_FUNCTIONS"
-	PermissionReadUser     = "READ_USER"
-	PermissionCreateUser   = "CREATE_USER"
-	PermissionUpdateUser   = "UPDATE_USER"
-	PermissionReadRole     = "READ_ROLE"
-	PermissionReadClient   = "READ_CLIENT"
-	PermissionReadCardProd = "READ_CARDPRODUCT"
-	PermissionCreateCard   = "CREATE_CARD"
-	PermissionReadCard     = "READ_CARD"
+	PermissionAll             = "ALL_FUNCTIONS"
+	PermissionReadUser        = "READ_USER"
+	PermissionCreateUser      = "CREATE_USER"
+	PermissionUpdateUser      = "UPDATE_USER"
+	PermissionReadRole        = "READ_ROLE"
+	PermissionReadClient      = "READ_CLIENT"
+	PermissionReadCardProduct = "READ_CARDPRODUCT"
+	PermissionCreateCard      = "CREATE_CARD"
+	PermissionReadCard        = "READ_CARD"
 )
 
 // Seed is the initial state of a sandbox tenant.
@@ -152,7 +152,7 @@ type CardProduct struct {
 
 // SelfServicePermissions are the permissions of the self-service role in
 // DefaultSeed: read its clients and card products, order and read cards.
-var SelfServicePermissions = []string{PermissionReadClient, PermissionReadCardProd, PermissionCreateCard, PermissionReadCard}
+var SelfServicePermissions = []string{PermissionReadClient, PermissionReadCardProduct, PermissionCreateCard, PermissionReadCard}
 
 // DefaultSeed is the tenant of the demo and of most tests:
 //
@@ -178,9 +178,9 @@ func DefaultSeed() Seed {
 		Offices: []Office{{ID: 1, Name: "Head Office"}},
 		Roles: []Role{
 			{ID: 1, Name: "Super user", Description: "This role provides all application permissions.", Permissions: []string{PermissionAll}},
-			{ID: 2, Name: "Branch Manager", Description: "Manages a branch.", Permissions: []string{PermissionReadClient, PermissionReadUser, PermissionReadRole, PermissionReadCard, PermissionReadCardProd}},
+			{ID: 2, Name: "Branch Manager", Description: "Manages a branch.", Permissions: []string{PermissionReadClient, PermissionReadUser, PermissionReadRole, PermissionReadCard, PermissionReadCardProduct}},
 			{ID: 3, Name: "Teller", Description: "Cash desk.", Permissions: []string{PermissionReadClient}},
-			{ID: 4, Name: "Read Only", Description: "Reads everything.", Permissions: []string{PermissionReadClient, PermissionReadUser, PermissionReadRole, PermissionReadCard, PermissionReadCardProd}},
+			{ID: 4, Name: "Read Only", Description: "Reads everything.", Permissions: []string{PermissionReadClient, PermissionReadUser, PermissionReadRole, PermissionReadCard, PermissionReadCardProduct}},
 			{ID: DefaultSelfServiceRoleID, Name: "Self Service User", Description: "Role for self-service users.", IsSelfService: true, Permissions: SelfServicePermissions},
 		},
 		Clients: []Client{

@@ -78,8 +78,9 @@ func WithRandSeed(seed uint64) Option {
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 
 // New returns a sandbox in the state described by seed. It panics if the
-// seed is invalid (see Seed.Validate), as that is a mistake in the program
-// or its test, not a runtime condition; LoadSeed validates files.
+// seed (see Seed.Validate) or the WithFaults value is invalid, as that is a
+// mistake in the program or its test, not a runtime condition; LoadSeed
+// validates files and SetFaults returns an error.
 func New(seed Seed, opts ...Option) *Server {
 	if err := seed.Validate(); err != nil {
 		panic(fmt.Sprintf("sandbox: invalid seed: %v", err))
@@ -159,8 +160,8 @@ func (s *Server) routes() {
 	s.api.Handle("GET /v1/users/{id}", s.endpoint(PermissionReadUser, true, s.handleGetUser))
 	s.api.Handle("PUT /v1/users/{id}", s.endpoint(PermissionUpdateUser, true, s.handleUpdateUser))
 	s.api.Handle("GET /v1/clients/{id}", s.endpoint(PermissionReadClient, false, s.handleGetClient))
-	s.api.Handle("GET /v1/cardproducts", s.endpoint(PermissionReadCardProd, false, s.handleCardProducts))
-	s.api.Handle("GET /v1/cardproducts/{id}", s.endpoint(PermissionReadCardProd, false, s.handleCardProduct))
+	s.api.Handle("GET /v1/cardproducts", s.endpoint(PermissionReadCardProduct, false, s.handleCardProducts))
+	s.api.Handle("GET /v1/cardproducts/{id}", s.endpoint(PermissionReadCardProduct, false, s.handleCardProduct))
 	s.api.Handle("POST /v1/cards", s.endpoint(PermissionCreateCard, false, s.handleOrderCard))
 	s.api.Handle("GET /v1/cards/{id}", s.endpoint(PermissionReadCard, false, s.handleGetCard))
 	s.api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -247,7 +248,7 @@ func (s *Server) endpoint(perm string, adminOnly bool, h apiFunc) http.Handler {
 
 // idempotent runs a POST once per Idempotency-Key; see idempotency.go.
 func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p *principal, key string, body []byte, h apiFunc) {
-	scoped := strconv.FormatInt(p.user.ID, 10) + " " + r.Method + " " + r.URL.Path + " " + key
+	scoped := r.Method + " " + r.URL.Path + " " + key
 	for {
 		e, leader, conflict := s.idem.begin(scoped, body)
 		if conflict {
