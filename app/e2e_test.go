@@ -40,6 +40,7 @@ type bundle struct {
 type options struct {
 	log  *slog.Logger                    // default: discard
 	bank func(http.Handler) http.Handler // wraps the sandbox
+	seed *sandbox.Seed                   // default: sandbox.DefaultSeed()
 }
 
 func setup(t *testing.T) *bundle { return setupWith(t, options{}) }
@@ -47,7 +48,11 @@ func setup(t *testing.T) *bundle { return setupWith(t, options{}) }
 func setupWith(t *testing.T, o options) *bundle {
 	t.Helper()
 	ns := testenv.NATS(t)
-	sb := sandbox.New(sandbox.DefaultSeed())
+	seed := sandbox.DefaultSeed()
+	if o.seed != nil {
+		seed = *o.seed
+	}
+	sb := sandbox.New(seed)
 	var h http.Handler = sb
 	if o.bank != nil {
 		h = o.bank(sb)
@@ -58,7 +63,6 @@ func setupWith(t *testing.T, o options) *bundle {
 		o.log = logging.Discard()
 	}
 
-	seed := sandbox.DefaultSeed()
 	cfg := config.Defaults()
 	cfg.DatabaseURL = secret.New(testenv.DatabaseURL(t))
 	cfg.NATSURL = ns.URL()
