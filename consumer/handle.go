@@ -35,7 +35,11 @@ func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
 	case term:
 		err = msg.Term()
 	case retry:
-		err = msg.NakWithDelay(retryDelay(meta.NumDelivered))
+		delay := retryDelay(meta.NumDelivered)
+		if ra := mbanq.RetryAfter(err); ra > delay {
+			delay = ra // the bank asked for a longer pause
+		}
+		err = msg.NakWithDelay(delay)
 	case retryNow:
 		err = msg.Nak()
 	}
