@@ -244,3 +244,16 @@ func TestUnboundSourceGetsCardFailedWithoutBankCall(t *testing.T) {
 		})
 	}
 }
+
+func TestStartRefusesPendingMigrations(t *testing.T) {
+	ns := testenv.NATS(t)
+	cfg := config.Defaults()
+	cfg.DatabaseURL = secret.New(testenv.DatabaseURL(t))
+	cfg.NATSURL = ns.URL()
+	cfg.MBanq = config.MBanq{BaseURL: "http://127.0.0.1:1", TenantID: "t", ClientID: "c", OfficeID: 1}
+	cfg.SecretKey = testenv.SecretKey(t)
+	cfg.HTTPAddr = "127.0.0.1:0"
+	_, err := app.Start(context.Background(), cfg, logging.Discard())
+	require.ErrorIs(t, err, store.ErrPendingMigrations)
+	require.Contains(t, err.Error(), "cardbridge migrate up")
+}

@@ -31,10 +31,18 @@ func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
 	log := c.log.With(d.logAttrs()...)
 	switch disp {
 	case ack:
-		err = msg.DoubleAck(ctx)
+		// The outcome is committed: confirm it even if shutdown has begun.
+		ackCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		err = msg.DoubleAck(ackCtx)
+		cancel()
 	case term:
 		err = msg.Term()
 	case retry:
+		if ctx.Err() != nil {
+			// Cut short by shutdown: hand it back for another process at once.
+			err = msg.Nak()
+			break
+		}
 		delay := retryDelay(meta.NumDelivered)
 		if ra := mbanq.RetryAfter(err); ra > delay {
 			delay = ra // the bank asked for a longer pause

@@ -1,0 +1,84 @@
+package config
+
+import (
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func valid() map[string]string {
+	return map[string]string{
+		"DATABASE_URL":          "postgres://u:dbpass@localhost/db",
+		"NATS_URL":              "nats://localhost:4222",
+		"MBANQ_BASE_URL":        "https://api.cloud.mbanq.com/",
+		"MBANQ_TENANT_ID":       "t1",
+		"MBANQ_CLIENT_ID":       "c1",
+		"MBANQ_CLIENT_SECRET":   "cs-very-secret",
+		"MBANQ_ADMIN_USERNAME":  "admin",
+		"MBANQ_ADMIN_PASSWORD":  "admin-very-secret",
+		"CARDBRIDGE_SECRET_KEY": base64.StdEncoding.EncodeToString(make([]byte, 32)),
+	}
+}
+
+func TestFromEnvDefaults(t *testing.T) {
+	c, err := FromEnv(env(valid()))
+	require.NoError(t, err)
+	require.Equal(t, "https://api.cloud.mbanq.com", c.MBanq.BaseURL)
+	require.EqualValues(t, 1, c.MBanq.OfficeID)
+	require.Zero(t, c.MBanq.SelfServiceRoleID, "discovered when unset")
+	require.Equal(t, DefaultSource, c.Source)
+	require.Equal(t, DefaultHTTPAddr, c.HTTPAddr)
+	require.Equal(t, "ERP", c.NATS.RequestStream)
+	require.Equal(t, "CARDS", c.NATS.OutcomeStream)
+	require.Equal(t, "cardbridge", c.NATS.Consumer)
+	require.Equal(t, 60*time.Second, c.NATS.AckWait)
+	require.Len(t, c.SecretKey, 32)
+}
+
+func TestFromEnvNamesEveryProblemAtOnce(t *testing.T) {
+	m := valid()
+	delete(m, "NATS_URL")
+	delete(m, "MBANQ_TENANT_ID")
+	m["MBANQ_BASE_URL"] = "ftp://bank"
+	m["MBANQ_OFFICE_ID"] = "zero"
+	m["CARDBRIDGE_SECRET_KEY"] = base64.StdEncoding.EncodeToString(make([]byte, 16))
+	m["LOG_LEVEL"] = "loud"
+	m["CARDBRIDGE_ACK_WAIT"] = "-1s"
+	_, err := FromEnv(env(m))
+	require.Error(t, err)
+	var ce *Error
+	require.ErrorAs(t, err, &ce)
+	require.Len(t, ce.Problems, 7, ce.Problems)
+	for _, name := range []string{"NATS_URL", "MBANQ_TENANT_ID", "MBANQ_BASE_URL", "MBANQ_OFFICE_ID", "CARDBRIDGE_SECRET_KEY", "LOG_LEVEL", "CARDBRIDGE_ACK_WAIT"} {
+		require.Contains(t, err.Error(), name)
+	}
+	require.Contains(t, err.Error(), "16 bytes, want 32")
+}
+
+func TestFromEnvNeverEchoesSecrets(t *testing.T) {
+	m := valid()
+	m["CARDBRIDGE_SECRET_KEY"] = "not base64 but secret-ish!!"
+	delete(m, "NATS_URL")
+	_, err := FromEnv(env(m))
+	require.Error(t, err)
+	for _, s := range []string{"dbpass", "cs-very-secret", "admin-very-secret", "secret-ish"} {
+		require.NotContains(t, err.Error(), s)
+	}
+	c, err := FromEnv(env(valid()))
+	require.NoError(t, err)
+	require.False(t, strings.Contains(strings.ToLower(c.DatabaseURL.String()), "dbpass"))
+}
+
+func TestFromEnvAcceptsPreviousKeys(t *testing.T) {
+	m := valid()
+	k := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	m["CARDBRIDGE_SECRET_KEY_PREVIOUS"] = k + ", " + k
+	c, err := FromEnv(env(m))
+	require.NoError(t, err)
+	require.Len(t, c.PreviousSecretKeys, 2)
+}
