@@ -41,6 +41,7 @@ type options struct {
 	log  *slog.Logger                    // default: discard
 	bank func(http.Handler) http.Handler // wraps the sandbox
 	seed *sandbox.Seed                   // default: sandbox.DefaultSeed()
+	cfg  func(*config.Config)            // adjusts the configuration
 }
 
 func setup(t *testing.T) *bundle { return setupWith(t, options{}) }
@@ -75,6 +76,9 @@ func setupWith(t *testing.T, o options) *bundle {
 	cfg.SecretKey = testenv.SecretKey(t)
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.AutoMigrate = true
+	if o.cfg != nil {
+		o.cfg(&cfg)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := app.Start(ctx, cfg, o.log)
