@@ -60,6 +60,7 @@ func commands() []command {
 		{"dev", "zero-setup demo: embedded NATS, MBanq sandbox, consumer and relay", devCmd},
 		{"sandbox", "the MBanq sandbox as a standalone HTTP server", sandboxCmd},
 		{"publish", "publish one employee.card.requested", publishCmd},
+		{"replay", "re-drive dead-lettered requests under their original CloudEvent id", replayCmd},
 	}
 }
 

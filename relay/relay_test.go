@@ -1,0 +1,96 @@
+package relay_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cardbridge/cardbridge/broker"
+	"github.com/cardbridge/cardbridge/internal/testenv"
+	"github.com/cardbridge/cardbridge/relay"
+	"github.com/cardbridge/cardbridge/store"
+)
+
+func outcome(i int) store.Completion {
+	id := fmt.Sprintf("ev-%d", i)
+	return store.Completion{
+		Source: "urn:erp:r", RequestID: fmt.Sprint(i), PayloadHash: []byte{1},
+		Outcome: store.OutcomeFailed, Reason: "unbound_source",
+		Event: store.OutboxEvent{EventID: id, Subject: "card.failed",
+			Header: map[string][]string{"Ce-Id": {id}}, Data: []byte(`{}`)},
+	}
+}
+
+// A relay that crashed after JetStream stored its batch but before it
+// deleted the rows publishes them again; JetStream drops the copies by
+// Nats-Msg-Id, so subscribers see each outcome once.
+func TestRepublishAfterCrashIsDeduplicated(t *testing.T) {
+	ctx := context.Background()
+	s := testenv.Store(t)
+	ns := testenv.NATS(t)
+	_, js := testenv.JetStream(t, ns.URL())
+	_, err := broker.Ensure(ctx, js, broker.DefaultTopology())
+	require.NoError(t, err)
+
+	const n = 50
+	var rows []store.OutboxEvent
+	for i := range n {
+		c := outcome(i)
+		_, err := s.Complete(ctx, c)
+		require.NoError(t, err)
+		rows = append(rows, c.Event)
+	}
+	r := relay.New(s, js, relay.Config{BatchSize: 7})
+	published, err := r.Flush(ctx)
+	require.NoError(t, err)
+	require.Equal(t, n, published)
+
+	// The crash: the rows are back, as if the deletes never committed.
+	for _, e := range rows {
+		_, err := s.Pool().Exec(ctx, `INSERT INTO outbox (event_id, subject, headers, data) VALUES ($1, $2, $3, $4)`,
+			e.EventID, e.Subject, e.Header, e.Data)
+		require.NoError(t, err)
+	}
+	published, err = r.Flush(ctx)
+	require.NoError(t, err)
+	require.Equal(t, n, published)
+
+	stream, err := js.Stream(ctx, "CARDS")
+	require.NoError(t, err)
+	info, err := stream.Info(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, n, info.State.Msgs, "each outcome stored once")
+	backlog, _, err := s.OutboxBacklog(ctx)
+	require.NoError(t, err)
+	require.Zero(t, backlog)
+}
+
+// Run wakes on NOTIFY: a completion committed while the relay sleeps is
+// published long before the poll interval.
+func TestRunWakesOnCommit(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := testenv.Store(t)
+	ns := testenv.NATS(t)
+	nc, js := testenv.JetStream(t, ns.URL())
+	_, err := broker.Ensure(ctx, js, broker.DefaultTopology())
+	require.NoError(t, err)
+	sub, err := nc.SubscribeSync("card.>")
+	require.NoError(t, err)
+
+	r := relay.New(s, js, relay.Config{PollInterval: time.Hour})
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	for i := range 3 {
+		_, err := s.Complete(ctx, outcome(i))
+		require.NoError(t, err)
+		m, err := sub.NextMsg(30 * time.Second)
+		require.NoError(t, err, "published without waiting for the hour-long poll")
+		require.Equal(t, fmt.Sprintf("ev-%d", i), m.Header.Get("Nats-Msg-Id"))
+	}
+	cancel()
+	require.NoError(t, <-done)
+}

@@ -1,0 +1,108 @@
+// Package replay re-drives dead-lettered requests: it releases a dead
+// letter's request in the store (store.Replay) and republishes the
+// original message, so the request is handled again under its original
+// CloudEvent id. The console's replay button and the `cardbridge replay`
+// command both use it, so the two cannot drift apart.
+//
+// A replay is safe to repeat. A request that has a card is refused
+// (store.ErrAlreadyIssued), never ordered twice; and when the republish
+// fails after the store released the request, replaying the same dead
+// letter again (by id) finishes the job.
+package replay
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cardbridge/cardbridge/consumer"
+	"github.com/cardbridge/cardbridge/store"
+)
+
+// Store is what a replay needs of the store; *store.Store implements it.
+type Store interface {
+	Replay(ctx context.Context, id int64) (store.DeadLetter, error)
+	DeadLetters(ctx context.Context, f store.DeadLetterFilter) ([]store.DeadLetter, error)
+}
+
+// Publisher is what a replay needs of JetStream; jetstream.JetStream
+// implements it.
+type Publisher interface {
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+// One replays dead letter id: it releases the request in the store, then
+// republishes the original message (subject, headers, body) with the
+// Cardbridge-Replay header set to the new replay generation, and waits for
+// JetStream to store it. It returns the dead letter as released, with
+// ReplayCount already counting this replay.
+func One(ctx context.Context, st Store, js Publisher, id int64) (store.DeadLetter, error) {
+	d, err := st.Replay(ctx, id)
+	if err != nil {
+		return store.DeadLetter{}, err
+	}
+	if _, err := js.PublishMsg(ctx, Message(d)); err != nil {
+		return d, fmt.Errorf("replaying dead letter %d: republishing to %s: %w (replay it again to retry)", id, d.Subject, err)
+	}
+	return d, nil
+}
+
+// Result is what became of one dead letter in Matching.
+type Result struct {
+	DeadLetter store.DeadLetter
+	// Err is nil when the request was republished; store.ErrAlreadyIssued
+	// (test with errors.Is) when it has a card and was left alone.
+	Err error
+}
+
+// Matching replays every dead letter f selects, in id order, and reports
+// each. It stops early, returning the results so far and the context's
+// error, only when ctx ends; a failure of one dead letter does not stop
+// the others. Its error is otherwise that of listing the dead letters.
+func Matching(ctx context.Context, st Store, js Publisher, f store.DeadLetterFilter) ([]Result, error) {
+	letters, err := st.DeadLetters(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	results := make([]Result, 0, len(letters))
+	for _, l := range letters {
+		if err := ctx.Err(); err != nil {
+			return results, err
+		}
+		d, err := One(ctx, st, js, l.ID)
+		if d.ID == 0 {
+			d = l
+		}
+		results = append(results, Result{DeadLetter: d, Err: err})
+	}
+	return results, nil
+}
+
+// Message is the message One republishes for d: the original, less the
+// server directives it carried, plus the replay generation.
+//
+// Headers named Nats-* are dropped: they tell JetStream how to store a
+// message (Nats-Msg-Id, Nats-Expected-Last-Sequence...), and the original
+// ones would get the replay dropped as a duplicate or refused. Nats-Msg-Id
+// is set anew per generation, so a publish retried by the client is stored
+// once.
+func Message(d store.DeadLetter) *nats.Msg {
+	h := nats.Header{}
+	for k, vs := range d.Header {
+		if strings.HasPrefix(strings.ToLower(k), "nats-") || strings.EqualFold(k, consumer.ReplayHeader) {
+			continue
+		}
+		h[k] = append([]string(nil), vs...)
+	}
+	h.Set(consumer.ReplayHeader, strconv.Itoa(d.ReplayCount))
+	h.Set(jetstream.MsgIDHeader, fmt.Sprintf("cardbridge-replay-%d-%d", d.ID, d.ReplayCount))
+	return &nats.Msg{Subject: d.Subject, Header: h, Data: d.Data}
+}
+
+// ErrAlreadyIssued is store.ErrAlreadyIssued, for callers that import
+// only this package.
+var ErrAlreadyIssued = store.ErrAlreadyIssued
