@@ -2,9 +2,7 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -19,6 +17,10 @@ const (
 	maxCommitBatch = 512
 	committers     = 2 // transactions in flight at once
 )
+
+func newCommitter(s *Store) *batcher[Completion, bool] {
+	return newBatcher(committers, maxCommitBatch, s.writeCompletions)
+}
 
 // completeSQL writes one completion. The inbox insert gates the other two:
 // on a duplicate (source, id) nothing at all is written and the statement
@@ -49,111 +51,13 @@ WITH inbox AS (
 )
 SELECT count(*) FROM inbox`
 
-type commitResult struct {
-	inserted bool
-	err      error
-}
-
-type commitReq struct {
-	c    Completion
-	done chan commitResult
-}
-
-type committer struct {
-	s    *Store
-	in   chan commitReq
-	quit chan struct{}
-	wg   sync.WaitGroup
-}
-
-func newCommitter(s *Store) *committer {
-	c := &committer{s: s, in: make(chan commitReq), quit: make(chan struct{})}
-	for range committers {
-		c.wg.Add(1)
-		go c.loop()
-	}
-	return c
-}
-
-var errStoreClosed = errors.New("store is closed")
-
-func (c *committer) submit(ctx context.Context, comp Completion) (bool, error) {
-	req := commitReq{c: comp, done: make(chan commitResult, 1)}
-	select {
-	case c.in <- req:
-	case <-ctx.Done():
-		return false, ctx.Err()
-	case <-c.quit:
-		return false, errStoreClosed
-	}
-	// Once submitted the write goes ahead even if ctx ends: a commit must
-	// not be abandoned half way, and the caller learns its fate either way.
-	r := <-req.done
-	return r.inserted, r.err
-}
-
-func (c *committer) close() {
-	close(c.quit)
-	c.wg.Wait()
-}
-
-func (c *committer) loop() {
-	defer c.wg.Done()
-	batch := make([]commitReq, 0, maxCommitBatch)
-	for {
-		select {
-		case r := <-c.in:
-			batch = append(batch[:0], r)
-		case <-c.quit:
-			return
-		}
-	drain:
-		for len(batch) < maxCommitBatch {
-			select {
-			case r := <-c.in:
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
-		c.write(batch)
-	}
-}
-
-// write commits a batch. If the batch fails as a whole, each completion is
-// retried in a transaction of its own, so one bad row cannot fail the
-// others.
-func (c *committer) write(batch []commitReq) {
-	// The write uses its own context: the submitters' contexts may end while
-	// it runs, and a half-sent batch would help nobody.
-	ctx := context.Background()
-	results, err := c.s.writeCompletions(ctx, batch)
-	if err == nil || len(batch) == 1 {
-		for i, r := range batch {
-			if err != nil {
-				r.done <- commitResult{err: err}
-				continue
-			}
-			r.done <- commitResult{inserted: results[i]}
-		}
-		return
-	}
-	for _, r := range batch {
-		res, err := c.s.writeCompletions(ctx, []commitReq{r})
-		if err != nil {
-			r.done <- commitResult{err: err}
-			continue
-		}
-		r.done <- commitResult{inserted: res[0]}
-	}
-}
-
-func (s *Store) writeCompletions(ctx context.Context, batch []commitReq) ([]bool, error) {
+// writeCompletions commits a batch of completions in one transaction and
+// one round trip.
+func (s *Store) writeCompletions(ctx context.Context, batch []Completion) ([]bool, error) {
 	inserted := make([]bool, len(batch))
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
-		for _, r := range batch {
-			c := r.c
+		for _, c := range batch {
 			var card CardOrder
 			if c.Card != nil {
 				card = *c.Card

@@ -101,7 +101,7 @@ func (s *Store) ProcessedRequest(ctx context.Context, source, id string) (Proces
 // Concurrent calls are grouped into one transaction (group commit), so the
 // cost of a commit is shared by every request waiting for one.
 func (s *Store) Complete(ctx context.Context, c Completion) (bool, error) {
-	return s.commit.submit(ctx, c)
+	return s.commit.do(ctx, c)
 }
 
 // CardOrder returns the card issued for (source, id), or ErrNotFound.

@@ -41,7 +41,8 @@ type Store struct {
 	pool   *pgxpool.Pool
 	schema string
 	log    *slog.Logger
-	commit *committer
+	commit *batcher[Completion, bool]
+	admit  *batcher[AdmissionQuery, Admission]
 }
 
 // Open connects to Postgres and checks the connection.
@@ -70,12 +71,14 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("connecting to database: %w", err)
 	}
 	s.commit = newCommitter(s)
+	s.admit = newAdmitter(s)
 	return s, nil
 }
 
 // Close stops the group committer and closes the pool.
 func (s *Store) Close() {
 	s.commit.close()
+	s.admit.close()
 	s.pool.Close()
 }
 

@@ -240,3 +240,47 @@ func TestMigrationsUpDownAndConcurrent(t *testing.T) {
 	require.NoError(t, s.MigrateDown(ctx, &out))
 	require.ErrorIs(t, s.CheckMigrations(ctx), store.ErrPendingMigrations)
 }
+
+func TestAdmitAnswersManyRequestsAtOnce(t *testing.T) {
+	s := testenv.Store(t)
+	ctx := context.Background()
+	require.NoError(t, s.AddBinding(ctx, store.Binding{Source: "urn:erp:a", ClientID: 1, SavingsAccountID: 10, CardProductID: 3}))
+	_, err := s.Complete(ctx, completion("urn:erp:a", "done", true))
+	require.NoError(t, err)
+
+	var wg sync.WaitGroup
+	type tc struct {
+		q                  store.AdmissionQuery
+		processed, binding bool
+		known              bool
+	}
+	cases := []tc{
+		{store.AdmissionQuery{Source: "urn:erp:a", RequestID: "done", ClientID: 1}, true, true, true},
+		{store.AdmissionQuery{Source: "urn:erp:a", RequestID: "new", ClientID: 1}, false, true, true},
+		{store.AdmissionQuery{Source: "urn:erp:a", RequestID: "new", ClientID: 2}, false, false, true},
+		{store.AdmissionQuery{Source: "urn:erp:z", RequestID: "new", ClientID: 1}, false, false, false},
+		{store.AdmissionQuery{Source: "urn:\xff", RequestID: "\x00", ClientID: 1}, false, false, false},
+	}
+	for range 20 {
+		for _, c := range cases {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a, err := s.Admit(ctx, c.q)
+				require.NoError(t, err)
+				require.Equal(t, c.processed, a.Processed != nil, "%+v", c.q)
+				require.Equal(t, c.binding, a.Binding != nil, "%+v", c.q)
+				require.Equal(t, c.known, a.SourceKnown, "%+v", c.q)
+				if a.Processed != nil {
+					require.Equal(t, store.OutcomeIssued, a.Processed.Outcome)
+					require.Equal(t, []byte("hash-done"), a.Processed.PayloadHash)
+				}
+				if a.Binding != nil {
+					require.EqualValues(t, 10, a.Binding.SavingsAccountID)
+					require.EqualValues(t, 3, a.Binding.CardProductID)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+}

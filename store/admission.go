@@ -1,0 +1,100 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// AdmissionQuery asks what the store knows of a request before any work is
+// done for it.
+type AdmissionQuery struct {
+	Source    string
+	RequestID string
+	ClientID  int64
+}
+
+// Admission is what the store knows of a request: whether it was already
+// processed, and whether its source may order for its client.
+type Admission struct {
+	// Processed is the inbox row, nil when the request is new.
+	Processed *ProcessedRequest
+	// Binding of the source to the client, nil when there is none.
+	Binding *Binding
+	// SourceKnown reports whether the source is bound to any client at
+	// all, which tells an unknown ERP from one asking for a client it does
+	// not own.
+	SourceKnown bool
+}
+
+const (
+	maxAdmissionBatch = 512
+	admitters         = 2
+)
+
+// admissionSQL answers a batch of AdmissionQuery in one round trip.
+const admissionSQL = `
+SELECT q.i, p.payload_hash, p.outcome, coalesce(p.reason, ''), p.processed_at,
+       b.savings_account_id, b.card_product_id, b.created_at,
+       EXISTS (SELECT 1 FROM source_bindings k WHERE k.source = q.source)
+FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS q(source, request_id, client_id, i)
+LEFT JOIN processed_requests p ON p.source = q.source AND p.request_id = q.request_id
+LEFT JOIN source_bindings b ON b.source = q.source AND b.client_id = q.client_id`
+
+func newAdmitter(s *Store) *batcher[AdmissionQuery, Admission] {
+	return newBatcher(admitters, maxAdmissionBatch, s.admitMany)
+}
+
+// Admit returns what the store knows of a request: its inbox row and the
+// binding of its source to its client. Concurrent calls share one query.
+func (s *Store) Admit(ctx context.Context, q AdmissionQuery) (Admission, error) {
+	return s.admit.do(ctx, q)
+}
+
+func (s *Store) admitMany(ctx context.Context, qs []AdmissionQuery) ([]Admission, error) {
+	sources := make([]string, len(qs))
+	ids := make([]string, len(qs))
+	clients := make([]int64, len(qs))
+	for i, q := range qs {
+		sources[i], ids[i], clients[i] = cleanText(q.Source), cleanText(q.RequestID), q.ClientID
+	}
+	rows, err := s.pool.Query(ctx, admissionSQL, sources, ids, clients)
+	if err != nil {
+		return nil, fmt.Errorf("admitting requests: %w", err)
+	}
+	defer rows.Close()
+	out := make([]Admission, len(qs))
+	for rows.Next() {
+		var (
+			i       int64
+			hash    []byte
+			outcome *string
+			reason  string
+			p       ProcessedRequest
+			acct    *int64
+			product *int64
+			b       Binding
+			known   bool
+			pAt     *time.Time
+			bAt     *time.Time
+		)
+		if err := rows.Scan(&i, &hash, &outcome, &reason, &pAt, &acct, &product, &bAt, &known); err != nil {
+			return nil, fmt.Errorf("admitting requests: %w", err)
+		}
+		q := qs[i-1]
+		a := Admission{SourceKnown: known}
+		if outcome != nil {
+			p.Source, p.RequestID, p.PayloadHash, p.Outcome, p.Reason, p.ProcessedAt = q.Source, q.RequestID, hash, *outcome, reason, *pAt
+			a.Processed = &p
+		}
+		if acct != nil {
+			b.Source, b.ClientID, b.SavingsAccountID, b.CardProductID, b.CreatedAt = q.Source, q.ClientID, *acct, *product, *bAt
+			a.Binding = &b
+		}
+		out[i-1] = a
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("admitting requests: %w", err)
+	}
+	return out, nil
+}
