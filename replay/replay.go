@@ -12,6 +12,7 @@ package replay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -106,3 +107,9 @@ func Message(d store.DeadLetter) *nats.Msg {
 // ErrAlreadyIssued is store.ErrAlreadyIssued, for callers that import
 // only this package.
 var ErrAlreadyIssued = store.ErrAlreadyIssued
+
+// Refused reports whether err is a deliberate refusal rather than a
+// failure: the request already has a card, so replaying it would order a
+// second one. Retrying a refused replay changes nothing; retrying a failed
+// one may succeed.
+func Refused(err error) bool { return errors.Is(err, store.ErrAlreadyIssued) }
