@@ -22,6 +22,7 @@ import (
 	"github.com/cardbridge/cardbridge/config"
 	"github.com/cardbridge/cardbridge/consumer"
 	"github.com/cardbridge/cardbridge/mbanq"
+	"github.com/cardbridge/cardbridge/observe"
 	"github.com/cardbridge/cardbridge/relay"
 	"github.com/cardbridge/cardbridge/secret"
 	"github.com/cardbridge/cardbridge/store"
@@ -40,18 +41,25 @@ type Service struct {
 
 	consumer *consumer.Consumer
 	relay    *relay.Relay
+	// telemetry: metrics and tracing (operations.go).
+	telemetry *observe.Telemetry
 }
 
 // Start connects to everything cfg names and checks it, but handles no
 // request until Run. It refuses to start while migrations are pending,
 // unless cfg.AutoMigrate applies them.
 func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service, err error) {
+	// Lines logged with a request's context name the request (observe.Logger).
+	log = observe.Logger(log)
 	s := &Service{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
 			s.close()
 		}
 	}()
+	if err := s.startTelemetry(ctx); err != nil {
+		return nil, err
+	}
 
 	box, err := secret.NewBox(cfg.SecretKey, cfg.PreviousSecretKeys...)
 	if err != nil {
@@ -99,6 +107,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		ClientID:     cfg.MBanq.ClientID,
 		ClientSecret: cfg.MBanq.ClientSecret,
 		Logger:       log,
+		Observer:     s.telemetry.MBanq(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("MBanq client: %w", err)
@@ -112,11 +121,12 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		OfficeID:          cfg.MBanq.OfficeID,
 		SelfServiceRoleID: cfg.MBanq.SelfServiceRoleID,
 		Logger:            log,
+		Observer:          s.telemetry.Consumer(),
 	}, s.store, bank, box)
 	if err != nil {
 		return nil, err
 	}
-	s.relay = relay.New(s.store, s.js, relay.Config{Logger: log})
+	s.relay = relay.New(s.store, s.js, relay.Config{Logger: log, Observer: s.telemetry.Relay()})
 
 	s.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -192,6 +202,7 @@ func (s *Service) close() {
 	if s.ln != nil {
 		_ = s.ln.Close()
 	}
+	s.stopTelemetry()
 }
 
 // logWriter sends the migrator's progress lines to the log.

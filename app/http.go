@@ -13,6 +13,7 @@ func (s *Service) routes() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
+	s.mountOperations(mux) // /metrics and /console/ (operations.go)
 	return mux
 }
 
@@ -21,6 +22,17 @@ func (s *Service) routes() http.Handler {
 func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
+	checks, ok := s.readiness(ctx)
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, map[string]any{"ready": ok, "checks": checks})
+}
+
+// readiness runs the checks of /readyz (and of the cardbridge_ready
+// metric): check name -> "ok" or what is wrong.
+func (s *Service) readiness(ctx context.Context) (map[string]string, bool) {
 	checks := map[string]string{}
 	ok := true
 	if err := s.store.Ping(ctx); err != nil {
@@ -35,11 +47,7 @@ func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
 	} else {
 		checks["nats"], ok = s.nc.Status().String(), false
 	}
-	status := http.StatusOK
-	if !ok {
-		status = http.StatusServiceUnavailable
-	}
-	writeJSON(w, status, map[string]any{"ready": ok, "checks": checks})
+	return checks, ok
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

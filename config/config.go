@@ -40,6 +40,8 @@ type Config struct {
 	// AutoMigrate applies pending migrations at start instead of refusing to
 	// start (CARDBRIDGE_AUTO_MIGRATE=true, or `run --migrate`).
 	AutoMigrate bool
+	// Operations: the console's credential and tracing (operations.go).
+	Operations Operations
 }
 
 // MBanq is how cardbridge reaches the bank.
@@ -158,6 +160,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.positiveInt("CARDBRIDGE_MAX_DELIVER", &c.NATS.MaxDeliver)
 	p.positiveInt("CARDBRIDGE_MAX_IN_FLIGHT", &c.MaxInFlight)
 	p.boolean("CARDBRIDGE_AUTO_MIGRATE", &c.AutoMigrate)
+	c.Operations = p.operations()
 
 	if len(p.problems) > 0 {
 		return c, &Error{Problems: p.problems}

@@ -39,6 +39,9 @@ type Config struct {
 	// it from the roles list.
 	SelfServiceRoleID int64
 	Logger            *slog.Logger
+	// Observer is told what happens to each message, for metrics and
+	// tracing (package observe); nil observes nothing.
+	Observer Observer
 }
 
 // Consumer handles card requests from a JetStream consumer.

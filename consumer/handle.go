@@ -24,7 +24,7 @@ func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
 		c.log.Error("message without JetStream metadata", "err", err)
 		return
 	}
-	d := delivery{msg: msg, meta: meta}
+	d := delivery{msg: msg, meta: meta, obs: c.cfg.observer().Delivery(ctx, meta.NumDelivered)}
 	defer c.keepAlive(msg)()
 
 	disp, err := c.process(ctx, d)
@@ -56,6 +56,7 @@ func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
 		// the inbox and only acknowledge.
 		log.Warn("acknowledging message", "disposition", disp.String(), "err", err)
 	}
+	d.obs.Settled(disp.String(), err)
 }
 
 // delivery is one delivery of a message and what is learnt of it on the way.
@@ -64,6 +65,7 @@ type delivery struct {
 	meta *jetstream.MsgMetadata
 	req  *event.Request
 	ref  event.RequestRef
+	obs  Observation
 }
 
 func (d *delivery) logAttrs() []any {
@@ -82,14 +84,21 @@ func (c *Consumer) process(ctx context.Context, d delivery) (disposition, error)
 		var de *event.DecodeError
 		if errors.As(err, &de) {
 			d.ref = de.Ref()
+			ctx, d.ref = d.obs.Request(ctx, de.Type, d.ref)
 		}
 		return c.fail(ctx, &d, err)
 	}
 	d.req, d.ref = req, req.Ref()
+	ctx, d.ref = d.obs.Request(ctx, req.Type, d.ref)
 	log := c.log.With(d.logAttrs()...)
 
 	hash := payloadHash(req)
-	if prev, err := c.store.ProcessedRequest(ctx, req.Source, req.ID); err == nil {
+	// One batched query answers both the inbox and the binding.
+	adm, err := c.store.Admit(ctx, store.AdmissionQuery{Source: req.Source, RequestID: req.ID, ClientID: req.Data.ClientID})
+	if err != nil {
+		return c.transient(ctx, &d, err)
+	}
+	if prev := adm.Processed; prev != nil {
 		if string(prev.PayloadHash) != string(hash) {
 			// The first request stands and keeps its one outcome; the
 			// conflicting one is kept as a dead letter for a person to see.
@@ -104,11 +113,9 @@ func (c *Consumer) process(ctx context.Context, d delivery) (disposition, error)
 			log.Debug("duplicate delivery of a processed request", "outcome", prev.Outcome)
 		}
 		return ack, nil
-	} else if !errors.Is(err, store.ErrNotFound) {
-		return c.transient(ctx, &d, err)
 	}
 
-	card, err := c.order(ctx, req)
+	card, err := c.order(ctx, req, adm)
 	if err != nil {
 		return c.fail(ctx, &d, err)
 	}
@@ -121,27 +128,21 @@ func (c *Consumer) process(ctx context.Context, d delivery) (disposition, error)
 		return c.transient(ctx, &d, err)
 	}
 	if inserted {
+		d.obs.Outcome(store.OutcomeIssued, "")
 		log.Info("card issued", "client_id", req.Data.ClientID, "card_id", card.CardID)
 	}
 	return ack, nil
 }
 
 // order checks the binding and orders the card at MBanq.
-func (c *Consumer) order(ctx context.Context, req *event.Request) (*store.CardOrder, error) {
-	b, err := c.store.LookupBinding(ctx, req.Source, req.Data.ClientID)
-	if errors.Is(err, store.ErrNotFound) {
-		known, err := c.store.SourceHasBindings(ctx, req.Source)
-		if err != nil {
-			return nil, err
-		}
+func (c *Consumer) order(ctx context.Context, req *event.Request, adm store.Admission) (*store.CardOrder, error) {
+	b := adm.Binding
+	if b == nil {
 		msg := fmt.Sprintf("source %q is not bound to any client", req.Source)
-		if known {
+		if adm.SourceKnown {
 			msg = fmt.Sprintf("source %q is not bound to client %d", req.Source, req.Data.ClientID)
 		}
 		return nil, event.Failure{Reason: event.ReasonUnboundSource, Message: msg}
-	}
-	if err != nil {
-		return nil, err
 	}
 	sess, err := c.users.session(ctx, req.Data.ClientID)
 	if err != nil {
@@ -200,6 +201,7 @@ func (c *Consumer) fail(ctx context.Context, d *delivery, cause error) (disposit
 		// the next delivery tries again.
 		return c.retryLater(d, classTransient, err)
 	}
+	d.obs.Outcome(store.OutcomeFailed, f.Reason)
 	c.log.Warn("request failed", append(d.logAttrs(), "reason", f.Reason, "message", f.Message, "bank_code", f.BankErrorCode)...)
 	return dispositions[classPermanent], nil
 }

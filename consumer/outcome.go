@@ -12,7 +12,7 @@ import (
 // issuedCompletion is what is committed for a card MBanq issued.
 func (c *Consumer) issuedCompletion(d *delivery, hash []byte, card *store.CardOrder) (store.Completion, error) {
 	req := d.req
-	out := event.NewIssued(c.cfg.Source, req.Ref(), event.Card{
+	out := event.NewIssued(c.cfg.Source, d.ref, event.Card{
 		ID:        card.CardID,
 		Token:     card.CardToken,
 		ProductID: card.CardProductID,

@@ -154,6 +154,7 @@ func (u *userDirectory) provision(ctx context.Context, row store.SelfServiceUser
 	if err := u.store.ActivateUser(ctx, row.ClientID, userID); err != nil {
 		return err
 	}
+	u.cfg.observer().UserProvisioned(row.ClientID)
 	u.log.Info("self-service user provisioned", "client_id", row.ClientID, "username", row.Username, "mbanq_user_id", userID)
 	return nil
 }

@@ -32,7 +32,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	return &Client{
 		cfg:      cfg,
-		http:     cfg.HTTPClient,
+		http:     observed(cfg.HTTPClient, cfg.Observer),
 		log:      cfg.Logger,
 		now:      time.Now,
 		sessions: make(map[string]*Session),

@@ -42,6 +42,9 @@ type Config struct {
 	// Logger is optional; nothing is logged when it is nil. Request bodies
 	// are never logged because they may carry passwords.
 	Logger *slog.Logger
+	// Observer sees every attempt and token grant, for metrics and
+	// tracing (package observe); optional.
+	Observer Observer
 
 	// MaxAttempts is the number of tries of one call, the first included,
 	// for failures that are safe to retry (default 4; 1 disables retries).

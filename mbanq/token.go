@@ -156,7 +156,9 @@ func (ts *tokenSource) grant(ctx context.Context, op string, form url.Values) (s
 		return secret.String{}, err
 	}
 	var tr tokenResponse
-	if err := ts.c.exchange(ctx, &r, body, contentType, secret.String{}, uuid.NewString(), 1, &tr); err != nil {
+	err = ts.c.exchange(ctx, &r, body, contentType, secret.String{}, uuid.NewString(), 1, &tr)
+	ts.c.observer().TokenGranted(form.Get("grant_type"), err)
+	if err != nil {
 		return secret.String{}, err
 	}
 	if tr.AccessToken == "" {

@@ -28,6 +28,8 @@ type Config struct {
 	PollInterval time.Duration // fallback when no NOTIFY arrives (default 1s)
 	PublishWait  time.Duration // how long to wait for JetStream's acks (default 10s)
 	Logger       *slog.Logger
+	// Observer times each batch (package observe); nil observes nothing.
+	Observer Observer
 }
 
 // Relay moves outbox rows to JetStream.
@@ -107,7 +109,7 @@ func (r *Relay) Run(ctx context.Context) error {
 func (r *Relay) Flush(ctx context.Context) (int, error) {
 	total := 0
 	for {
-		n, err := r.store.RelayBatch(ctx, r.cfg.BatchSize, r.publish)
+		n, err := r.store.RelayBatch(ctx, r.cfg.BatchSize, r.publishObserved)
 		total += n
 		if err != nil || n < r.cfg.BatchSize {
 			return total, err

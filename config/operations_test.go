@@ -1,0 +1,49 @@
+package config
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestOperations(t *testing.T) {
+	for name, tc := range map[string]struct {
+		env       map[string]string
+		traces    string
+		token     string
+		problem   string
+		noProblem bool
+	}{
+		"nothing set: read-only console, no tracing": {env: nil, noProblem: true},
+		"console token": {env: map[string]string{"CARDBRIDGE_CONSOLE_TOKEN": " a-long-enough-token "}, token: "a-long-enough-token", noProblem: true},
+		"short token":   {env: map[string]string{"CARDBRIDGE_CONSOLE_TOKEN": "short"}, problem: "CARDBRIDGE_CONSOLE_TOKEN: at least 16"},
+		"generic endpoint gets the traces path": {
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/"}, traces: "http://collector:4318/v1/traces", noProblem: true},
+		"traces endpoint is used as it is": {
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://b/otlp/traces"}, traces: "https://b/otlp/traces", noProblem: true},
+		"disabled SDK": {
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_SDK_DISABLED": "true"}, noProblem: true},
+		"exporter none": {
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_TRACES_EXPORTER": "none"}, noProblem: true},
+		"another exporter": {
+			env: map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, problem: "OTEL_TRACES_EXPORTER"},
+		"grpc is not offered": {
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, problem: "http/protobuf"},
+		"not a URL": {
+			env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "collector:4318"}, problem: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := &parser{getenv: func(k string) string { return tc.env[k] }}
+			o := p.operations()
+			if tc.noProblem {
+				require.Empty(t, p.problems)
+				require.Equal(t, tc.traces, o.TracesURL)
+				require.Equal(t, tc.token, o.ConsoleToken.Reveal())
+				return
+			}
+			require.Len(t, p.problems, 1)
+			require.True(t, strings.Contains(p.problems[0], tc.problem), p.problems[0])
+		})
+	}
+}

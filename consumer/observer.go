@@ -1,0 +1,61 @@
+package consumer
+
+import (
+	"context"
+
+	"github.com/cardbridge/cardbridge/event"
+)
+
+// Observer is told what happens to each message, for metrics and tracing.
+// Package observe implements it; a nil Config.Observer observes nothing.
+// Its methods are called on the handling path, so they must be cheap and
+// must not block.
+type Observer interface {
+	// Delivery starts following one delivery of a message, delivered for
+	// the deliveries-th time.
+	Delivery(ctx context.Context, deliveries uint64) Observation
+	// UserProvisioned is told that a client's self-service user was
+	// created (or adopted) at MBanq.
+	UserProvisioned(clientID int64)
+}
+
+// Observation follows one delivery from fetch to acknowledgement.
+type Observation interface {
+	// Request is called once the message names a request: decoded, or
+	// rejected with what could be read of it. eventType is the CloudEvent
+	// type as read, "" when unreadable. It returns the context to handle
+	// the request in (carrying the handling span and the request's log
+	// attributes) and ref with the trace context the outcome event must
+	// carry: the handling span's, so the trace goes on through cardbridge
+	// rather than skipping it.
+	Request(ctx context.Context, eventType string, ref event.RequestRef) (context.Context, event.RequestRef)
+	// Outcome is told that this delivery committed the request's outcome:
+	// store.OutcomeIssued, or store.OutcomeFailed with its reason. A
+	// delivery acknowledged without an Outcome found the request already
+	// processed.
+	Outcome(outcome, reason string)
+	// Settled is called once the message has been acknowledged,
+	// terminated or handed back; disposition is "ack", "term", "retry" or
+	// "retry_now", and err the error of that acknowledgement, if any.
+	Settled(disposition string, err error)
+}
+
+// observer is the configured Observer, or one that observes nothing (a
+// Config built without New, as internal tests do, has none).
+func (c Config) observer() Observer {
+	if c.Observer == nil {
+		return nopObserver{}
+	}
+	return c.Observer
+}
+
+// nopObserver observes nothing, at no cost.
+type nopObserver struct{}
+
+func (nopObserver) Delivery(context.Context, uint64) Observation { return nopObserver{} }
+func (nopObserver) UserProvisioned(int64)                        {}
+func (nopObserver) Request(ctx context.Context, _ string, ref event.RequestRef) (context.Context, event.RequestRef) {
+	return ctx, ref
+}
+func (nopObserver) Outcome(string, string) {}
+func (nopObserver) Settled(string, error)  {}
