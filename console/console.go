@@ -1,0 +1,358 @@
+// Package console is the operations console: a small web page, served by
+// `cardbridge run` under /console/, showing recent requests and their
+// outcomes, dead letters, the outbox backlog, the bindings, the
+// self-service users and live throughput.
+//
+// It is plain server-rendered HTML (html/template), with its stylesheet and
+// script embedded in the binary, so it works with no network and no build
+// step, and a strict Content-Security-Policy can forbid everything else.
+//
+// Access: without a token the console is read-only and open to whoever
+// reaches HTTP_ADDR, like /metrics. With a token (CARDBRIDGE_CONSOLE_TOKEN)
+// every console request needs it, as HTTP basic auth (any user name, the
+// token as password, so a browser can log in) or as a bearer token (for
+// scripts), and the replay action is enabled. The token is compared in
+// constant time. Browsers send basic credentials on their own, so the one
+// action, a POST, is also refused unless it comes from the console's own
+// origin (http.CrossOriginProtection): another site cannot make an
+// operator's browser replay anything.
+package console
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cardbridge/cardbridge/secret"
+	"github.com/cardbridge/cardbridge/store"
+)
+
+// Prefix is where the console is mounted.
+const Prefix = "/console/"
+
+// Data is what the console reads; *store.Store implements it.
+type Data interface {
+	RecentRequests(ctx context.Context, limit int) ([]store.RequestSummary, error)
+	RecentDeadLetters(ctx context.Context, limit int) ([]store.DeadLetterSummary, error)
+	Bindings(ctx context.Context) ([]store.Binding, error)
+	SelfServiceUserSummaries(ctx context.Context) ([]store.UserSummary, error)
+	OutboxBacklog(ctx context.Context) (int64, time.Duration, error)
+}
+
+// Live is the state the page polls for its live numbers. Counters are
+// cumulative; the page turns them into rates.
+type Live struct {
+	Time time.Time `json:"time"`
+	// RequestsReceived and OutcomesPublished are the last sequence numbers
+	// of the request and outcome streams: every process's work.
+	RequestsReceived  uint64 `json:"requestsReceived"`
+	OutcomesPublished uint64 `json:"outcomesPublished"`
+	// Pending and AckPending are the durable consumer's messages not yet
+	// delivered and delivered but not yet acknowledged.
+	Pending    uint64 `json:"pending"`
+	AckPending int    `json:"ackPending"`
+	// OutboxBacklog and OutboxOldestSeconds describe the events committed
+	// but not yet published.
+	OutboxBacklog       int64   `json:"outboxBacklog"`
+	OutboxOldestSeconds float64 `json:"outboxOldestSeconds"`
+	// InFlight and Handled (by outcome) are this process's own.
+	InFlight int64            `json:"inFlight"`
+	Handled  map[string]int64 `json:"handled"`
+	// Instance names the process that answered.
+	Instance string `json:"instance"`
+	// Errors names the parts that could not be read.
+	Errors []string `json:"errors,omitempty"`
+}
+
+// ReplayFunc replays one dead letter (replay.One) and returns it as
+// released, ReplayCount counting this replay.
+type ReplayFunc func(ctx context.Context, id int64) (store.DeadLetter, error)
+
+// Config assembles a console.
+type Config struct {
+	Data Data
+	// Live reads the live numbers.
+	Live func(ctx context.Context) Live
+	// Replay performs the replay action; it is offered only when Token is
+	// set too.
+	Replay ReplayFunc
+	// Token guards the console; empty leaves it read-only and open.
+	Token secret.String
+	// Instance names this process on the page (e.g. its host name).
+	Instance string
+	Logger   *slog.Logger
+}
+
+// Console is the console's HTTP handler.
+type Console struct {
+	cfg     Config
+	log     *slog.Logger
+	handler http.Handler
+	page    *template.Template
+	// tokenSum is the token's SHA-256: comparing fixed-length digests keeps
+	// the comparison constant-time whatever the guess's length.
+	tokenSum [32]byte
+}
+
+//go:embed templates/*.html
+var templates embed.FS
+
+//go:embed static
+var static embed.FS
+
+// New returns the console.
+func New(cfg Config) *Console {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Live == nil {
+		cfg.Live = func(context.Context) Live { return Live{Time: time.Now()} }
+	}
+	c := &Console{
+		cfg:  cfg,
+		log:  cfg.Logger.With("component", "console"),
+		page: template.Must(template.New("page.html").Funcs(funcs).ParseFS(templates, "templates/page.html")),
+	}
+	if !cfg.Token.IsZero() {
+		c.tokenSum = sha256.Sum256([]byte(cfg.Token.Reveal()))
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+Prefix+"{$}", c.servePage)
+	mux.HandleFunc("GET "+Prefix+"api/live", c.serveLive)
+	staticFS, _ := fs.Sub(static, "static")
+	mux.Handle("GET "+Prefix+"static/", http.StripPrefix(Prefix+"static/", http.FileServerFS(staticFS)))
+	csrf := http.NewCrossOriginProtection()
+	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.log.Warn("refused a cross-origin console action", "path", r.URL.Path, "origin", r.Header.Get("Origin"))
+		http.Error(w, "cross-origin request refused", http.StatusForbidden)
+	}))
+	mux.Handle("POST "+Prefix+"dead-letters/{id}/replay", csrf.Handler(http.HandlerFunc(c.serveReplay)))
+	c.handler = c.authorize(secureHeaders(mux))
+	return c
+}
+
+// CanReplay reports whether the replay action is enabled.
+func (c *Console) CanReplay() bool { return !c.cfg.Token.IsZero() && c.cfg.Replay != nil }
+
+// ServeHTTP serves the console's paths under Prefix.
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) { c.handler.ServeHTTP(w, r) }
+
+// authorize lets a request through when no token is configured (then the
+// console has no actions) or when it carries the token.
+func (c *Console) authorize(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c.cfg.Token.IsZero() {
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				http.Error(w, "the console is read-only: set CARDBRIDGE_CONSOLE_TOKEN to enable actions", http.StatusForbidden)
+				return
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
+		if !c.authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="cardbridge console", charset="UTF-8"`)
+			http.Error(w, "the console token is required (basic auth password or bearer token)", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (c *Console) authorized(r *http.Request) bool {
+	var presented string
+	if _, pw, ok := r.BasicAuth(); ok {
+		presented = pw
+	} else if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		presented = strings.TrimSpace(h[7:])
+	} else {
+		return false
+	}
+	sum := sha256.Sum256([]byte(presented))
+	return subtle.ConstantTimeCompare(sum[:], c.tokenSum[:]) == 1
+}
+
+// secureHeaders forbids everything the page does not need: other origins'
+// scripts, styles and frames (no clickjacking of the replay button), and
+// caching of pages that show personal data.
+func secureHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		if !strings.HasPrefix(r.URL.Path, Prefix+"static/") {
+			h.Set("Cache-Control", "no-store")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// How many rows the page shows of each list.
+const (
+	requestRows    = 50
+	deadLetterRows = 100
+)
+
+// pageData is what the template renders.
+type pageData struct {
+	Instance    string
+	CanReplay   bool
+	TokenSet    bool
+	Flash       *flash
+	Now         time.Time
+	Requests    []store.RequestSummary
+	DeadLetters []store.DeadLetterSummary
+	Bindings    []store.Binding
+	Users       []store.UserSummary
+	Backlog     int64
+	OldestAge   time.Duration
+	// Errors names the sections that could not be read.
+	Errors []string
+}
+
+type flash struct {
+	OK   bool
+	Text string
+}
+
+func (c *Console) servePage(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	d := pageData{
+		Instance:  c.cfg.Instance,
+		CanReplay: c.CanReplay(),
+		TokenSet:  !c.cfg.Token.IsZero(),
+		Flash:     flashOf(r.URL.Query()),
+		Now:       time.Now(),
+	}
+	// Each section is read on its own: one failing query leaves the rest
+	// of the page useful, which is when an operator needs it most.
+	note := func(section string, err error) {
+		if err != nil {
+			c.log.Warn("console: reading "+section, "err", err)
+			d.Errors = append(d.Errors, section)
+		}
+	}
+	var err error
+	d.Requests, err = c.cfg.Data.RecentRequests(ctx, requestRows)
+	note("recent requests", err)
+	d.DeadLetters, err = c.cfg.Data.RecentDeadLetters(ctx, deadLetterRows)
+	note("dead letters", err)
+	d.Bindings, err = c.cfg.Data.Bindings(ctx)
+	note("bindings", err)
+	d.Users, err = c.cfg.Data.SelfServiceUserSummaries(ctx)
+	note("self-service users", err)
+	d.Backlog, d.OldestAge, err = c.cfg.Data.OutboxBacklog(ctx)
+	note("outbox", err)
+
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := c.page.Execute(w, d); err != nil {
+		c.log.Warn("console: rendering the page", "err", err)
+	}
+}
+
+func (c *Console) serveLive(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	l := c.cfg.Live(ctx)
+	if l.Instance == "" {
+		l.Instance = c.cfg.Instance
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(l)
+}
+
+// serveReplay replays one dead letter and sends the browser back to the
+// page (POST-redirect-GET, so a reload does not replay again), with the
+// result in the query. The result is codes and numbers only, so a crafted
+// link cannot make the page say anything else.
+func (c *Console) serveReplay(w http.ResponseWriter, r *http.Request) {
+	if !c.CanReplay() {
+		http.Error(w, "replay is disabled", http.StatusForbidden)
+		return
+	}
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		http.Error(w, "not a dead letter id", http.StatusBadRequest)
+		return
+	}
+	// The replay must not be cut short by a browser that stops waiting.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 15*time.Second)
+	defer cancel()
+	q := url.Values{}
+	d, err := c.cfg.Replay(ctx, id)
+	switch {
+	case err == nil:
+		c.log.Info("dead letter replayed from the console", "dead_letter", id,
+			"request_source", d.Source, "request_id", d.RequestID, "generation", d.ReplayCount)
+		q.Set("replayed", strconv.FormatInt(id, 10))
+		q.Set("generation", strconv.Itoa(d.ReplayCount))
+	default:
+		why := "failed"
+		switch {
+		case errors.Is(err, store.ErrAlreadyIssued):
+			why = "issued"
+		case errors.Is(err, store.ErrNotFound):
+			why = "not_found"
+		}
+		c.log.Warn("console: replaying a dead letter", "dead_letter", id, "err", err)
+		q.Set("replay_failed", strconv.FormatInt(id, 10))
+		q.Set("why", why)
+	}
+	http.Redirect(w, r, Prefix+"?"+q.Encode()+"#dead-letters", http.StatusSeeOther)
+}
+
+func flashOf(q url.Values) *flash {
+	if id, err := strconv.ParseInt(q.Get("replayed"), 10, 64); err == nil {
+		gen, _ := strconv.Atoi(q.Get("generation"))
+		return &flash{OK: true, Text: fmt.Sprintf("Dead letter %d replayed (replay %d): its request is being handled again.", id, gen)}
+	}
+	if id, err := strconv.ParseInt(q.Get("replay_failed"), 10, 64); err == nil {
+		text := fmt.Sprintf("Replaying dead letter %d failed; the log says why. Replaying it again is safe.", id)
+		switch q.Get("why") {
+		case "issued":
+			text = fmt.Sprintf("Dead letter %d was not replayed: its request already has a card.", id)
+		case "not_found":
+			text = fmt.Sprintf("Dead letter %d does not exist.", id)
+		}
+		return &flash{Text: text}
+	}
+	return nil
+}
+
+var funcs = template.FuncMap{
+	"ts": func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.UTC().Format("2006-01-02 15:04:05Z")
+	},
+	"ago": func(now, t time.Time) string { return roundAge(now.Sub(t)) + " ago" },
+	"age": roundAge,
+}
+
+// roundAge prints a duration as a person reads an age: 3s, 4m10s, 2h5m.
+func roundAge(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Hour:
+		return d.Round(time.Second).String()
+	default:
+		return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+	}
+}
