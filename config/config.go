@@ -42,6 +42,8 @@ type Config struct {
 	AutoMigrate bool
 	// Operations: the console's credential and tracing (operations.go).
 	Operations Operations
+	// Pprof serves /debug/pprof on HTTP_ADDR (CARDBRIDGE_PPROF=true).
+	Pprof bool
 }
 
 // MBanq is how cardbridge reaches the bank.
@@ -160,6 +162,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.positiveInt("CARDBRIDGE_MAX_DELIVER", &c.NATS.MaxDeliver)
 	p.positiveInt("CARDBRIDGE_MAX_IN_FLIGHT", &c.MaxInFlight)
 	p.boolean("CARDBRIDGE_AUTO_MIGRATE", &c.AutoMigrate)
+	p.boolean("CARDBRIDGE_PPROF", &c.Pprof)
 	c.Operations = p.operations()
 
 	if len(p.problems) > 0 {

@@ -131,8 +131,11 @@ func defaultHTTPClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	tr.TLSHandshakeTimeout = 10 * time.Second
-	tr.MaxIdleConns = 256
-	tr.MaxIdleConnsPerHost = 64
+	// Every call goes to one host, with as many in flight as the consumer
+	// allows: keep that many connections idle, or each burst closes and
+	// redials them (the profile showed a tenth of the CPU in dialing).
+	tr.MaxIdleConns = 1024
+	tr.MaxIdleConnsPerHost = 1024
 	tr.IdleConnTimeout = 90 * time.Second
 	return &http.Client{Transport: tr}
 }

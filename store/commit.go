@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -22,26 +24,48 @@ func newCommitter(s *Store) *batcher[Completion, bool] {
 	return newBatcher(committers, maxCommitBatch, s.writeCompletions)
 }
 
-// completeSQL writes one completion. The inbox insert gates the other two:
-// on a duplicate (source, id) nothing at all is written and the statement
-// returns 0.
+// completeSQL writes a batch of completions in one statement, set-based,
+// so Postgres starts its executor once per batch rather than once per row.
+// The inbox insert gates the rest: a completion whose (source, id) is
+// already in the inbox writes nothing, and its ordinal is not returned.
 const completeSQL = `
-WITH inbox AS (
+WITH input AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[],
+        $6::bool[], $7::bigint[], $8::text[], $9::bigint[], $10::bigint[], $11::text[],
+        $12::bigint[], $13::text[], $14::text[], $15::timestamptz[],
+        $16::text[], $17::text[], $18::text[], $19::bytea[],
+        $20::bool[], $21::text[], $22::text[], $23::text[], $24::text[], $25::bytea[],
+        $26::bigint[], $27::bigint[], $28::timestamptz[]
+    ) WITH ORDINALITY AS t(source, request_id, payload_hash, outcome, reason,
+        has_card, client_id, employee_id, savings_account_id, card_product_id, idempotency_key,
+        card_id, card_token, card_status, issued_at,
+        event_id, event_subject, event_headers, event_data,
+        has_dl, dl_message, dl_bank_code, dl_subject, dl_headers, dl_data,
+        dl_stream_seq, dl_deliveries, dl_first_seen, i)
+), inbox AS (
     INSERT INTO processed_requests (source, request_id, payload_hash, outcome, reason)
-    VALUES ($1, $2, $3, $4, nullif($5, ''))
+    SELECT source, request_id, payload_hash, outcome, nullif(reason, '') FROM input
     ON CONFLICT DO NOTHING
-    RETURNING 1
+    RETURNING source, request_id
+), won AS (
+    SELECT input.* FROM input JOIN inbox USING (source, request_id)
 ), card AS (
     INSERT INTO card_orders (source, request_id, client_id, employee_id, savings_account_id,
         card_product_id, idempotency_key, card_id, card_token, status, issued_at)
-    SELECT $1, $2, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM inbox WHERE $15::bool
+    SELECT source, request_id, client_id, employee_id, savings_account_id,
+        card_product_id, idempotency_key, card_id, card_token, card_status, issued_at
+    FROM won WHERE has_card
 ), ob AS (
     INSERT INTO outbox (event_id, subject, headers, data)
-    SELECT $16, $17, $18, $19 FROM inbox WHERE $16 <> ''
+    SELECT event_id, event_subject, event_headers::jsonb, event_data FROM won WHERE event_id <> ''
+    ORDER BY i
 ), dl AS (
     INSERT INTO dead_letters (source, request_id, reason, message, bank_code, msg_subject,
         msg_headers, msg_data, stream_seq, deliveries, first_seen_at)
-    SELECT $1, $2, $5, $21, nullif($22, ''), $23, $24, $25, $26, $27, $28 FROM inbox WHERE $20::bool
+    SELECT source, request_id, reason, dl_message, nullif(dl_bank_code, ''), dl_subject,
+        dl_headers::jsonb, dl_data, dl_stream_seq, dl_deliveries, dl_first_seen
+    FROM won WHERE has_dl
     -- A replayed request that fails again updates its dead letter.
     ON CONFLICT (source, request_id) DO UPDATE
     SET reason = EXCLUDED.reason, message = EXCLUDED.message, bank_code = EXCLUDED.bank_code,
@@ -49,45 +73,83 @@ WITH inbox AS (
         stream_seq = EXCLUDED.stream_seq, deliveries = EXCLUDED.deliveries,
         recorded_at = now(), replayed_at = NULL
 )
-SELECT count(*) FROM inbox`
+SELECT i FROM won`
 
 // writeCompletions commits a batch of completions in one transaction and
 // one round trip.
 func (s *Store) writeCompletions(ctx context.Context, batch []Completion) ([]bool, error) {
-	inserted := make([]bool, len(batch))
+	n := len(batch)
+	var (
+		sources, ids, outcomes, reasons            = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		hashes                                     = make([][]byte, n)
+		hasCard, hasDL                             = make([]bool, n), make([]bool, n)
+		clients, accounts, products, cardIDs       = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+		employees, keys, tokens, statuses          = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		issuedAt, firstSeen                        = make([]time.Time, n), make([]time.Time, n)
+		eventIDs, eventSubjects, eventHeaders      = make([]string, n), make([]string, n), make([]string, n)
+		eventData, dlData                          = make([][]byte, n), make([][]byte, n)
+		dlMessages, dlCodes, dlSubjects, dlHeaders = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		dlSeqs, dlDeliveries                       = make([]int64, n), make([]int64, n)
+	)
+	for i, c := range batch {
+		sources[i], ids[i], hashes[i], outcomes[i], reasons[i] = cleanText(c.Source), cleanText(c.RequestID), c.PayloadHash, c.Outcome, c.Reason
+		if hashes[i] == nil {
+			hashes[i] = []byte{}
+		}
+		if o := c.Card; o != nil {
+			hasCard[i] = true
+			clients[i], employees[i], accounts[i], products[i] = o.ClientID, cleanText(o.EmployeeID), o.SavingsAccountID, o.CardProductID
+			keys[i], cardIDs[i], tokens[i], statuses[i], issuedAt[i] = o.IdempotencyKey, o.CardID, cleanText(o.CardToken), cleanText(o.Status), o.IssuedAt
+		}
+		eventIDs[i], eventSubjects[i], eventData[i] = c.Event.EventID, c.Event.Subject, c.Event.Data
+		h, err := headerJSON(c.Event.Header)
+		if err != nil {
+			return nil, err
+		}
+		eventHeaders[i] = h
+		if d := c.DeadLetter; d != nil {
+			hasDL[i] = true
+			dlMessages[i], dlCodes[i], dlSubjects[i], dlData[i] = cleanText(d.Message), cleanText(d.BankCode), cleanText(d.Subject), d.Data
+			dlSeqs[i], dlDeliveries[i], firstSeen[i] = int64(d.StreamSeq), int64(d.Deliveries), d.FirstSeen
+			if dlHeaders[i], err = headerJSON(d.Header); err != nil {
+				return nil, err
+			}
+		} else {
+			dlHeaders[i] = "{}"
+		}
+		if eventData[i] == nil {
+			eventData[i] = []byte{}
+		}
+		if dlData[i] == nil {
+			dlData[i] = []byte{}
+		}
+	}
+	inserted := make([]bool, n)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
-		for _, c := range batch {
-			var card CardOrder
-			if c.Card != nil {
-				card = *c.Card
-			}
-			var dl DeadLetter
-			if c.DeadLetter != nil {
-				dl = *c.DeadLetter
-			}
-			if dl.Header == nil {
-				dl.Header = map[string][]string{}
-			}
-			b.Queue(completeSQL,
-				cleanText(c.Source), cleanText(c.RequestID), c.PayloadHash, c.Outcome, c.Reason,
-				card.ClientID, cleanText(card.EmployeeID), card.SavingsAccountID, card.CardProductID,
-				card.IdempotencyKey, card.CardID, cleanText(card.CardToken), cleanText(card.Status), card.IssuedAt,
-				c.Card != nil,
-				c.Event.EventID, c.Event.Subject, c.Event.Header, c.Event.Data,
-				c.DeadLetter != nil,
-				cleanText(dl.Message), cleanText(dl.BankCode), cleanText(dl.Subject), dl.Header, dl.Data,
-				dl.StreamSeq, dl.Deliveries, dl.FirstSeen)
-		}
+		b.Queue(completeSQL, sources, ids, hashes, outcomes, reasons,
+			hasCard, clients, employees, accounts, products, keys, cardIDs, tokens, statuses, issuedAt,
+			eventIDs, eventSubjects, eventHeaders, eventData,
+			hasDL, dlMessages, dlCodes, dlSubjects, dlHeaders, dlData, dlSeqs, dlDeliveries, firstSeen)
 		b.Queue(`SELECT pg_notify($1, '')`, s.outboxChannel())
 		br := tx.SendBatch(ctx, b)
-		for i := range batch {
-			var n int
-			if err := br.QueryRow().Scan(&n); err != nil {
-				_ = br.Close()
-				return fmt.Errorf("recording outcome: %w", err)
+		rows, err := br.Query()
+		if err == nil {
+			for rows.Next() {
+				var i int64
+				if err = rows.Scan(&i); err != nil {
+					break
+				}
+				inserted[i-1] = true
 			}
-			inserted[i] = n == 1
+			rows.Close()
+			if err == nil {
+				err = rows.Err()
+			}
+		}
+		if err != nil {
+			_ = br.Close()
+			return fmt.Errorf("recording outcomes: %w", err)
 		}
 		if _, err := br.Exec(); err != nil {
 			_ = br.Close()
@@ -99,4 +161,16 @@ func (s *Store) writeCompletions(ctx context.Context, batch []Completion) ([]boo
 		return nil, err
 	}
 	return inserted, nil
+}
+
+// headerJSON encodes NATS headers for a jsonb column.
+func headerJSON(h map[string][]string) (string, error) {
+	if len(h) == 0 {
+		return "{}", nil
+	}
+	b, err := json.Marshal(h)
+	if err != nil {
+		return "", fmt.Errorf("encoding headers: %w", err)
+	}
+	return string(b), nil
 }

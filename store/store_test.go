@@ -75,10 +75,8 @@ func TestCompleteGroupsConcurrentWritesAndIsolatesABadOne(t *testing.T) {
 			defer wg.Done()
 			c := completion("urn:erp:b", fmt.Sprint(i), i%2 == 0)
 			if i == 7 {
-				// A failure outcome without a reason breaks the dead-letter
-				// constraint: it must fail alone.
-				c.DeadLetter = &store.DeadLetter{Header: map[string][]string{}}
-				c.Reason = ""
+				// An outcome the schema's CHECK refuses: it must fail alone.
+				c.Outcome = "bogus"
 			}
 			results[i], errs[i] = s.Complete(ctx, c)
 		}()
