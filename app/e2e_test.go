@@ -64,18 +64,7 @@ func setupWith(t *testing.T, o options) *bundle {
 		o.log = logging.Discard()
 	}
 
-	cfg := config.Defaults()
-	cfg.DatabaseURL = secret.New(testenv.DatabaseURL(t))
-	cfg.NATSURL = ns.URL()
-	cfg.MBanq = config.MBanq{
-		BaseURL: bank.URL, TenantID: seed.TenantID,
-		ClientID: seed.OAuthClient.ID, ClientSecret: seed.OAuthClient.Secret,
-		AdminUsername: seed.Admin.Username, AdminPassword: seed.Admin.Password,
-		OfficeID: 1,
-	}
-	cfg.SecretKey = testenv.SecretKey(t)
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.AutoMigrate = true
+	cfg := testenv.Config(t, ns.URL(), bank.URL, seed)
 	if o.cfg != nil {
 		o.cfg(&cfg)
 	}

@@ -1,9 +1,7 @@
 package app_test
 
 import (
-	"bytes"
 	"encoding/hex"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/cardbridge/cardbridge/config"
 	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/internal/testenv"
 )
 
 // get fetches a path of the service's HTTP listener.
@@ -47,33 +46,8 @@ func series(t *testing.T, page, name string) string {
 	return ""
 }
 
-// lockedBuffer collects log output written from many goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) lines() []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(l), &m) == nil {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 func TestMetricsAfterAFlow(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &testenv.LogBuffer{}
 	b := setupWith(t, options{log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	issued := request(erp, 1)
 	b.publish(t, issued, event.Binary)
@@ -128,7 +102,7 @@ func TestMetricsAfterAFlow(t *testing.T) {
 
 	// The MBanq client's own log lines name the request they work for.
 	var bankLines int
-	for _, l := range logs.lines() {
+	for _, l := range logs.Lines() {
 		if l["msg"] == "mbanq call" && l["path"] == "/v1/cards" {
 			bankLines++
 			require.Equal(t, issued.ID, l["request_id"])

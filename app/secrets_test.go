@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -17,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/internal/testenv"
 	"github.com/cardbridge/cardbridge/logging"
 	"github.com/cardbridge/cardbridge/mbanq/sandbox"
 	"github.com/cardbridge/cardbridge/secret"
@@ -58,24 +58,6 @@ func (tt *tokenTap) wrap(next http.Handler) http.Handler {
 	})
 }
 
-// syncBuffer is a log destination shared by goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestNoSecretInLogsEventsErrorsOrDeadLetters(t *testing.T) {
 	const (
 		adminPassword = "Adm1n-pa55-7f3c9e"
@@ -84,7 +66,7 @@ func TestNoSecretInLogsEventsErrorsOrDeadLetters(t *testing.T) {
 	seed := sandbox.DefaultSeed()
 	seed.Admin.Password = secret.New(adminPassword)
 	seed.OAuthClient.Secret = secret.New(clientSecret)
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	taps := &tokenTap{}
 	b := setupWith(t, options{
 		seed: &seed,

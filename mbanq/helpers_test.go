@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cardbridge/cardbridge/internal/testenv"
 	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/mbanq/sandbox"
 	"github.com/cardbridge/cardbridge/secret"
@@ -33,7 +34,7 @@ type bundle struct {
 	srv    *httptest.Server
 	client *mbanq.Client
 	admin  *mbanq.Session
-	logs   *syncBuffer
+	logs   *testenv.LogBuffer
 
 	mu      sync.Mutex
 	secrets []string
@@ -58,7 +59,7 @@ func setup(t *testing.T, opts ...setupOpt) *bundle {
 		sbOpts = append(sbOpts, o.sandbox...)
 	}
 	sbOpts = append([]sandbox.Option{sandbox.WithRandSeed(1)}, sbOpts...)
-	b := &bundle{sb: sandbox.New(testSeed(), sbOpts...), logs: &syncBuffer{}}
+	b := &bundle{sb: sandbox.New(testSeed(), sbOpts...), logs: &testenv.LogBuffer{}}
 	b.srv = httptest.NewServer(b.sb)
 	t.Cleanup(b.srv.Close)
 
@@ -193,22 +194,4 @@ func wantError(t *testing.T, err error, status int, code string) *mbanq.Error {
 		t.Errorf("error without request id: %v", err)
 	}
 	return e
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers (the logger).
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
 }

@@ -1,0 +1,30 @@
+package testenv
+
+import (
+	"testing"
+
+	"github.com/cardbridge/cardbridge/config"
+	"github.com/cardbridge/cardbridge/mbanq/sandbox"
+	"github.com/cardbridge/cardbridge/secret"
+)
+
+// Config is the configuration of a cardbridge Service for a test: a schema
+// of the test's own, the given NATS server, a bank at bankURL seeded with
+// seed, a fresh key, an HTTP listener on a free port, and migrations
+// applied at start.
+func Config(t testing.TB, natsURL, bankURL string, seed sandbox.Seed) config.Config {
+	t.Helper()
+	cfg := config.Defaults()
+	cfg.DatabaseURL = secret.New(DatabaseURL(t))
+	cfg.NATSURL = natsURL
+	cfg.MBanq = config.MBanq{
+		BaseURL: bankURL, TenantID: seed.TenantID,
+		ClientID: seed.OAuthClient.ID, ClientSecret: seed.OAuthClient.Secret,
+		AdminUsername: seed.Admin.Username, AdminPassword: seed.Admin.Password,
+		OfficeID: 1,
+	}
+	cfg.SecretKey = SecretKey(t)
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.AutoMigrate = true
+	return cfg
+}
