@@ -89,6 +89,10 @@ func devCmd(ctx context.Context, args []string, env Env) error {
 	cfg.SecretKey = key // the schema is new each run, so a new key each run is enough
 	cfg.HTTPAddr = *httpAddr
 	cfg.AutoMigrate = true
+	// The console token and tracing come from the environment as for run.
+	if cfg.Operations, err = config.OperationsFromEnv(env.getenv); err != nil {
+		return err
+	}
 
 	svc, err := app.Start(ctx, cfg, log)
 	if err != nil {
@@ -104,7 +108,7 @@ func devCmd(ctx context.Context, args []string, env Env) error {
 cardbridge dev is running.
   NATS (JetStream)  %s
   MBanq sandbox     http://%s   (inspect: /_sandbox/cards, /_sandbox/users)
-  health            http://%s/readyz
+  health            http://%s/readyz   (console: /console/, metrics: /metrics)
   database schema   %s
   binding           %s -> client 1, savings account 1, card product 1
 

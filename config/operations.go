@@ -67,3 +67,15 @@ func (p *parser) operations() Operations {
 	o.TracesURL = endpoint
 	return o
 }
+
+// OperationsFromEnv reads only the operations settings (the console's
+// credential and tracing), for commands such as `cardbridge dev` that take
+// the rest of their configuration from elsewhere.
+func OperationsFromEnv(getenv func(string) string) (Operations, error) {
+	p := &parser{getenv: getenv}
+	ops := p.operations()
+	if len(p.problems) > 0 {
+		return ops, &Error{Problems: p.problems}
+	}
+	return ops, nil
+}
