@@ -282,3 +282,7 @@ func TestAdmitAnswersManyRequestsAtOnce(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func admissionQuery(i int64) store.AdmissionQuery {
+	return store.AdmissionQuery{Source: "urn:erp:bench", RequestID: fmt.Sprint(i), ClientID: 1}
+}
