@@ -1,0 +1,153 @@
+package bench
+
+import (
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeLoad is a load of n requests, each published at 1ms and answered
+// by the outcomes given (0: none), completing at (i+2) ms.
+func fakeLoad(outcomes []uint16, failed map[int]string) *load {
+	n := len(outcomes)
+	l := &load{
+		sentNS:   make([]atomic.Int64, n),
+		recvNS:   make([]int64, n),
+		outcomes: outcomes,
+		failed:   make([]bool, n),
+		reasons:  map[string]int{},
+	}
+	for i := range n {
+		l.sentNS[i].Store(int64(time.Millisecond) + 1)
+		l.published.Add(1)
+		if outcomes[i] > 0 {
+			l.recvNS[i] = int64(time.Duration(i+2) * time.Millisecond)
+		}
+		if reason, ok := failed[i]; ok {
+			l.failed[i] = true
+			l.reasons[reason]++
+		}
+	}
+	return l
+}
+
+func TestSummariseCountsEveryKindOfDeviation(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		outcomes    []uint16
+		failed      map[int]string
+		allowFailed bool
+		want        Outcomes
+		pass        bool
+		problem     string
+	}{
+		{"all exactly once", []uint16{1, 1, 1, 1}, nil, false,
+			Outcomes{Completed: 4, Issued: 4}, true, ""},
+		{"one missing", []uint16{1, 0, 1, 1}, nil, false,
+			Outcomes{Completed: 3, Issued: 3, Missing: 1}, false, "1 requests without an outcome"},
+		{"duplicates", []uint16{1, 3, 1, 2}, nil, false,
+			Outcomes{Completed: 4, Issued: 4, Duplicates: 3}, false, "3 duplicate outcomes"},
+		{"failed fails the run", []uint16{1, 1, 1, 1}, map[int]string{2: "bank_rejected"}, false,
+			Outcomes{Completed: 4, Issued: 3, Failed: 1, FailedReasons: map[string]int{"bank_rejected": 1}}, false, "1 requests failed"},
+		{"failed allowed", []uint16{1, 1, 1, 1}, map[int]string{2: "bank_rejected"}, true,
+			Outcomes{Completed: 4, Issued: 3, Failed: 1, FailedReasons: map[string]int{"bank_rejected": 1}}, true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &Report{Requests: len(tc.outcomes)}
+			r.summarise(fakeLoad(tc.outcomes, tc.failed), 0, tc.allowFailed)
+			got := r.Outcomes
+			if got.Completed != tc.want.Completed || got.Issued != tc.want.Issued || got.Failed != tc.want.Failed ||
+				got.Duplicates != tc.want.Duplicates || got.Missing != tc.want.Missing ||
+				len(got.FailedReasons) != len(tc.want.FailedReasons) {
+				t.Fatalf("outcomes = %+v, want %+v", got, tc.want)
+			}
+			for k, v := range tc.want.FailedReasons {
+				if got.FailedReasons[k] != v {
+					t.Errorf("failed reason %s = %d, want %d", k, got.FailedReasons[k], v)
+				}
+			}
+			if r.Passed != tc.pass {
+				t.Errorf("Passed = %v, want %v (problems %v)", r.Passed, tc.pass, r.Problems)
+			}
+			if tc.problem != "" && !strings.Contains(strings.Join(r.Problems, "; "), tc.problem) {
+				t.Errorf("problems %v do not mention %q", r.Problems, tc.problem)
+			}
+			if r.Latency.Samples != got.Completed {
+				t.Errorf("latency samples = %d, want one per completed request (%d)", r.Latency.Samples, got.Completed)
+			}
+		})
+	}
+}
+
+func TestLatencySummaryIsExact(t *testing.T) {
+	var lat []time.Duration
+	for i := 1000; i >= 1; i-- { // unsorted on purpose
+		lat = append(lat, time.Duration(i)*time.Millisecond)
+	}
+	got := latencySummary(lat)
+	want := Latency{Samples: 1000, MinMS: 1, MeanMS: 500.5, P50MS: 500, P90MS: 900, P99MS: 990, P999MS: 999, MaxMS: 1000}
+	if got != want {
+		t.Fatalf("latencySummary = %+v, want %+v", got, want)
+	}
+}
+
+func TestSteadyRateLeavesOutTheEdges(t *testing.T) {
+	// 100 completions one per ms, but the first and last ten spread over a
+	// second each (warm-up, tail): the steady rate is the middle's 1000/s.
+	var ts []int64
+	for i := range 10 {
+		ts = append(ts, int64(i)*int64(100*time.Millisecond))
+	}
+	start := ts[len(ts)-1] + int64(time.Millisecond)
+	for i := range 80 {
+		ts = append(ts, start+int64(i)*int64(time.Millisecond))
+	}
+	end := ts[len(ts)-1]
+	for i := range 10 {
+		ts = append(ts, end+int64(i+1)*int64(100*time.Millisecond))
+	}
+	got := steadyRate(ts)
+	if got < 900 || got > 1100 {
+		t.Fatalf("steadyRate = %.0f/s, want about 1000/s", got)
+	}
+	if steadyRate(ts[:5]) != 0 {
+		t.Fatal("too few completions must give no steady rate")
+	}
+}
+
+func TestValidateNamesEveryProblem(t *testing.T) {
+	c := Defaults()
+	c.Requests = 0
+	c.InFlight = 0
+	c.Schema = "x; DROP"
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("an invalid configuration passed")
+	}
+	for _, want := range []string{"--requests", "--in-flight", "--schema"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q does not name %s", err, want)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+	}{
+		{"rate without duration", func(c *Config) { c.Rate = 10 }},
+		{"preload with rate", func(c *Config) { c.Rate, c.Duration, c.Preload = 10, time.Second, true }},
+		{"preload against a deployment", func(c *Config) { c.Preload, c.NATSURL = true, "nats://x:4222" }},
+		{"instances against a deployment", func(c *Config) { c.Instances, c.NATSURL = 2, "nats://x:4222" }},
+		{"the public schema", func(c *Config) { c.Schema = "public" }},
+		{"a system schema", func(c *Config) { c.Schema = "pg_catalog" }},
+	} {
+		c := Defaults()
+		tc.edit(&c)
+		if c.Validate() == nil {
+			t.Errorf("%s: accepted", tc.name)
+		}
+	}
+	if err := Defaults().Validate(); err != nil {
+		t.Errorf("the defaults are invalid: %v", err)
+	}
+}
