@@ -32,8 +32,8 @@ func TestTransientFailuresEndInRetriesExhausted(t *testing.T) {
 }
 
 func TestSlowBankCallIsKeptAliveNotRedelivered(t *testing.T) {
-	b := setupWith(t, options{cfg: func(c *config.Config) { c.NATS.AckWait = time.Second }})
-	require.NoError(t, b.sandbox.SetFaults(sandbox.Faults{Latency: sandbox.Duration(2500 * time.Millisecond), Paths: []string{"/v1/cards"}}))
+	b := setupWith(t, options{cfg: func(c *config.Config) { c.NATS.AckWait = 2 * time.Second }})
+	require.NoError(t, b.sandbox.SetFaults(sandbox.Faults{Latency: sandbox.Duration(5 * time.Second), Paths: []string{"/v1/cards"}}))
 	b.publish(t, request(erp, 1), event.Binary)
 	require.EqualValues(t, 1, b.settle(t))
 
@@ -43,6 +43,6 @@ func TestSlowBankCallIsKeptAliveNotRedelivered(t *testing.T) {
 	require.NoError(t, err)
 	info, err := cons.Info(context.Background())
 	require.NoError(t, err)
-	require.EqualValues(t, 1, info.Delivered.Consumer, "InProgress kept the message from being redelivered during a 2.5s call with a 1s AckWait")
+	require.EqualValues(t, 1, info.Delivered.Consumer, "InProgress kept the message from being redelivered during a 5s call with a 2s AckWait")
 	require.Equal(t, 1, b.sandbox.CardCount(1))
 }

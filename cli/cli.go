@@ -140,8 +140,7 @@ func newFlags(name, synopsis string, env Env) *flag.FlagSet {
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
-			return flag.ErrHelp
+			return flag.ErrHelp // the flag package has printed the usage
 		}
 		return usagef("%v", err)
 	}

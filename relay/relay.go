@@ -61,47 +61,80 @@ func New(s *store.Store, js jetstream.JetStream, cfg Config) *Relay {
 // PublishWait) so that outcomes committed just before shutdown go out now
 // rather than at the next start.
 func (r *Relay) Run(ctx context.Context) error {
-	var listener *store.OutboxListener
-	defer func() {
-		if listener != nil {
-			listener.Close()
-		}
+	// A listener goroutine turns commit notifications into wake-ups. The
+	// wake channel holds at most one, so the notifications of every commit
+	// made while a flush runs coalesce into one more flush, instead of one
+	// (mostly empty) outbox transaction each.
+	wake := make(chan struct{}, 1)
+	listenCtx, stopListening := context.WithCancel(ctx)
+	listening := make(chan struct{})
+	go func() {
+		defer close(listening)
+		r.listen(listenCtx, wake)
 	}()
+	defer func() {
+		stopListening()
+		<-listening
+	}()
+
 	failures := 0
-	for ctx.Err() == nil {
-		n, err := r.Flush(ctx)
+	poll := time.NewTimer(0) // flush at once: rows may wait from before the start
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishWait)
+			defer cancel()
+			if _, err := r.Flush(final); err != nil {
+				return fmt.Errorf("final outbox flush: %w", err)
+			}
+			return nil
+		case <-wake:
+		case <-poll.C:
+		}
+		_, err := r.Flush(ctx)
+		next := r.cfg.PollInterval
 		if err != nil && ctx.Err() == nil {
 			failures++
 			r.log.Warn("relaying outbox failed", "err", err, "attempt", failures)
-			wait(ctx, backoff(failures))
+			next = backoff(failures)
+		} else {
+			failures = 0
+		}
+		poll.Reset(next)
+	}
+}
+
+// listen keeps a LISTEN connection open and signals wake on every commit
+// notification, reconnecting after a failure (the poll covers the gap).
+func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
+	signal := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+	for ctx.Err() == nil {
+		l, err := r.store.ListenOutbox(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("cannot listen for outbox commits; polling", "err", err)
+			}
+			wait(ctx, r.cfg.PollInterval)
 			continue
 		}
-		failures = 0
-		if n > 0 {
-			continue // more may be waiting
-		}
-		if listener == nil {
-			if listener, err = r.store.ListenOutbox(ctx); err != nil {
-				if ctx.Err() == nil {
-					r.log.Warn("cannot listen for outbox commits; polling", "err", err)
-				}
-				listener = nil
-				wait(ctx, r.cfg.PollInterval)
-				continue
+		signal() // a commit may have landed before LISTEN took effect
+		for ctx.Err() == nil {
+			got, err := l.Wait(ctx, time.Minute)
+			if err != nil {
+				break
 			}
-			continue // a commit may have landed before LISTEN took effect
+			if got {
+				signal()
+			}
 		}
-		if _, err := listener.Wait(ctx, r.cfg.PollInterval); err != nil {
-			listener.Close()
-			listener = nil
-		}
+		l.Close()
 	}
-	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishWait)
-	defer cancel()
-	if _, err := r.Flush(final); err != nil {
-		return fmt.Errorf("final outbox flush: %w", err)
-	}
-	return nil
 }
 
 // Flush relays every row that is waiting and not held by another relay,

@@ -32,14 +32,25 @@ const (
 	admitters         = 2
 )
 
-// admissionSQL answers a batch of AdmissionQuery in one round trip.
+// admissionSQL answers a batch of AdmissionQuery in one round trip. The
+// lookups are LATERAL subqueries with LIMIT 1 so that each is an index probe
+// whatever the table sizes: as a plain join, the plan cached for the
+// prepared statement while the tables were small stayed a hash join over a
+// sequential scan of the inbox, which read 1,200 rows per request after
+// 10,000 requests.
 const admissionSQL = `
-SELECT q.i, p.payload_hash, p.outcome, coalesce(p.reason, ''), p.processed_at,
+SELECT q.i, p.payload_hash, p.outcome, p.reason, p.processed_at,
        b.savings_account_id, b.card_product_id, b.created_at,
        EXISTS (SELECT 1 FROM source_bindings k WHERE k.source = q.source)
 FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS q(source, request_id, client_id, i)
-LEFT JOIN processed_requests p ON p.source = q.source AND p.request_id = q.request_id
-LEFT JOIN source_bindings b ON b.source = q.source AND b.client_id = q.client_id`
+LEFT JOIN LATERAL (
+    SELECT payload_hash, outcome, coalesce(reason, '') AS reason, processed_at FROM processed_requests
+    WHERE source = q.source AND request_id = q.request_id LIMIT 1
+) p ON true
+LEFT JOIN LATERAL (
+    SELECT savings_account_id, card_product_id, created_at FROM source_bindings
+    WHERE source = q.source AND client_id = q.client_id LIMIT 1
+) b ON true`
 
 func newAdmitter(s *Store) *batcher[AdmissionQuery, Admission] {
 	return newBatcher(admitters, maxAdmissionBatch, s.admitMany)
@@ -69,7 +80,7 @@ func (s *Store) admitMany(ctx context.Context, qs []AdmissionQuery) ([]Admission
 			i       int64
 			hash    []byte
 			outcome *string
-			reason  string
+			reason  *string
 			p       ProcessedRequest
 			acct    *int64
 			product *int64
@@ -84,7 +95,7 @@ func (s *Store) admitMany(ctx context.Context, qs []AdmissionQuery) ([]Admission
 		q := qs[i-1]
 		a := Admission{SourceKnown: known}
 		if outcome != nil {
-			p.Source, p.RequestID, p.PayloadHash, p.Outcome, p.Reason, p.ProcessedAt = q.Source, q.RequestID, hash, *outcome, reason, *pAt
+			p.Source, p.RequestID, p.PayloadHash, p.Outcome, p.Reason, p.ProcessedAt = q.Source, q.RequestID, hash, *outcome, *reason, *pAt
 			a.Processed = &p
 		}
 		if acct != nil {

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // Group commit: completions submitted while a transaction is in flight wait
@@ -73,7 +71,9 @@ WITH input AS (
         stream_seq = EXCLUDED.stream_seq, deliveries = EXCLUDED.deliveries,
         recorded_at = now(), replayed_at = NULL
 )
-SELECT i FROM won`
+-- Wake the relays; Postgres sends one notification per transaction however
+-- many rows call it, and none when nothing was written.
+SELECT i, pg_notify($29, '') FROM won`
 
 // writeCompletions commits a batch of completions in one transaction and
 // one round trip.
@@ -124,41 +124,26 @@ func (s *Store) writeCompletions(ctx context.Context, batch []Completion) ([]boo
 			dlData[i] = []byte{}
 		}
 	}
-	inserted := make([]bool, n)
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		b := &pgx.Batch{}
-		b.Queue(completeSQL, sources, ids, hashes, outcomes, reasons,
-			hasCard, clients, employees, accounts, products, keys, cardIDs, tokens, statuses, issuedAt,
-			eventIDs, eventSubjects, eventHeaders, eventData,
-			hasDL, dlMessages, dlCodes, dlSubjects, dlHeaders, dlData, dlSeqs, dlDeliveries, firstSeen)
-		b.Queue(`SELECT pg_notify($1, '')`, s.outboxChannel())
-		br := tx.SendBatch(ctx, b)
-		rows, err := br.Query()
-		if err == nil {
-			for rows.Next() {
-				var i int64
-				if err = rows.Scan(&i); err != nil {
-					break
-				}
-				inserted[i-1] = true
-			}
-			rows.Close()
-			if err == nil {
-				err = rows.Err()
-			}
-		}
-		if err != nil {
-			_ = br.Close()
-			return fmt.Errorf("recording outcomes: %w", err)
-		}
-		if _, err := br.Exec(); err != nil {
-			_ = br.Close()
-			return fmt.Errorf("notifying relay: %w", err)
-		}
-		return br.Close()
-	})
+	// One statement is one transaction: no BEGIN and COMMIT round trips.
+	rows, err := s.pool.Query(ctx, completeSQL, sources, ids, hashes, outcomes, reasons,
+		hasCard, clients, employees, accounts, products, keys, cardIDs, tokens, statuses, issuedAt,
+		eventIDs, eventSubjects, eventHeaders, eventData,
+		hasDL, dlMessages, dlCodes, dlSubjects, dlHeaders, dlData, dlSeqs, dlDeliveries, firstSeen,
+		s.outboxChannel())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("recording outcomes: %w", err)
+	}
+	defer rows.Close()
+	inserted := make([]bool, n)
+	for rows.Next() {
+		var i int64
+		if err := rows.Scan(&i, nil); err != nil {
+			return nil, fmt.Errorf("recording outcomes: %w", err)
+		}
+		inserted[i-1] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("recording outcomes: %w", err)
 	}
 	return inserted, nil
 }
