@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/cardbridge/cardbridge/bench"
+	"github.com/cardbridge/cardbridge/logging"
 )
 
 const benchSynopsis = `bench [flags]
@@ -88,7 +89,7 @@ func benchCmd(ctx context.Context, args []string, env Env) error {
 	if explicit["requests"] && explicit["rate"] {
 		return usagef("--requests and --rate exclude each other (--rate publishes rate × duration requests)")
 	}
-	cfg.Progress = *progress || isTerminal(env.Stderr)
+	cfg.Progress = *progress || logging.IsTerminal(env.Stderr)
 	if err := cfg.Validate(); err != nil {
 		return usagef("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
@@ -119,17 +120,6 @@ func benchCmd(ctx context.Context, args []string, env Env) error {
 		return fmt.Errorf("verification failed: %s", strings.Join(report.Problems, "; "))
 	}
 	return nil
-}
-
-// isTerminal reports whether w is a character device (a terminal), where a
-// progress line a second helps; in a log or a pipe it would be noise.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 func writeFile(path string, write func(io.Writer) error) error {

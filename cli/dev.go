@@ -12,8 +12,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cardbridge/cardbridge/app"
 	"github.com/cardbridge/cardbridge/broker"
@@ -149,15 +147,11 @@ func devDatabase(ctx context.Context, base string) (string, error) {
 
 // devDemo publishes one request and prints the outcome it produced.
 func devDemo(ctx context.Context, natsURL string, env Env) error {
-	nc, err := nats.Connect(natsURL)
+	nc, js, err := connect(natsURL, "dev")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
 	sub, err := nc.SubscribeSync("card.>")
 	if err != nil {
 		return err

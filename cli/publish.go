@@ -8,7 +8,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cardbridge/cardbridge/config"
 	"github.com/cardbridge/cardbridge/event"
@@ -16,7 +15,7 @@ import (
 
 func publishCmd(ctx context.Context, args []string, env Env) error {
 	fs := newFlags("publish", "publish [flags]\n\nPublish one employee.card.requested CloudEvent to JetStream, as an ERP would.", env)
-	natsURL := fs.String("nats-url", env.getenvOr("NATS_URL", config.DefaultNATSURL), "NATS server (NATS_URL)")
+	natsURL := natsURLFlag(fs, env)
 	subject := fs.String("subject", env.getenvOr("CARDBRIDGE_REQUEST_SUBJECT", config.DefaultRequestSubject), "subject to publish on")
 	mode := fs.String("mode", "binary", "CloudEvents mode: binary (ce-* headers) or structured (application/cloudevents+json)")
 	var r event.Request
@@ -55,15 +54,11 @@ func publishCmd(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	msg.Subject = *subject
-	nc, err := nats.Connect(*natsURL, nats.Name("cardbridge publish"))
-	if err != nil {
-		return fmt.Errorf("connecting to NATS at %s: %w", *natsURL, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	nc, js, err := connect(*natsURL, "publish")
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 	var outcomes *nats.Subscription
 	if *wait > 0 {
 		// Subscribe before publishing so the outcome cannot slip past.

@@ -6,17 +6,13 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/cardbridge/cardbridge/config"
 	"github.com/cardbridge/cardbridge/replay"
 	"github.com/cardbridge/cardbridge/store"
 )
 
 func replayCmd(ctx context.Context, args []string, env Env) error {
 	fs := newFlags("replay", "replay (--id N | [--reason R] [--source S] [--since T] [--until T]) [--dry-run]\n\nRe-drive dead-lettered requests: each original message is republished under its\noriginal CloudEvent id, so a request that already has a card is never ordered\ntwice (such requests are refused). Its new outcome event gets a new id per replay.\nDATABASE_URL and NATS_URL name the deployment.", env)
-	natsURL := fs.String("nats-url", env.getenvOr("NATS_URL", config.DefaultNATSURL), "NATS server (NATS_URL)")
+	natsURL := natsURLFlag(fs, env)
 	var f store.DeadLetterFilter
 	fs.Int64Var(&f.ID, "id", 0, "replay this dead letter")
 	fs.StringVar(&f.Reason, "reason", "", "replay those with this reason, e.g. retries_exhausted")
@@ -59,15 +55,11 @@ func replayCmd(ctx context.Context, args []string, env Env) error {
 		return nil
 	}
 
-	nc, err := nats.Connect(*natsURL, nats.Name("cardbridge replay"))
-	if err != nil {
-		return fmt.Errorf("connecting to NATS at %s: %w", *natsURL, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	nc, js, err := connect(*natsURL, "replay")
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 	results, err := replay.Matching(ctx, s, js, f)
 	if err != nil && len(results) == 0 {
 		return err

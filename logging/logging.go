@@ -18,7 +18,7 @@ import (
 // New returns a logger writing to w at level. format is "text", "json" or ""
 // (text when w is a terminal, JSON otherwise).
 func New(w io.Writer, level slog.Leveler, format string) *slog.Logger {
-	tty := isTerminal(w)
+	tty := IsTerminal(w)
 	if format == "" {
 		format = "json"
 		if tty {
@@ -61,7 +61,8 @@ func redactByKey(_ []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-func isTerminal(w io.Writer) bool {
+// IsTerminal reports whether w is a terminal (a character device).
+func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
