@@ -137,12 +137,18 @@ func (b *bundle) settle(t *testing.T) uint64 {
 		if err != nil {
 			return false
 		}
+		// The ack floor, not NumPending: right after a publish the
+		// consumer's pending count can lag the stream for a moment.
+		sinfo, err := stream.Info(ctx)
+		if err != nil {
+			return false
+		}
 		info, err := cons.Info(ctx)
 		if err != nil {
 			return false
 		}
 		n, _, err := b.store.OutboxBacklog(ctx)
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && n == 0
+		return err == nil && info.AckFloor.Stream >= sinfo.State.LastSeq && info.NumAckPending == 0 && n == 0
 	}, 20*time.Second, 20*time.Millisecond)
 	stream, err := b.js.Stream(ctx, "CARDS")
 	require.NoError(t, err)
