@@ -27,7 +27,7 @@ func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
 	d := delivery{msg: msg, meta: meta, obs: c.cfg.observer().Delivery(ctx, meta.NumDelivered)}
 	defer c.keepAlive(msg)()
 
-	disp, err := c.process(ctx, d)
+	disp, err := c.process(ctx, &d)
 	log := c.log.With(d.logAttrs()...)
 	switch disp {
 	case ack:
@@ -78,7 +78,7 @@ func (d *delivery) logAttrs() []any {
 
 // process decides the fate of one delivery, committing the outcome when
 // there is one.
-func (c *Consumer) process(ctx context.Context, d delivery) (disposition, error) {
+func (c *Consumer) process(ctx context.Context, d *delivery) (disposition, error) {
 	req, err := event.Decode(d.msg.Headers(), d.msg.Data())
 	if err != nil {
 		var de *event.DecodeError
@@ -86,7 +86,7 @@ func (c *Consumer) process(ctx context.Context, d delivery) (disposition, error)
 			d.ref = de.Ref()
 			ctx, d.ref = d.obs.Request(ctx, de.Type, d.ref)
 		}
-		return c.fail(ctx, &d, err)
+		return c.fail(ctx, d, err)
 	}
 	d.req, d.ref = req, req.Ref()
 	ctx, d.ref = d.obs.Request(ctx, req.Type, d.ref)
@@ -96,7 +96,7 @@ func (c *Consumer) process(ctx context.Context, d delivery) (disposition, error)
 	// One batched query answers both the inbox and the binding.
 	adm, err := c.store.Admit(ctx, store.AdmissionQuery{Source: req.Source, RequestID: req.ID, ClientID: req.Data.ClientID})
 	if err != nil {
-		return c.transient(ctx, &d, err)
+		return c.transient(ctx, d, err)
 	}
 	if prev := adm.Processed; prev != nil {
 		if string(prev.PayloadHash) != string(hash) {
@@ -107,7 +107,7 @@ func (c *Consumer) process(ctx context.Context, d delivery) (disposition, error)
 			dl := d.deadLetter(event.Failure{Reason: event.ReasonDuplicateConflict,
 				Message: "a request with this source and id but different data was already " + prev.Outcome})
 			if err := c.store.AddDeadLetter(ctx, *dl); err != nil {
-				return c.transient(ctx, &d, err)
+				return c.transient(ctx, d, err)
 			}
 		} else {
 			log.Debug("duplicate delivery of a processed request", "outcome", prev.Outcome)
@@ -117,15 +117,15 @@ func (c *Consumer) process(ctx context.Context, d delivery) (disposition, error)
 
 	card, err := c.order(ctx, req, adm)
 	if err != nil {
-		return c.fail(ctx, &d, err)
+		return c.fail(ctx, d, err)
 	}
-	issued, err := c.issuedCompletion(&d, hash, card)
+	issued, err := c.issuedCompletion(d, hash, card)
 	if err != nil {
-		return c.transient(ctx, &d, err)
+		return c.transient(ctx, d, err)
 	}
 	inserted, err := c.store.Complete(ctx, issued)
 	if err != nil {
-		return c.transient(ctx, &d, err)
+		return c.transient(ctx, d, err)
 	}
 	if inserted {
 		d.obs.Outcome(store.OutcomeIssued, "")
