@@ -115,7 +115,13 @@ func (c *Consumer) Run(ctx context.Context, cons jetstream.Consumer) error {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				break
 			}
+			// Missed heartbeats and the like while NATS reconnects: the
+			// iterator recovers by itself; pause so the log is not flooded.
 			c.log.Warn("fetching messages", "err", err)
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+			}
 			continue
 		}
 		if ctx.Err() != nil {
