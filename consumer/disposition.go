@@ -24,7 +24,8 @@ const (
 	// negatively acknowledged with a delay growing with its deliveries.
 	retry
 	// retryNow: the token was refused and has been dropped; the next
-	// delivery fetches a fresh one, so there is no reason to wait.
+	// delivery fetches a fresh one, so there is no reason to wait (on the
+	// first delivery; later ones back off as retry does).
 	retryNow
 )
 

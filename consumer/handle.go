@@ -49,6 +49,13 @@ func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
 		}
 		err = msg.NakWithDelay(delay)
 	case retryNow:
+		if meta.NumDelivered > 1 {
+			// Refused again with fresh credentials: the password itself is
+			// wrong, or the bank is failing logins. Back off like any
+			// transient failure rather than burning the deliveries at once.
+			err = msg.NakWithDelay(retryDelay(meta.NumDelivered))
+			break
+		}
 		err = msg.Nak()
 	}
 	if err != nil {
