@@ -63,28 +63,3 @@ func (s *Store) Bindings(ctx context.Context) ([]Binding, error) {
 	}
 	return out, rows.Err()
 }
-
-// LookupBinding returns the binding of source to clientID, or ErrNotFound.
-func (s *Store) LookupBinding(ctx context.Context, source string, clientID int64) (Binding, error) {
-	var b Binding
-	err := s.pool.QueryRow(ctx, `
-		SELECT source, client_id, savings_account_id, card_product_id, created_at
-		FROM source_bindings WHERE source = $1 AND client_id = $2`, cleanText(source), clientID).
-		Scan(&b.Source, &b.ClientID, &b.SavingsAccountID, &b.CardProductID, &b.CreatedAt)
-	if err != nil {
-		return Binding{}, fmt.Errorf("looking up binding: %w", notFound(err))
-	}
-	return b, nil
-}
-
-// SourceHasBindings reports whether source is bound to any client, which
-// tells an unknown ERP apart from a known one asking for a client it does
-// not own.
-func (s *Store) SourceHasBindings(ctx context.Context, source string) (bool, error) {
-	var ok bool
-	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM source_bindings WHERE source = $1)`, cleanText(source)).Scan(&ok)
-	if err != nil {
-		return false, fmt.Errorf("looking up source: %w", err)
-	}
-	return ok, nil
-}

@@ -72,9 +72,8 @@ func (s *Store) OutboxBacklog(ctx context.Context) (int64, time.Duration, error)
 	return n, time.Since(*oldest), nil
 }
 
-// WaitOutbox blocks until a completion is committed (a NOTIFY on the outbox
-// channel), poll passes, or ctx ends. It holds one connection for as long as
-// it listens; the relay calls it in a loop.
+// OutboxListener waits for outbox commits (a NOTIFY on the outbox channel)
+// on a connection of its own, held for as long as it listens.
 type OutboxListener struct {
 	conn *pgx.Conn
 	s    *Store
