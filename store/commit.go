@@ -8,9 +8,9 @@ import (
 )
 
 // Group commit: completions submitted while a transaction is in flight wait
-// in a queue and are written together in the next one, in a single round
-// trip (a pgx batch). A request's cost is then a share of a commit rather
-// than a whole one, which is what lets throughput exceed the
+// in a queue and are written together in the next one, by a single
+// statement in a single round trip. A request's cost is then a share of a
+// commit rather than a whole one, which is what lets throughput exceed the
 // one-commit-per-request ceiling of Postgres.
 
 const (
