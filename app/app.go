@@ -112,6 +112,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, fmt.Errorf("MBanq client: %w", err)
 	}
+	s.relay = relay.New(s.store, s.js, relay.Config{Logger: log, Observer: s.telemetry.Relay()})
 	s.consumer, err = consumer.New(consumer.Config{
 		Source:            cfg.Source,
 		MaxInFlight:       cfg.MaxInFlight,
@@ -122,11 +123,11 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		SelfServiceRoleID: cfg.MBanq.SelfServiceRoleID,
 		Logger:            log,
 		Observer:          s.telemetry.Consumer(),
+		Outcomes:          s.relay,
 	}, s.store, bank, box)
 	if err != nil {
 		return nil, err
 	}
-	s.relay = relay.New(s.store, s.js, relay.Config{Logger: log, Observer: s.telemetry.Relay()})
 
 	s.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

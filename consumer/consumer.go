@@ -42,6 +42,16 @@ type Config struct {
 	// Observer is told what happens to each message, for metrics and
 	// tracing (package observe); nil observes nothing.
 	Observer Observer
+	// Outcomes publishes each outcome event as soon as it is committed
+	// (package relay); nil leaves them to the relay's sweep.
+	Outcomes Outcomes
+}
+
+// Outcomes publishes committed outcome events. A publish that fails is no
+// concern of the consumer: the event's outbox row stays until a sweep
+// publishes it.
+type Outcomes interface {
+	Committed(ctx context.Context, e store.OutboxEvent)
 }
 
 // Consumer handles card requests from a JetStream consumer.

@@ -130,7 +130,7 @@ func (c *Consumer) process(ctx context.Context, d *delivery) (disposition, error
 	if err != nil {
 		return c.transient(ctx, d, err)
 	}
-	inserted, err := c.store.Complete(ctx, issued)
+	inserted, err := c.complete(ctx, issued)
 	if err != nil {
 		return c.transient(ctx, d, err)
 	}
@@ -200,7 +200,7 @@ func (c *Consumer) fail(ctx context.Context, d *delivery, cause error) (disposit
 	f := failureOf(cause)
 	comp, err := c.failedCompletion(d, f)
 	if err == nil {
-		_, err = c.store.Complete(ctx, comp)
+		_, err = c.complete(ctx, comp)
 	}
 	if err != nil {
 		// Not even the failure could be recorded. JetStream's own delivery
@@ -211,6 +211,16 @@ func (c *Consumer) fail(ctx context.Context, d *delivery, cause error) (disposit
 	d.obs.Outcome(store.OutcomeFailed, f.Reason)
 	c.log.Warn("request failed", append(d.logAttrs(), "reason", f.Reason, "message", f.Message, "bank_code", f.BankErrorCode)...)
 	return dispositions[classPermanent], nil
+}
+
+// complete commits an outcome and, when this delivery is the one that
+// recorded it, publishes its event.
+func (c *Consumer) complete(ctx context.Context, comp store.Completion) (bool, error) {
+	inserted, err := c.store.Complete(ctx, comp)
+	if err == nil && inserted && comp.Event.EventID != "" && c.cfg.Outcomes != nil {
+		c.cfg.Outcomes.Committed(ctx, comp.Event)
+	}
+	return inserted, err
 }
 
 // transient hands the message back after an infrastructure error (the

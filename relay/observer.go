@@ -7,11 +7,13 @@ import (
 	"github.com/cardbridge/cardbridge/store"
 )
 
-// Observer is told of every batch the relay publishes, for metrics.
+// Observer is told of everything the relay publishes, for metrics: each
+// event published as its commit happens, and each batch of a sweep.
 // Package observe implements it; a nil Config.Observer observes nothing.
 type Observer interface {
-	// Published reports one batch: how many events were sent, how many
-	// JetStream acknowledged, how long that took, and the batch's error.
+	// Published reports one publish (one event, or a sweep's batch): how
+	// many events were sent, how many JetStream acknowledged, how long that
+	// took, and the error if any.
 	Published(events, acked int, elapsed time.Duration, err error)
 }
 

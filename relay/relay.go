@@ -1,12 +1,17 @@
 // Package relay publishes the outbox: outcome events committed to Postgres
 // become binary-mode CloudEvents on JetStream.
 //
-// Rows are claimed in batches with FOR UPDATE SKIP LOCKED, so several
-// relays (one per `cardbridge run`) share the work without publishing a row
-// twice at once; every message carries Nats-Msg-Id = event id, so a row that
-// is published again after a crash between publish and delete is dropped by
-// JetStream's duplicate window. A relay sleeps until Postgres NOTIFYs it of
-// a commit, with a polling fallback for notifications lost to a reconnect.
+// The process that commits an outcome publishes it at once (Committed), as
+// an asynchronous publish whose acknowledgement is collected in the
+// background; the rows of acknowledged events are then deleted in batches.
+// Nothing is lost if that process dies or the publish fails: the row stays,
+// and a sweep (every PollInterval, in every process) publishes the rows
+// older than SweepAge. Sweeps claim rows with FOR UPDATE SKIP LOCKED, so
+// several relays (one per `cardbridge run`) share them without publishing a
+// row twice at once; and every message carries Nats-Msg-Id = event id, so
+// an event published twice (a crash between publish and delete, or a sweep
+// overtaking a slow acknowledgement) is dropped by JetStream's duplicate
+// window.
 package relay
 
 import (
@@ -24,13 +29,22 @@ import (
 
 // Config tunes a Relay.
 type Config struct {
-	BatchSize    int           // rows per transaction (default 500)
-	PollInterval time.Duration // fallback when no NOTIFY arrives (default 1s)
-	PublishWait  time.Duration // how long to wait for JetStream's acks (default 10s)
-	Logger       *slog.Logger
-	// Observer times each batch (package observe); nil observes nothing.
+	BatchSize    int           // rows per sweep transaction and per delete (default 500)
+	PollInterval time.Duration // how often to sweep for rows left behind (default 1s)
+	// SweepAge is how old a row must be before a sweep takes it; younger
+	// rows are being published by the process that committed them
+	// (default 5s). It must stay well under the JetStream duplicate window.
+	SweepAge    time.Duration
+	PublishWait time.Duration // how long to wait for JetStream's acks (default 10s)
+	Logger      *slog.Logger
+	// Observer times each publish (package observe); nil observes nothing.
 	Observer Observer
 }
+
+// deleteDelay is how long the rows of acknowledged events may wait, to be
+// deleted together. A row deleted late costs nothing: it is younger than
+// SweepAge, and JetStream would drop a second publish of it anyway.
+const deleteDelay = 50 * time.Millisecond
 
 // Relay moves outbox rows to JetStream.
 type Relay struct {
@@ -38,6 +52,16 @@ type Relay struct {
 	js    jetstream.JetStream
 	cfg   Config
 	log   *slog.Logger
+	// acks carries the pending acknowledgements of Committed's publishes
+	// to the collector that Run starts; stopped is closed when Run returns.
+	acks    chan pendingAck
+	stopped chan struct{}
+}
+
+type pendingAck struct {
+	eventID string
+	ack     jetstream.PubAckFuture
+	sent    time.Time
 }
 
 // New returns a relay; Run starts it.
@@ -48,55 +72,74 @@ func New(s *store.Store, js jetstream.JetStream, cfg Config) *Relay {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
 	}
+	if cfg.SweepAge <= 0 {
+		cfg.SweepAge = 5 * time.Second
+	}
 	if cfg.PublishWait <= 0 {
 		cfg.PublishWait = 10 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Relay{store: s, js: js, cfg: cfg, log: cfg.Logger.With("component", "relay")}
+	return &Relay{
+		store: s, js: js, cfg: cfg,
+		log:     cfg.Logger.With("component", "relay"),
+		acks:    make(chan pendingAck, 4*cfg.BatchSize),
+		stopped: make(chan struct{}),
+	}
 }
 
-// Run relays until ctx ends, then makes one last pass (bounded by
-// PublishWait) so that outcomes committed just before shutdown go out now
-// rather than at the next start.
+// Committed publishes an outcome event whose outbox row has just been
+// committed. It does not wait for JetStream: Run collects the
+// acknowledgement and then deletes the row. A publish that fails leaves the
+// row for a sweep, so Committed has nothing to report. It blocks only while
+// more acknowledgements are pending than Run can hold, or until ctx ends.
+func (r *Relay) Committed(ctx context.Context, e store.OutboxEvent) {
+	f, err := r.js.PublishMsgAsync(outboxMsg(e), jetstream.WithMsgID(e.EventID))
+	if err != nil {
+		r.log.Warn("publishing an outcome failed; a sweep will publish it", "event_id", e.EventID, "err", err)
+		return
+	}
+	select {
+	case r.acks <- pendingAck{eventID: e.EventID, ack: f, sent: time.Now()}:
+	case <-r.stopped:
+	case <-ctx.Done():
+	}
+}
+
+// Run collects the acknowledgements of Committed's publishes, and sweeps
+// the outbox for rows left behind, until ctx ends. Then it collects the
+// acknowledgements still due and makes one last sweep (bounded by
+// PublishWait each), so that rows left behind need not wait for the next
+// start.
 func (r *Relay) Run(ctx context.Context) error {
-	// A listener goroutine turns commit notifications into wake-ups. The
-	// wake channel holds at most one, so the notifications of every commit
-	// made while a flush runs coalesce into one more flush, instead of one
-	// (mostly empty) outbox transaction each.
-	wake := make(chan struct{}, 1)
-	listenCtx, stopListening := context.WithCancel(ctx)
-	listening := make(chan struct{})
+	defer close(r.stopped)
+	collected := make(chan struct{})
 	go func() {
-		defer close(listening)
-		r.listen(listenCtx, wake)
-	}()
-	defer func() {
-		stopListening()
-		<-listening
+		defer close(collected)
+		r.collect(ctx)
 	}()
 
 	failures := 0
-	poll := time.NewTimer(0) // flush at once: rows may wait from before the start
+	poll := time.NewTimer(0) // sweep at once: rows may wait from before the start
 	defer poll.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			<-collected
 			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishWait)
 			defer cancel()
 			if _, err := r.Flush(final); err != nil {
-				return fmt.Errorf("final outbox flush: %w", err)
+				return fmt.Errorf("final outbox sweep: %w", err)
 			}
 			return nil
-		case <-wake:
 		case <-poll.C:
 		}
 		_, err := r.Flush(ctx)
 		next := r.cfg.PollInterval
 		if err != nil && ctx.Err() == nil {
 			failures++
-			r.log.Warn("relaying outbox failed", "err", err, "attempt", failures)
+			r.log.Warn("sweeping the outbox failed", "err", err, "attempt", failures)
 			next = backoff(failures)
 		} else {
 			failures = 0
@@ -105,44 +148,106 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-// listen keeps a LISTEN connection open and signals wake on every commit
-// notification, reconnecting after a failure (the poll covers the gap).
-func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
-	signal := func() {
+// collect waits for each acknowledgement in turn and deletes the rows of
+// the acknowledged events in batches. When ctx ends it drains what was
+// already sent (the consumer has stopped by then), waiting at most
+// PublishWait in all.
+func (r *Relay) collect(ctx context.Context) {
+	acked := make([]string, 0, r.cfg.BatchSize)
+	deleteAcked := func(ctx context.Context) {
+		if len(acked) == 0 {
+			return
+		}
+		if err := r.store.DeletePublished(ctx, acked); err != nil {
+			// The rows stay; a sweep publishes them again and JetStream
+			// drops the copies.
+			r.log.Warn("deleting published outbox rows failed", "rows", len(acked), "err", err)
+		}
+		acked = acked[:0]
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	armed := false
+	running := true
+	for running {
 		select {
-		case wake <- struct{}{}:
+		case p := <-r.acks:
+			if r.await(ctx, p) {
+				acked = append(acked, p.eventID)
+			}
+			if len(acked) >= r.cfg.BatchSize {
+				deleteAcked(ctx)
+			} else if !armed && len(acked) > 0 {
+				timer.Reset(deleteDelay)
+				armed = true
+			}
+		case <-timer.C:
+			armed = false
+			deleteAcked(ctx)
+		case <-ctx.Done():
+			running = false
+		}
+	}
+	timer.Stop()
+
+	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishWait)
+	defer cancel()
+	for {
+		select {
+		case p := <-r.acks:
+			if r.await(final, p) {
+				acked = append(acked, p.eventID)
+			}
+			if len(acked) >= r.cfg.BatchSize {
+				deleteAcked(final)
+			}
+			continue
 		default:
 		}
+		break
 	}
-	for ctx.Err() == nil {
-		l, err := r.store.ListenOutbox(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				r.log.Warn("cannot listen for outbox commits; polling", "err", err)
-			}
-			wait(ctx, r.cfg.PollInterval)
-			continue
-		}
-		signal() // a commit may have landed before LISTEN took effect
-		for ctx.Err() == nil {
-			got, err := l.Wait(ctx, time.Minute)
-			if err != nil {
-				break
-			}
-			if got {
-				signal()
-			}
-		}
-		l.Close()
-	}
+	deleteAcked(final)
 }
 
-// Flush relays every row that is waiting and not held by another relay,
-// batch after batch. It returns how many rows it published.
+// await waits for one publish's acknowledgement and reports whether
+// JetStream stored the event (or recognised it as a duplicate).
+func (r *Relay) await(ctx context.Context, p pendingAck) bool {
+	wait := time.NewTimer(r.cfg.PublishWait - time.Since(p.sent))
+	defer wait.Stop()
+	var err error
+	select {
+	case <-p.ack.Ok():
+	case err = <-p.ack.Err():
+	case <-wait.C:
+		err = errors.New("timed out waiting for the JetStream ack")
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if o := r.cfg.Observer; o != nil {
+		n := 0
+		if err == nil {
+			n = 1
+		}
+		o.Published(1, n, time.Since(p.sent), err)
+	}
+	if err != nil {
+		r.log.Warn("an outcome was not acknowledged; a sweep will publish it", "event_id", p.eventID, "err", err)
+		return false
+	}
+	return true
+}
+
+func outboxMsg(e store.OutboxEvent) *nats.Msg {
+	return &nats.Msg{Subject: e.Subject, Header: nats.Header(e.Header), Data: e.Data}
+}
+
+// Flush sweeps the outbox: it publishes every row older than SweepAge that
+// no other relay holds, batch after batch. It returns how many rows it
+// published.
 func (r *Relay) Flush(ctx context.Context) (int, error) {
 	total := 0
 	for {
-		n, err := r.store.RelayBatch(ctx, r.cfg.BatchSize, r.publishObserved)
+		n, err := r.store.RelayBatch(ctx, r.cfg.BatchSize, r.cfg.SweepAge, r.publishObserved)
 		total += n
 		if err != nil || n < r.cfg.BatchSize {
 			return total, err
@@ -157,8 +262,7 @@ func (r *Relay) publish(ctx context.Context, events []store.OutboxEvent) ([]int6
 	futures := make([]jetstream.PubAckFuture, len(events))
 	var firstErr error
 	for i, e := range events {
-		msg := &nats.Msg{Subject: e.Subject, Header: nats.Header(e.Header), Data: e.Data}
-		f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(e.EventID))
+		f, err := r.js.PublishMsgAsync(outboxMsg(e), jetstream.WithMsgID(e.EventID))
 		if err != nil {
 			firstErr = fmt.Errorf("publishing %s: %w", e.EventID, err)
 			break
@@ -197,13 +301,4 @@ func (r *Relay) publish(ctx context.Context, events []store.OutboxEvent) ([]int6
 func backoff(attempt int) time.Duration {
 	d := 100 * time.Millisecond << min(attempt, 6)
 	return min(d, 5*time.Second)
-}
-
-func wait(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }

@@ -43,7 +43,7 @@ func TestRepublishAfterCrashIsDeduplicated(t *testing.T) {
 		require.NoError(t, err)
 		rows = append(rows, c.Event)
 	}
-	r := relay.New(s, js, relay.Config{BatchSize: 7})
+	r := relay.New(s, js, relay.Config{BatchSize: 7, SweepAge: time.Nanosecond})
 	published, err := r.Flush(ctx)
 	require.NoError(t, err)
 	require.Equal(t, n, published)
@@ -68,9 +68,9 @@ func TestRepublishAfterCrashIsDeduplicated(t *testing.T) {
 	require.Zero(t, backlog)
 }
 
-// Run wakes on NOTIFY: a completion committed while the relay sleeps is
-// published long before the poll interval.
-func TestRunWakesOnCommit(t *testing.T) {
+// An event handed to Committed is published at once, long before any
+// sweep, and its row is deleted once JetStream has acknowledged it.
+func TestCommittedIsPublishedAtOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := testenv.Store(t)
@@ -81,16 +81,53 @@ func TestRunWakesOnCommit(t *testing.T) {
 	sub, err := nc.SubscribeSync("card.>")
 	require.NoError(t, err)
 
-	r := relay.New(s, js, relay.Config{PollInterval: time.Hour})
+	r := relay.New(s, js, relay.Config{PollInterval: time.Hour, SweepAge: time.Hour})
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	for i := range 3 {
-		_, err := s.Complete(ctx, outcome(i))
+		c := outcome(i)
+		_, err := s.Complete(ctx, c)
 		require.NoError(t, err)
+		r.Committed(ctx, c.Event)
 		m, err := sub.NextMsg(30 * time.Second)
-		require.NoError(t, err, "published without waiting for the hour-long poll")
+		require.NoError(t, err, "published without waiting for a sweep")
 		require.Equal(t, fmt.Sprintf("ev-%d", i), m.Header.Get("Nats-Msg-Id"))
 	}
+	require.Eventually(t, func() bool {
+		n, _, err := s.OutboxBacklog(ctx)
+		return err == nil && n == 0
+	}, 30*time.Second, 20*time.Millisecond, "acknowledged rows are deleted")
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// A row nobody published (its process died after the commit) is published
+// by the sweep once it is older than SweepAge.
+func TestSweepPublishesRowsLeftBehind(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := testenv.Store(t)
+	ns := testenv.NATS(t)
+	nc, js := testenv.JetStream(t, ns.URL())
+	_, err := broker.Ensure(ctx, js, broker.DefaultTopology())
+	require.NoError(t, err)
+	sub, err := nc.SubscribeSync("card.>")
+	require.NoError(t, err)
+
+	_, err = s.Complete(ctx, outcome(1))
+	require.NoError(t, err)
+	start := time.Now()
+	const age = 300 * time.Millisecond
+	r := relay.New(s, js, relay.Config{PollInterval: 20 * time.Millisecond, SweepAge: age})
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	m, err := sub.NextMsg(30 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "ev-1", m.Header.Get("Nats-Msg-Id"))
+	require.GreaterOrEqual(t, time.Since(start), age-50*time.Millisecond, "a young row is left to its own process")
+	cancel()
+	require.NoError(t, <-done)
+	n, _, err := s.OutboxBacklog(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, n)
 }

@@ -71,9 +71,7 @@ WITH input AS (
         stream_seq = EXCLUDED.stream_seq, deliveries = EXCLUDED.deliveries,
         recorded_at = now(), replayed_at = NULL
 )
--- Wake the relays; Postgres sends one notification per transaction however
--- many rows call it, and none when nothing was written.
-SELECT i, pg_notify($29, '') FROM won`
+SELECT i FROM won`
 
 // writeCompletions commits a batch of completions in one transaction and
 // one round trip.
@@ -128,8 +126,7 @@ func (s *Store) writeCompletions(ctx context.Context, batch []Completion) ([]boo
 	rows, err := s.pool.Query(ctx, completeSQL, sources, ids, hashes, outcomes, reasons,
 		hasCard, clients, employees, accounts, products, keys, cardIDs, tokens, statuses, issuedAt,
 		eventIDs, eventSubjects, eventHeaders, eventData,
-		hasDL, dlMessages, dlCodes, dlSubjects, dlHeaders, dlData, dlSeqs, dlDeliveries, firstSeen,
-		s.outboxChannel())
+		hasDL, dlMessages, dlCodes, dlSubjects, dlHeaders, dlData, dlSeqs, dlDeliveries, firstSeen)
 	if err != nil {
 		return nil, fmt.Errorf("recording outcomes: %w", err)
 	}
@@ -137,7 +134,7 @@ func (s *Store) writeCompletions(ctx context.Context, batch []Completion) ([]boo
 	inserted := make([]bool, n)
 	for rows.Next() {
 		var i int64
-		if err := rows.Scan(&i, nil); err != nil {
+		if err := rows.Scan(&i); err != nil {
 			return nil, fmt.Errorf("recording outcomes: %w", err)
 		}
 		inserted[i-1] = true

@@ -117,7 +117,7 @@ func TestRelayBatchDeletesOnlyAcknowledgedRows(t *testing.T) {
 		_, err := s.Complete(ctx, completion("urn:erp:c", fmt.Sprint(i), true))
 		require.NoError(t, err)
 	}
-	n, err := s.RelayBatch(ctx, 3, func(_ context.Context, evs []store.OutboxEvent) ([]int64, error) {
+	n, err := s.RelayBatch(ctx, 3, 0, func(_ context.Context, evs []store.OutboxEvent) ([]int64, error) {
 		require.Len(t, evs, 3)
 		require.Equal(t, []string{"ev-0"}, evs[0].Header["Ce-Id"], "headers survive the round trip")
 		return []int64{evs[0].ID, evs[1].ID}, fmt.Errorf("third publish failed")
@@ -127,6 +127,37 @@ func TestRelayBatchDeletesOnlyAcknowledgedRows(t *testing.T) {
 	backlog, _, err := s.OutboxBacklog(ctx)
 	require.NoError(t, err)
 	require.EqualValues(t, 3, backlog, "acknowledged rows are deleted even when a later one failed")
+}
+
+// Young rows belong to the process that committed them, which publishes
+// them itself; a sweep takes only what is older than its minimum age.
+func TestRelayBatchLeavesYoungRows(t *testing.T) {
+	s := testenv.Store(t)
+	ctx := context.Background()
+	_, err := s.Complete(ctx, completion("urn:erp:y", "old", true))
+	require.NoError(t, err)
+	_, err = s.Pool().Exec(ctx, `UPDATE outbox SET created_at = now() - interval '1 minute'`)
+	require.NoError(t, err)
+	_, err = s.Complete(ctx, completion("urn:erp:y", "young", true))
+	require.NoError(t, err)
+
+	var swept []string
+	n, err := s.RelayBatch(ctx, 10, 30*time.Second, func(_ context.Context, evs []store.OutboxEvent) ([]int64, error) {
+		ids := make([]int64, 0, len(evs))
+		for _, e := range evs {
+			swept = append(swept, e.EventID)
+			ids = append(ids, e.ID)
+		}
+		return ids, nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Equal(t, []string{"ev-urn:erp:y-old"}, swept)
+
+	require.NoError(t, s.DeletePublished(ctx, []string{"ev-urn:erp:y-young", "ev-gone"}))
+	backlog, _, err := s.OutboxBacklog(ctx)
+	require.NoError(t, err)
+	require.Zero(t, backlog, "published rows are deleted by event id; unknown ids are no error")
 }
 
 func TestRelayBatchSkipsRowsHeldByAnotherRelay(t *testing.T) {
@@ -141,7 +172,7 @@ func TestRelayBatchSkipsRowsHeldByAnotherRelay(t *testing.T) {
 	var first []string
 	done := make(chan error)
 	go func() {
-		_, err := s.RelayBatch(ctx, 2, func(_ context.Context, evs []store.OutboxEvent) ([]int64, error) {
+		_, err := s.RelayBatch(ctx, 2, 0, func(_ context.Context, evs []store.OutboxEvent) ([]int64, error) {
 			for _, e := range evs {
 				first = append(first, e.EventID)
 			}
@@ -153,7 +184,7 @@ func TestRelayBatchSkipsRowsHeldByAnotherRelay(t *testing.T) {
 	}()
 	<-held
 	var second []string
-	_, err := s.RelayBatch(ctx, 10, func(_ context.Context, evs []store.OutboxEvent) ([]int64, error) {
+	_, err := s.RelayBatch(ctx, 10, 0, func(_ context.Context, evs []store.OutboxEvent) ([]int64, error) {
 		ids := make([]int64, 0, len(evs))
 		for _, e := range evs {
 			second = append(second, e.EventID)
