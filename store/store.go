@@ -58,6 +58,14 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}
+	// Every statement here is a handful of index probes, whose generic
+	// plan is as good as a custom one. Left to choose, Postgres re-planned
+	// the batched admission query on every call (its estimate for a
+	// parameter array of unknown length favours custom plans), which cost
+	// more than running it. A user's own setting in the URL still wins.
+	if _, set := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
+		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("opening database: %w", err)
