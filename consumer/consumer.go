@@ -19,7 +19,9 @@ import (
 type Config struct {
 	// Source is the CloudEvent source of the outcome events (CARDBRIDGE_SOURCE).
 	Source string
-	// MaxInFlight bounds the requests handled at once.
+	// MaxInFlight bounds the requests at the bank at once. Twice as many
+	// are held in all, so that decoding, admission and commits overlap
+	// the bank calls of others instead of waiting for a free slot.
 	MaxInFlight int
 	// MaxDeliver is the consumer's delivery limit; the delivery that reaches
 	// it records retries_exhausted instead of retrying.
@@ -61,6 +63,8 @@ type Consumer struct {
 	bank  *mbanq.Client
 	log   *slog.Logger
 	users *userDirectory
+	// bankSlots holds one token per request at the bank.
+	bankSlots chan struct{}
 }
 
 // New returns a Consumer. box seals the self-service passwords.
@@ -91,11 +95,12 @@ func New(cfg Config, s *store.Store, bank *mbanq.Client, box *secret.Box) (*Cons
 	}
 	log := cfg.Logger.With("component", "consumer")
 	return &Consumer{
-		cfg:   cfg,
-		store: s,
-		bank:  bank,
-		log:   log,
-		users: newUserDirectory(s, bank, box, cfg, log),
+		cfg:       cfg,
+		store:     s,
+		bank:      bank,
+		log:       log,
+		users:     newUserDirectory(s, bank, box, cfg, log),
+		bankSlots: make(chan struct{}, cfg.MaxInFlight),
 	}, nil
 }
 
@@ -117,7 +122,7 @@ func (c *Consumer) Run(ctx context.Context, cons jetstream.Consumer) error {
 	})
 	defer stop()
 
-	slots := make(chan struct{}, c.cfg.MaxInFlight)
+	slots := make(chan struct{}, 2*c.cfg.MaxInFlight)
 	var wg sync.WaitGroup
 	for {
 		msg, err := it.Next()

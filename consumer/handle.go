@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -141,7 +142,8 @@ func (c *Consumer) process(ctx context.Context, d *delivery) (disposition, error
 	return ack, nil
 }
 
-// order checks the binding and orders the card at MBanq.
+// order checks the binding and orders the card at MBanq, holding one of
+// the MaxInFlight bank slots while it does.
 func (c *Consumer) order(ctx context.Context, req *event.Request, adm store.Admission) (*store.CardOrder, error) {
 	b := adm.Binding
 	if b == nil {
@@ -150,6 +152,12 @@ func (c *Consumer) order(ctx context.Context, req *event.Request, adm store.Admi
 			msg = fmt.Sprintf("source %q is not bound to client %d", req.Source, req.Data.ClientID)
 		}
 		return nil, event.Failure{Reason: event.ReasonUnboundSource, Message: msg}
+	}
+	select {
+	case c.bankSlots <- struct{}{}:
+		defer func() { <-c.bankSlots }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 	sess, err := c.users.session(ctx, req.Data.ClientID)
 	if err != nil {
@@ -271,19 +279,28 @@ func safeMessage(err error) string {
 // slow bank call runs, so AckWait does not expire and a second consumer
 // does not start the same request. It returns the function that stops it.
 func (c *Consumer) keepAlive(msg jetstream.Msg) func() {
-	t := time.NewTicker(c.cfg.AckWait / 3)
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-t.C:
-				_ = msg.InProgress()
-			case <-done:
-				return
-			}
+	every := c.cfg.AckWait / 3
+	var (
+		mu      sync.Mutex
+		stopped bool
+		t       *time.Timer
+	)
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(every, func() {
+		_ = msg.InProgress()
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			t.Reset(every)
 		}
-	}()
-	return func() { t.Stop(); close(done) }
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // IdempotencyKey is the Idempotency-Key of the card order of (source, id):
