@@ -29,7 +29,7 @@ type Admission struct {
 
 const (
 	maxAdmissionBatch = 512
-	admitters         = 2
+	admitters         = 1
 )
 
 // admissionSQL answers a batch of AdmissionQuery in one round trip. The

@@ -15,7 +15,7 @@ import (
 
 const (
 	maxCommitBatch = 512
-	committers     = 2 // transactions in flight at once
+	committers     = 1 // transactions in flight at once
 )
 
 func newCommitter(s *Store) *batcher[Completion, bool] {
