@@ -35,7 +35,8 @@ type Config struct {
 
 	NATS NATS
 
-	// MaxInFlight bounds the requests handled at once (CARDBRIDGE_MAX_IN_FLIGHT).
+	// MaxInFlight bounds the requests at the bank at once, per process
+	// (CARDBRIDGE_MAX_IN_FLIGHT).
 	MaxInFlight int
 	// AutoMigrate applies pending migrations at start instead of refusing to
 	// start (CARDBRIDGE_AUTO_MIGRATE=true, or `run --migrate`).
