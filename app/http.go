@@ -4,8 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/pprof"
 	"time"
+
+	"github.com/cardbridge/cardbridge/observe"
 )
 
 func (s *Service) routes() http.Handler {
@@ -15,10 +16,7 @@ func (s *Service) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
 	if s.cfg.Pprof {
-		// Profiles for whoever can reach HTTP_ADDR: off unless asked for.
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		observe.MountProfiles(mux)
 	}
 	s.mountOperations(mux) // /metrics and /console/ (operations.go)
 	return mux

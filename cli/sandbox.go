@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cardbridge/cardbridge/mbanq/sandbox"
+	"github.com/cardbridge/cardbridge/observe"
 )
 
 func sandboxCmd(ctx context.Context, args []string, env Env) error {
@@ -41,7 +42,16 @@ func sandboxCmd(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: sb, ReadHeaderTimeout: 5 * time.Second}
+	var handler http.Handler = sb
+	if env.getenv("CARDBRIDGE_PPROF") == "true" {
+		// For profiling the sandbox under a bench (bench passes the
+		// variable on); off unless asked for.
+		mux := http.NewServeMux()
+		observe.MountProfiles(mux)
+		mux.Handle("/", sb)
+		handler = mux
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	fmt.Fprintf(env.Stdout, "MBanq sandbox listening on http://%s (tenant %q)\n", ln.Addr(), seed.TenantID)
 	go func() {
 		<-ctx.Done()
