@@ -15,11 +15,12 @@ const (
 	defaultMemoryLimit = 100 << 20
 )
 
-func tuneGC(env Env) {
+// tuneGC applies the defaults; memoryLimit 0 sets no soft limit.
+func tuneGC(env Env, memoryLimit int64) {
 	if env.getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGCPercent)
 	}
-	if env.getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(defaultMemoryLimit)
+	if env.getenv("GOMEMLIMIT") == "" && memoryLimit > 0 {
+		debug.SetMemoryLimit(memoryLimit)
 	}
 }

@@ -27,6 +27,11 @@ func sandboxCmd(ctx context.Context, args []string, env Env) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	// The sandbox stands in for the bank, whose CPU is not ours: on a
+	// bench it shares the cores with what is measured, so it collects
+	// garbage as rarely as cardbridge does. Its memory holds every card it
+	// made, so it gets no soft limit.
+	tuneGC(env, 0)
 	seed := sandbox.DefaultSeed()
 	if *seedPath != "" {
 		var err error

@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -38,7 +39,15 @@ type tokenIssuer struct {
 	key        []byte
 	accessGen  atomic.Int64
 	refreshGen atomic.Int64
+	// signed remembers the claims of tokens whose signature was checked
+	// (token -> tokenClaims), so that a client using one token for many
+	// calls pays for the HMAC and JSON once; expiry and generation are
+	// still checked on every call. Cleared when it holds maxSigned.
+	signed    sync.Map
+	signedLen atomic.Int64
 }
+
+const maxSigned = 100_000
 
 func newTokenIssuer() *tokenIssuer {
 	key := make([]byte, 64)
@@ -57,6 +66,31 @@ func (ti *tokenIssuer) sign(c tokenClaims) string {
 // verify returns the claims of a token signed by this server that has not
 // expired and was issued in the current generation.
 func (ti *tokenIssuer) verify(token string, access bool, now time.Time) (tokenClaims, string) {
+	c, problem := ti.checkSignature(token)
+	if problem != "" {
+		return c, problem
+	}
+	if c.IsAccessToken != access {
+		return c, "wrong kind of token"
+	}
+	gen := ti.accessGen.Load()
+	if !access {
+		gen = ti.refreshGen.Load()
+	}
+	if c.Gen < gen {
+		return c, "token revoked"
+	}
+	if now.Unix() >= c.Exp {
+		return c, "token expired"
+	}
+	return c, ""
+}
+
+// checkSignature returns the claims of a token signed by this server.
+func (ti *tokenIssuer) checkSignature(token string) (tokenClaims, string) {
+	if c, ok := ti.signed.Load(token); ok {
+		return c.(tokenClaims), ""
+	}
 	var c tokenClaims
 	i := strings.LastIndexByte(token, '.')
 	if i < 0 || strings.Count(token, ".") != 2 {
@@ -75,19 +109,11 @@ func (ti *tokenIssuer) verify(token string, access bool, now time.Time) (tokenCl
 	if err != nil || json.Unmarshal(payload, &c) != nil {
 		return c, "malformed token"
 	}
-	if c.IsAccessToken != access {
-		return c, "wrong kind of token"
+	if ti.signedLen.Add(1) > maxSigned {
+		ti.signed.Clear()
+		ti.signedLen.Store(1)
 	}
-	gen := ti.accessGen.Load()
-	if !access {
-		gen = ti.refreshGen.Load()
-	}
-	if c.Gen < gen {
-		return c, "token revoked"
-	}
-	if now.Unix() >= c.Exp {
-		return c, "token expired"
-	}
+	ti.signed.Store(token, c)
 	return c, ""
 }
 
