@@ -29,7 +29,6 @@ func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
 	defer c.keepAlive(msg)()
 
 	disp, err := c.process(ctx, &d)
-	log := c.log.With(d.logAttrs()...)
 	switch disp {
 	case ack:
 		// The outcome is committed: confirm it even if shutdown has begun.
@@ -62,7 +61,7 @@ func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
 	if err != nil {
 		// The outcome (if any) is committed; a redelivery will find it in
 		// the inbox and only acknowledge.
-		log.Warn("acknowledging message", "disposition", disp.String(), "err", err)
+		c.log.Warn("acknowledging message", append(d.logAttrs(), "disposition", disp.String(), "err", err)...)
 	}
 	d.obs.Settled(disp.String(), err)
 }
@@ -98,7 +97,6 @@ func (c *Consumer) process(ctx context.Context, d *delivery) (disposition, error
 	}
 	d.req, d.ref = req, req.Ref()
 	ctx, d.ref = d.obs.Request(ctx, req.Type, d.ref)
-	log := c.log.With(d.logAttrs()...)
 
 	hash := payloadHash(req)
 	// One batched query answers both the inbox and the binding.
@@ -110,15 +108,15 @@ func (c *Consumer) process(ctx context.Context, d *delivery) (disposition, error
 		if string(prev.PayloadHash) != string(hash) {
 			// The first request stands and keeps its one outcome; the
 			// conflicting one is kept as a dead letter for a person to see.
-			log.Warn("duplicate request id with a different payload; the first request stands",
-				"reason", event.ReasonDuplicateConflict, "first_outcome", prev.Outcome)
+			c.log.Warn("duplicate request id with a different payload; the first request stands",
+				append(d.logAttrs(), "reason", event.ReasonDuplicateConflict, "first_outcome", prev.Outcome)...)
 			dl := d.deadLetter(event.Failure{Reason: event.ReasonDuplicateConflict,
 				Message: "a request with this source and id but different data was already " + prev.Outcome})
 			if err := c.store.AddDeadLetter(ctx, *dl); err != nil {
 				return c.transient(ctx, d, err)
 			}
 		} else {
-			log.Debug("duplicate delivery of a processed request", "outcome", prev.Outcome)
+			c.log.Debug("duplicate delivery of a processed request", append(d.logAttrs(), "outcome", prev.Outcome)...)
 		}
 		return ack, nil
 	}
@@ -137,7 +135,7 @@ func (c *Consumer) process(ctx context.Context, d *delivery) (disposition, error
 	}
 	if inserted {
 		d.obs.Outcome(store.OutcomeIssued, "")
-		log.Info("card issued", "client_id", req.Data.ClientID, "card_id", card.CardID)
+		c.log.Info("card issued", append(d.logAttrs(), "client_id", req.Data.ClientID, "card_id", card.CardID)...)
 	}
 	return ack, nil
 }
