@@ -122,8 +122,20 @@ func (c *Consumer) Run(ctx context.Context, cons jetstream.Consumer) error {
 	})
 	defer stop()
 
-	slots := make(chan struct{}, 2*c.cfg.MaxInFlight)
+	// A fixed pool of handlers, each taking messages one at a time: a
+	// goroutine per message would grow a fresh stack through decoding,
+	// the bank call and the commit every time.
+	handoff := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
+	for range 2 * c.cfg.MaxInFlight {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for msg := range handoff {
+				c.Handle(work, msg)
+			}
+		}()
+	}
 	for {
 		msg, err := it.Next()
 		if err != nil {
@@ -144,13 +156,9 @@ func (c *Consumer) Run(ctx context.Context, cons jetstream.Consumer) error {
 			_ = msg.Nak()
 			continue
 		}
-		slots <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-slots; wg.Done() }()
-			c.Handle(work, msg)
-		}()
+		handoff <- msg // waits for a free handler
 	}
+	close(handoff)
 	wg.Wait()
 	return nil
 }
