@@ -14,8 +14,8 @@ type disposition int
 
 const (
 	// ack: the outcome is committed (now or by an earlier delivery); the
-	// message is acknowledged with DoubleAck so a lost ack cannot bring it
-	// back.
+	// message is acknowledged. Should the ack be lost, the redelivery finds
+	// the inbox row and is only acknowledged.
 	ack disposition = iota
 	// term: a permanent failure is committed; the message is terminated so
 	// JetStream never redelivers it.

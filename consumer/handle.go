@@ -31,10 +31,12 @@ func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
 	disp, err := c.process(ctx, &d)
 	switch disp {
 	case ack:
-		// The outcome is committed: confirm it even if shutdown has begun.
-		ackCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		err = msg.DoubleAck(ackCtx)
-		cancel()
+		// The outcome is committed. A plain Ack, not DoubleAck: an ack that
+		// is lost only brings the message back after AckWait, and that
+		// delivery finds the inbox row and is acknowledged without doing
+		// anything. Waiting for the server's confirmation would cost a
+		// round trip per request and protect nothing.
+		err = msg.Ack()
 	case term:
 		err = msg.Term()
 	case retry:
