@@ -48,6 +48,9 @@ type Report struct {
 
 	// Histogram lists the non-empty latency buckets.
 	Histogram []HistogramBucket `json:"histogram"`
+	// Timeline has the latency of the requests published in each second
+	// of the run, to tell a steady tail from a few bad moments.
+	Timeline []Second `json:"timeline"`
 
 	hist Histogram
 }
@@ -148,6 +151,16 @@ type LogLine struct {
 	Count int    `json:"count"`
 }
 
+// Second summarises the latencies of the requests published in one second
+// of the run (Second 0 starts at the first publish).
+type Second struct {
+	Second   int     `json:"second"`
+	Requests int     `json:"requests"`
+	P50MS    float64 `json:"p50Ms"`
+	P99MS    float64 `json:"p99Ms"`
+	MaxMS    float64 `json:"maxMs"`
+}
+
 // HistogramBucket is Count latencies in [LoMS, HiMS).
 type HistogramBucket struct {
 	LoMS  float64 `json:"loMs"`
@@ -171,6 +184,7 @@ func (r *Report) summarise(l *load, windowStartNS int64, allowFailed bool) {
 	o := Outcomes{FailedReasons: map[string]int{}, Unrelated: l.unrelated}
 	var lat []time.Duration
 	var recv []int64
+	var bySecond [][]time.Duration
 	for i, n := range l.outcomes {
 		sent := l.sentNS[i].Load()
 		if n == 0 {
@@ -191,6 +205,11 @@ func (r *Report) summarise(l *load, windowStartNS int64, allowFailed bool) {
 			d := time.Duration(l.recvNS[i] - (sent - 1))
 			lat = append(lat, d)
 			r.hist.Record(d)
+			sec := int(time.Duration(sent - 1).Seconds())
+			for len(bySecond) <= sec {
+				bySecond = append(bySecond, nil)
+			}
+			bySecond[sec] = append(bySecond[sec], d)
 		}
 	}
 	for k, v := range l.reasons {
@@ -211,6 +230,13 @@ func (r *Report) summarise(l *load, windowStartNS int64, allowFailed bool) {
 		r.Throughput.SteadyPerSecond = steadyRate(recv)
 	}
 	r.Latency = latencySummary(lat)
+	for sec, ds := range bySecond {
+		if len(ds) == 0 {
+			continue
+		}
+		sum := latencySummary(ds)
+		r.Timeline = append(r.Timeline, Second{Second: sec, Requests: len(ds), P50MS: sum.P50MS, P99MS: sum.P99MS, MaxMS: sum.MaxMS})
+	}
 	for _, b := range r.hist.Buckets() {
 		r.Histogram = append(r.Histogram, HistogramBucket{LoMS: ms(b.Lo), HiMS: ms(b.Hi), Count: b.Count})
 	}

@@ -151,3 +151,29 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 		t.Errorf("the defaults are invalid: %v", err)
 	}
 }
+
+// The timeline groups latencies by the second their request was
+// published in, so one bad second stands out from a steady tail.
+func TestTimelineGroupsBySecondOfPublish(t *testing.T) {
+	l := fakeLoad([]uint16{1, 1, 1, 1}, nil)
+	// Requests 2 and 3 are published 2.5 s in and take 100 and 300 ms.
+	l.sentNS[2].Store(int64(2500*time.Millisecond) + 1)
+	l.recvNS[2] = int64(2600 * time.Millisecond)
+	l.sentNS[3].Store(int64(2500*time.Millisecond) + 1)
+	l.recvNS[3] = int64(2800 * time.Millisecond)
+	var r Report
+	r.Requests = 4
+	r.summarise(l, 0, false)
+	want := []Second{
+		{Second: 0, Requests: 2, P50MS: 1, P99MS: 2, MaxMS: 2},
+		{Second: 2, Requests: 2, P50MS: 100, P99MS: 300, MaxMS: 300},
+	}
+	if len(r.Timeline) != len(want) {
+		t.Fatalf("timeline = %+v, want %+v", r.Timeline, want)
+	}
+	for i := range want {
+		if r.Timeline[i] != want[i] {
+			t.Errorf("second %d = %+v, want %+v", i, r.Timeline[i], want[i])
+		}
+	}
+}
