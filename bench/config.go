@@ -72,6 +72,12 @@ type Config struct {
 	IdleTimeout time.Duration
 	Timeout     time.Duration
 
+	// Warmup leaves the requests published in the first Warmup of the run
+	// out of the latency figures (not out of the outcome checks): new
+	// connections, first token grants and a small heap make the first
+	// second unlike the rest.
+	Warmup time.Duration
+
 	// Baseline measures one bare commit per request on the same Postgres
 	// after the run, for BaselineRequests requests (0: as many as the run,
 	// capped at DefaultBaselineCap) over BaselineConns connections (0:
@@ -173,6 +179,9 @@ func (c Config) Validate() error {
 	}
 	if c.Settle < 0 || c.IdleTimeout <= 0 || c.Timeout < 0 {
 		add("--settle and --timeout must not be negative, --idle-timeout must be positive")
+	}
+	if c.Warmup < 0 {
+		add("--warmup must not be negative")
 	}
 	if c.BaselineRequests < 0 || c.BaselineConns < 0 {
 		add("--baseline-requests and --baseline-conns must not be negative")

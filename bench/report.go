@@ -65,6 +65,7 @@ type Settings struct {
 	DurationSeconds float64 `json:"durationSeconds,omitempty"`
 	Publishers      int     `json:"publishers"`
 	PublishWindow   int     `json:"publishWindow"`
+	WarmupSeconds   float64 `json:"warmupSeconds,omitempty"`
 	Source          string  `json:"source"`
 	ClientID        int64   `json:"clientId"`
 	CPUs            int     `json:"cpus"`
@@ -176,7 +177,8 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // summarise fills the report's outcome, throughput and latency figures
 // from the load; windowStartNS is where the throughput window starts.
-func (r *Report) summarise(l *load, windowStartNS int64, allowFailed bool) {
+// Requests published in the first warmup are left out of the latencies.
+func (r *Report) summarise(l *load, windowStartNS int64, warmup time.Duration, allowFailed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r.Published = int(l.published.Load())
@@ -203,13 +205,15 @@ func (r *Report) summarise(l *load, windowStartNS int64, allowFailed bool) {
 		recv = append(recv, l.recvNS[i])
 		if sent != 0 {
 			d := time.Duration(l.recvNS[i] - (sent - 1))
-			lat = append(lat, d)
-			r.hist.Record(d)
 			sec := int(time.Duration(sent - 1).Seconds())
 			for len(bySecond) <= sec {
 				bySecond = append(bySecond, nil)
 			}
 			bySecond[sec] = append(bySecond[sec], d)
+			if sent-1 >= int64(warmup) {
+				lat = append(lat, d)
+				r.hist.Record(d)
+			}
 		}
 	}
 	for k, v := range l.reasons {
@@ -344,6 +348,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	what := "publish to outcome"
 	if r.Load != "rate" {
 		what += ", including the wait in the stream"
+	}
+	if w := r.Settings.WarmupSeconds; w > 0 {
+		what += fmt.Sprintf("; after a %gs warm-up", w)
 	}
 	fmt.Fprintf(&b, "  latency     p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (mean %s, min %s; %s)\n",
 		fmtMS(l.P50MS), fmtMS(l.P90MS), fmtMS(l.P99MS), fmtMS(l.P999MS), fmtMS(l.MaxMS), fmtMS(l.MeanMS), fmtMS(l.MinMS), what)

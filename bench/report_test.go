@@ -55,7 +55,7 @@ func TestSummariseCountsEveryKindOfDeviation(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &Report{Requests: len(tc.outcomes)}
-			r.summarise(fakeLoad(tc.outcomes, tc.failed), 0, tc.allowFailed)
+			r.summarise(fakeLoad(tc.outcomes, tc.failed), 0, 0, tc.allowFailed)
 			got := r.Outcomes
 			if got.Completed != tc.want.Completed || got.Issued != tc.want.Issued || got.Failed != tc.want.Failed ||
 				got.Duplicates != tc.want.Duplicates || got.Missing != tc.want.Missing ||
@@ -163,7 +163,7 @@ func TestTimelineGroupsBySecondOfPublish(t *testing.T) {
 	l.recvNS[3] = int64(2800 * time.Millisecond)
 	var r Report
 	r.Requests = 4
-	r.summarise(l, 0, false)
+	r.summarise(l, 0, 0, false)
 	want := []Second{
 		{Second: 0, Requests: 2, P50MS: 1, P99MS: 2, MaxMS: 2},
 		{Second: 2, Requests: 2, P50MS: 100, P99MS: 300, MaxMS: 300},
@@ -175,5 +175,29 @@ func TestTimelineGroupsBySecondOfPublish(t *testing.T) {
 		if r.Timeline[i] != want[i] {
 			t.Errorf("second %d = %+v, want %+v", i, r.Timeline[i], want[i])
 		}
+	}
+}
+
+// Warm-up requests are checked for their outcome but left out of the
+// latency figures; the timeline still shows them.
+func TestWarmupIsLeftOutOfLatency(t *testing.T) {
+	l := fakeLoad([]uint16{1, 1, 1}, nil)
+	// Request 0 is published at 1 ms and takes 1 ms; 1 and 2 are
+	// published 3 s in and take 10 and 20 ms.
+	for i, took := range map[int]time.Duration{1: 10 * time.Millisecond, 2: 20 * time.Millisecond} {
+		l.sentNS[i].Store(int64(3*time.Second) + 1)
+		l.recvNS[i] = int64(3*time.Second + took)
+	}
+	var r Report
+	r.Requests = 3
+	r.summarise(l, 0, 2*time.Second, false)
+	if !r.Passed || r.Outcomes.Completed != 3 {
+		t.Fatalf("outcomes = %+v, problems %v: warm-up requests must still be checked", r.Outcomes, r.Problems)
+	}
+	if r.Latency.Samples != 2 || r.Latency.MinMS != 10 || r.Latency.MaxMS != 20 {
+		t.Errorf("latency = %+v, want the two requests after the warm-up", r.Latency)
+	}
+	if len(r.Timeline) != 2 {
+		t.Errorf("timeline = %+v, want the warm-up second and second 3", r.Timeline)
 	}
 }

@@ -44,7 +44,8 @@ func Run(ctx context.Context, cfg Config, status io.Writer) (*Report, error) {
 			BankLatencyMS: ms(cfg.BankLatency), BankJitterMS: ms(cfg.BankLatencyJitter),
 			Rate: cfg.Rate, DurationSeconds: cfg.Duration.Seconds(),
 			Publishers: cfg.Publishers, PublishWindow: cfg.PublishWindow,
-			Source: cfg.Source, ClientID: cfg.ClientID, CPUs: runtime.NumCPU(),
+			WarmupSeconds: cfg.Warmup.Seconds(),
+			Source:        cfg.Source, ClientID: cfg.ClientID, CPUs: runtime.NumCPU(),
 		},
 	}
 	switch {
@@ -146,7 +147,7 @@ func Run(ctx context.Context, cfg Config, status io.Writer) (*Report, error) {
 	cc.Stop()
 	stopSamplers()
 
-	r.summarise(l, windowStartNS, cfg.AllowFailed)
+	r.summarise(l, windowStartNS, cfg.Warmup, cfg.AllowFailed)
 	if st != nil {
 		st.sampleMemory()
 		r.Processes = st.processReports()

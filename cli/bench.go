@@ -66,6 +66,7 @@ func benchCmd(ctx context.Context, args []string, env Env) error {
 	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "keep listening this long after the last outcome, for late duplicates")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "give up when no outcome arrived for this long")
 	fs.DurationVar(&cfg.Timeout, "timeout", 0, "give up waiting for outcomes after this long (0: only --idle-timeout)")
+	fs.DurationVar(&cfg.Warmup, "warmup", 0, "leave the requests published in the first this long out of the latency figures (their outcomes are still checked)")
 
 	fs.BoolVar(&cfg.Baseline, "baseline", false, "afterwards, measure one bare commit per request (inbox + outbox row) on the same Postgres and report the ratio")
 	fs.IntVar(&cfg.BaselineRequests, "baseline-requests", 0, fmt.Sprintf("commits the baseline makes (0: as many as requests, at most %d)", bench.DefaultBaselineCap))
