@@ -82,6 +82,15 @@ func classify(err error) failureClass {
 		// Not the bank: the database, NATS, or our own plumbing.
 		return classTransient
 	}
+	if be.Code == mbanq.CodeMalformedResponse {
+		// The bank said yes in a form we cannot read: the card (or user)
+		// may exist. Failing the request would tell the ERP there is no
+		// card when there may be one, so it is retried under the same
+		// Idempotency-Key, which asks for the same card again; if the
+		// answer stays unreadable it ends as retries_exhausted, with a
+		// dead letter for a person to look at.
+		return classTransient
+	}
 	switch mbanq.Classify(err) {
 	case mbanq.ClassPermanent:
 		return classPermanent

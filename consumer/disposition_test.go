@@ -31,6 +31,7 @@ func TestClassifyAndDisposition(t *testing.T) {
 		{"bank 400", &mbanq.Error{HTTPStatus: http.StatusBadRequest, Code: mbanq.CodeValidationErrorsExist}, term},
 		{"bank 403", &mbanq.Error{HTTPStatus: http.StatusForbidden, Code: mbanq.CodeDomainRuleViolation}, term},
 		{"bank 404", fmt.Errorf("ordering card: %w", &mbanq.Error{HTTPStatus: http.StatusNotFound}), term},
+		{"bank 200 that cannot be read", fmt.Errorf("ordering card: %w", &mbanq.Error{HTTPStatus: http.StatusOK, Code: mbanq.CodeMalformedResponse}), retry},
 		{"undecodable event", &event.DecodeError{Reason: event.ReasonInvalidEvent}, term},
 		{"unbound source", event.Failure{Reason: event.ReasonUnboundSource}, term},
 	} {
