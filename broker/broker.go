@@ -39,9 +39,14 @@ func DefaultTopology() Topology {
 }
 
 // DuplicateWindow is how long JetStream remembers a Nats-Msg-Id on the
-// outcome stream. The relay republishes only rows it could not confirm,
-// which it does within seconds, so two minutes (the server's default) is
-// ample; it is set explicitly so the guarantee does not rest on a default.
+// outcome stream. An outcome is published again only when its outbox row
+// outlived the publish: a failed or unconfirmed publish (swept after about
+// 5 seconds), or a process killed between JetStream's ack and the batched
+// delete (at most 50 ms of outcomes), whose rows another process sweeps
+// within seconds, or the same process when it restarts. Two minutes (the
+// server's default) covers all of that except a lone process that stays
+// down longer; it is set explicitly so the guarantee does not rest on a
+// default.
 const DuplicateWindow = 2 * time.Minute
 
 // Ensure creates the streams and the durable consumer when they are

@@ -35,11 +35,18 @@ type Config struct {
 	// rows are being published by the process that committed them
 	// (default 5s). It must stay well under the JetStream duplicate window.
 	SweepAge    time.Duration
-	PublishWait time.Duration // how long to wait for JetStream's acks (default 10s)
+	PublishWait time.Duration // how long to wait for JetStream's acks (default DefaultPublishWait)
 	Logger      *slog.Logger
 	// Observer times each publish (package observe); nil observes nothing.
 	Observer Observer
 }
+
+// DefaultPublishWait is how long the relay waits for JetStream to
+// acknowledge a publish. The JetStream context the relay publishes with
+// should give up on an acknowledgement after as long
+// (jetstream.WithPublishAsyncTimeout), or unanswered publishes pile up in
+// the client until none can be sent.
+const DefaultPublishWait = 10 * time.Second
 
 // deleteDelay is how long the rows of acknowledged events may wait, to be
 // deleted together. A row deleted late costs nothing: it is younger than
@@ -76,7 +83,7 @@ func New(s *store.Store, js jetstream.JetStream, cfg Config) *Relay {
 		cfg.SweepAge = 5 * time.Second
 	}
 	if cfg.PublishWait <= 0 {
-		cfg.PublishWait = 10 * time.Second
+		cfg.PublishWait = DefaultPublishWait
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -92,9 +99,11 @@ func New(s *store.Store, js jetstream.JetStream, cfg Config) *Relay {
 // Committed publishes an outcome event whose outbox row has just been
 // committed. It does not wait for JetStream: Run collects the
 // acknowledgement and then deletes the row. A publish that fails leaves the
-// row for a sweep, so Committed has nothing to report. It blocks only while
-// more acknowledgements are pending than Run can hold, or until ctx ends.
-func (r *Relay) Committed(ctx context.Context, e store.OutboxEvent) {
+// row for a sweep, so Committed has nothing to report. It never blocks the
+// caller: when more acknowledgements are pending than Run holds (Run is
+// behind, or stopped), the row is left to a sweep too, and the sweep's
+// publish is a duplicate that JetStream drops.
+func (r *Relay) Committed(_ context.Context, e store.OutboxEvent) {
 	f, err := r.js.PublishMsgAsync(outboxMsg(e), jetstream.WithMsgID(e.EventID))
 	if err != nil {
 		r.log.Warn("publishing an outcome failed; a sweep will publish it", "event_id", e.EventID, "err", err)
@@ -102,8 +111,7 @@ func (r *Relay) Committed(ctx context.Context, e store.OutboxEvent) {
 	}
 	select {
 	case r.acks <- pendingAck{eventID: e.EventID, ack: f, sent: time.Now()}:
-	case <-r.stopped:
-	case <-ctx.Done():
+	default:
 	}
 }
 
@@ -127,9 +135,12 @@ func (r *Relay) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			<-collected
+			// The last sweep takes young rows too: they are this process's
+			// outcomes whose acknowledgement it could not collect, and a
+			// republish now is sure to fall in JetStream's duplicate window.
 			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishWait)
 			defer cancel()
-			if _, err := r.Flush(final); err != nil {
+			if _, err := r.sweep(final, 0); err != nil {
 				return fmt.Errorf("final outbox sweep: %w", err)
 			}
 			return nil
@@ -150,18 +161,28 @@ func (r *Relay) Run(ctx context.Context) error {
 
 // collect waits for each acknowledgement in turn and deletes the rows of
 // the acknowledged events in batches. When ctx ends it drains what was
-// already sent (the consumer has stopped by then), waiting at most
-// PublishWait in all.
+// already sent (the consumer has stopped by then). Neither a wait nor a
+// delete is cut short by ctx: each has its own bound (PublishWait), so an
+// event JetStream stored is not left in the outbox to be published again
+// after a restart.
 func (r *Relay) collect(ctx context.Context) {
+	bg := context.WithoutCancel(ctx)
 	acked := make([]string, 0, r.cfg.BatchSize)
-	deleteAcked := func(ctx context.Context) {
+	deleteAcked := func() {
 		if len(acked) == 0 {
 			return
 		}
-		if err := r.store.DeletePublished(ctx, acked); err != nil {
-			// The rows stay; a sweep publishes them again and JetStream
-			// drops the copies.
+		dctx, cancel := context.WithTimeout(bg, r.cfg.PublishWait)
+		err := r.store.DeletePublished(dctx, acked)
+		cancel()
+		if err != nil {
+			// Keep them for the next try, within bounds; rows given up
+			// here are published again by a sweep and dropped by
+			// JetStream as duplicates.
 			r.log.Warn("deleting published outbox rows failed", "rows", len(acked), "err", err)
+			if len(acked) < 4*r.cfg.BatchSize {
+				return
+			}
 		}
 		acked = acked[:0]
 	}
@@ -172,56 +193,60 @@ func (r *Relay) collect(ctx context.Context) {
 	for running {
 		select {
 		case p := <-r.acks:
-			if r.await(ctx, p) {
+			if r.await(p) {
 				acked = append(acked, p.eventID)
 			}
 			if len(acked) >= r.cfg.BatchSize {
-				deleteAcked(ctx)
+				deleteAcked()
 			} else if !armed && len(acked) > 0 {
 				timer.Reset(deleteDelay)
 				armed = true
 			}
 		case <-timer.C:
 			armed = false
-			deleteAcked(ctx)
+			deleteAcked()
+			if len(acked) > 0 {
+				timer.Reset(deleteDelay)
+				armed = true
+			}
 		case <-ctx.Done():
 			running = false
 		}
 	}
 	timer.Stop()
-
-	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishWait)
-	defer cancel()
 	for {
 		select {
 		case p := <-r.acks:
-			if r.await(final, p) {
+			if r.await(p) {
 				acked = append(acked, p.eventID)
 			}
 			if len(acked) >= r.cfg.BatchSize {
-				deleteAcked(final)
+				deleteAcked()
 			}
 			continue
 		default:
 		}
 		break
 	}
-	deleteAcked(final)
+	deleteAcked()
 }
 
-// await waits for one publish's acknowledgement and reports whether
-// JetStream stored the event (or recognised it as a duplicate).
-func (r *Relay) await(ctx context.Context, p pendingAck) bool {
-	wait := time.NewTimer(r.cfg.PublishWait - time.Since(p.sent))
-	defer wait.Stop()
+// await waits for one publish's acknowledgement, at most PublishWait after
+// the publish, and reports whether JetStream stored the event (or
+// recognised it as a duplicate).
+func (r *Relay) await(p pendingAck) bool {
 	var err error
 	select {
-	case <-p.ack.Ok():
-	case err = <-p.ack.Err():
-	case <-wait.C:
-		err = errors.New("timed out waiting for the JetStream ack")
-	case <-ctx.Done():
-		err = ctx.Err()
+	case <-p.ack.Ok(): // already there: the collector may be behind
+	default:
+		wait := time.NewTimer(r.cfg.PublishWait - time.Since(p.sent))
+		select {
+		case <-p.ack.Ok():
+		case err = <-p.ack.Err():
+		case <-wait.C:
+			err = errors.New("timed out waiting for the JetStream ack")
+		}
+		wait.Stop()
 	}
 	if o := r.cfg.Observer; o != nil {
 		n := 0
@@ -244,10 +269,12 @@ func outboxMsg(e store.OutboxEvent) *nats.Msg {
 // Flush sweeps the outbox: it publishes every row older than SweepAge that
 // no other relay holds, batch after batch. It returns how many rows it
 // published.
-func (r *Relay) Flush(ctx context.Context) (int, error) {
+func (r *Relay) Flush(ctx context.Context) (int, error) { return r.sweep(ctx, r.cfg.SweepAge) }
+
+func (r *Relay) sweep(ctx context.Context, minAge time.Duration) (int, error) {
 	total := 0
 	for {
-		n, err := r.store.RelayBatch(ctx, r.cfg.BatchSize, r.cfg.SweepAge, r.publishObserved)
+		n, err := r.store.RelayBatch(ctx, r.cfg.BatchSize, minAge, r.publishObserved)
 		total += n
 		if err != nil || n < r.cfg.BatchSize {
 			return total, err

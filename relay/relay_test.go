@@ -131,3 +131,83 @@ func TestSweepPublishesRowsLeftBehind(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n)
 }
+
+// Committed never holds up the consumer: with nobody collecting (Run not
+// started, or far behind) it leaves the rows to a sweep, whose publishes
+// JetStream recognises as duplicates.
+func TestCommittedNeverBlocks(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := testenv.Store(t)
+	ns := testenv.NATS(t)
+	_, js := testenv.JetStream(t, ns.URL())
+	_, err := broker.Ensure(ctx, js, broker.DefaultTopology())
+	require.NoError(t, err)
+
+	r := relay.New(s, js, relay.Config{BatchSize: 1, PollInterval: 20 * time.Millisecond, SweepAge: time.Nanosecond})
+	const n = 20 // more than the 4 pending acknowledgements a BatchSize of 1 holds
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		for i := range n {
+			c := outcome(i)
+			if _, err := s.Complete(ctx, c); err != nil {
+				t.Error(err)
+				return
+			}
+			r.Committed(ctx, c.Event)
+		}
+	}()
+	select {
+	case <-returned:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Committed blocked while nobody collected acknowledgements")
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	require.Eventually(t, func() bool {
+		backlog, _, err := s.OutboxBacklog(ctx)
+		return err == nil && backlog == 0
+	}, 30*time.Second, 20*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+
+	stream, err := js.Stream(context.Background(), "CARDS")
+	require.NoError(t, err)
+	info, err := stream.Info(context.Background())
+	require.NoError(t, err)
+	require.EqualValues(t, n, info.State.Msgs, "each outcome stored once")
+}
+
+// The last sweep at shutdown publishes young rows too, so that outcomes
+// whose acknowledgement was not collected are not left for a start that
+// may come after JetStream's duplicate window.
+func TestShutdownSweepsYoungRows(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := testenv.Store(t)
+	ns := testenv.NATS(t)
+	nc, js := testenv.JetStream(t, ns.URL())
+	_, err := broker.Ensure(ctx, js, broker.DefaultTopology())
+	require.NoError(t, err)
+	sub, err := nc.SubscribeSync("card.>")
+	require.NoError(t, err)
+
+	r := relay.New(s, js, relay.Config{PollInterval: time.Hour, SweepAge: time.Hour})
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	_, err = s.Complete(ctx, outcome(7)) // committed, never handed to Committed
+	require.NoError(t, err)
+	_, err = sub.NextMsg(200 * time.Millisecond)
+	require.Error(t, err, "a young row is not swept while running")
+
+	cancel()
+	require.NoError(t, <-done)
+	m, err := sub.NextMsg(10 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "ev-7", m.Header.Get("Nats-Msg-Id"))
+	backlog, _, err := s.OutboxBacklog(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, backlog)
+}
