@@ -92,7 +92,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, fmt.Errorf("connecting to NATS: %w", err)
 	}
-	s.js, err = jetstream.New(s.nc)
+	// An acknowledgement that never comes (a leader change, say) must not
+	// hold its place among the client's pending publishes for ever.
+	s.js, err = jetstream.New(s.nc, jetstream.WithPublishAsyncTimeout(relay.DefaultPublishWait))
 	if err != nil {
 		return nil, fmt.Errorf("JetStream: %w", err)
 	}
