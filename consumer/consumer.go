@@ -144,11 +144,10 @@ func (c *Consumer) Run(ctx context.Context, cons jetstream.Consumer) error {
 			}
 			// Missed heartbeats and the like while NATS reconnects: the
 			// iterator recovers by itself; pause so the log is not flooded.
-			c.log.Warn("fetching messages", "err", err)
-			select {
-			case <-time.After(100 * time.Millisecond):
-			case <-ctx.Done():
+			if ctx.Err() == nil {
+				c.log.Warn("fetching messages", "err", err)
 			}
+			time.Sleep(100 * time.Millisecond) // also while draining, so as not to spin
 			continue
 		}
 		if ctx.Err() != nil {
@@ -156,7 +155,12 @@ func (c *Consumer) Run(ctx context.Context, cons jetstream.Consumer) error {
 			_ = msg.Nak()
 			continue
 		}
-		handoff <- msg // waits for a free handler
+		select {
+		case handoff <- msg: // waits for a free handler
+		case <-ctx.Done():
+			// Shutdown began while every handler was busy: hand it back.
+			_ = msg.Nak()
+		}
 	}
 	close(handoff)
 	wg.Wait()
