@@ -112,6 +112,7 @@ func (r *Relay) Committed(_ context.Context, e store.OutboxEvent) {
 	select {
 	case r.acks <- pendingAck{eventID: e.EventID, ack: f, sent: time.Now()}:
 	default:
+		r.log.Debug("acknowledgements pending beyond the relay's capacity; a sweep will confirm the outcome", "event_id", e.EventID)
 	}
 }
 
