@@ -211,6 +211,17 @@ func TestTraceContinuesThroughMBanqOntoTheOutcome(t *testing.T) {
 	seen := bankParents["POST /v1/cards"]
 	mu.Unlock()
 	require.Equal(t, "00-"+trace+"-"+hex.EncodeToString(order.SpanId)+"-01", seen, "MBanq gets the call span's context")
+	var publish *tracepb.Span
+	require.Eventually(t, func() bool {
+		ps := recv.named("publish card.issued")
+		if len(ps) == 0 {
+			return false
+		}
+		publish = ps[0]
+		return true
+	}, 15*time.Second, 50*time.Millisecond)
+	require.Equal(t, handlingID, hex.EncodeToString(publish.ParentSpanId), "the outcome's publish is a child of the handling span")
+	require.Equal(t, tracepb.Span_SPAN_KIND_PRODUCER, publish.Kind)
 	for _, s := range recv.named("POST /oauth/token") {
 		require.Equal(t, trace, hex.EncodeToString(s.TraceId), "token fetches belong to the request's trace too")
 	}

@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cardbridge/cardbridge/event"
 	"github.com/cardbridge/cardbridge/observe"
+	"github.com/cardbridge/cardbridge/store"
 )
 
 const (
@@ -220,6 +222,38 @@ func TestRelayObserver(t *testing.T) {
 	requireSeries(t, page, `cardbridge_relay_events_total{result="published"}`, "2")
 	requireSeries(t, page, `cardbridge_relay_events_total{result="failed"}`, "1")
 	requireSeries(t, page, `cardbridge_relay_publish_duration_seconds_count`, "1")
+}
+
+// A committed outcome's publish is a producer span under the request's
+// handling span, ended with the publish's result; without tracing there
+// is nothing to end.
+func TestRelayPublishSpan(t *testing.T) {
+	off, _ := newTelemetry(t, false)
+	require.Nil(t, off.Relay().Publishing(context.Background(), store.OutboxEvent{EventID: "ev-0", Subject: "card.issued"}))
+
+	tel, exp := newTelemetry(t, true)
+	ctx := context.Background()
+	d := tel.Consumer().Delivery(ctx, 1)
+	hctx, _ := d.Request(ctx, event.TypeCardRequested, event.RequestRef{ID: "r-1", Source: "urn:erp:acme", TraceParent: callerParent})
+	handling := trace.SpanContextFromContext(hctx)
+
+	tel.Relay().Publishing(hctx, store.OutboxEvent{EventID: "ev-1", Subject: "card.issued"})(nil)
+	tel.Relay().Publishing(hctx, store.OutboxEvent{EventID: "ev-2", Subject: "card.failed"})(errors.New("no responders"))
+	d.Settled("ack", nil)
+	require.NoError(t, tel.Flush(ctx))
+
+	byName := map[string]tracetest.SpanStub{}
+	for _, s := range exp.GetSpans() {
+		byName[s.Name] = s
+	}
+	ok := byName["publish card.issued"]
+	require.Equal(t, trace.SpanKindProducer, ok.SpanKind)
+	require.Equal(t, handling.SpanID(), ok.Parent.SpanID(), "a child of the handling span")
+	require.Equal(t, callerTrace, ok.SpanContext.TraceID().String())
+	require.Equal(t, codes.Unset, ok.Status.Code)
+	failed := byName["publish card.failed"]
+	require.Equal(t, codes.Error, failed.Status.Code)
+	require.Equal(t, "no responders", failed.Status.Description)
 }
 
 type fakeStats struct{ err error }

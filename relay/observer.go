@@ -15,6 +15,11 @@ type Observer interface {
 	// many events were sent, how many JetStream acknowledged, how long that
 	// took, and the error if any.
 	Published(events, acked int, elapsed time.Duration, err error)
+	// Publishing is told that the outcome of a request is being published
+	// as its commit happens, in that request's context (for a trace span).
+	// The function it returns, if not nil, is called once with the result:
+	// nil when JetStream stored the event.
+	Publishing(ctx context.Context, e store.OutboxEvent) func(err error)
 }
 
 // publishObserved is publish, timed for the Observer.

@@ -69,7 +69,12 @@ type pendingAck struct {
 	eventID string
 	ack     jetstream.PubAckFuture
 	sent    time.Time
+	end     func(error) // the Observer's, or nil
 }
+
+// errUncollected ends the observation of a publish whose acknowledgement
+// the relay had no room to collect.
+var errUncollected = errors.New("acknowledgement not collected; a sweep confirms the outcome")
 
 // New returns a relay; Run starts it.
 func New(s *store.Store, js jetstream.JetStream, cfg Config) *Relay {
@@ -103,16 +108,26 @@ func New(s *store.Store, js jetstream.JetStream, cfg Config) *Relay {
 // caller: when more acknowledgements are pending than Run holds (Run is
 // behind, or stopped), the row is left to a sweep too, and the sweep's
 // publish is a duplicate that JetStream drops.
-func (r *Relay) Committed(_ context.Context, e store.OutboxEvent) {
+func (r *Relay) Committed(ctx context.Context, e store.OutboxEvent) {
+	var end func(error)
+	if o := r.cfg.Observer; o != nil {
+		end = o.Publishing(ctx, e)
+	}
 	f, err := r.js.PublishMsgAsync(outboxMsg(e), jetstream.WithMsgID(e.EventID))
 	if err != nil {
 		r.log.Warn("publishing an outcome failed; a sweep will publish it", "event_id", e.EventID, "err", err)
+		if end != nil {
+			end(err)
+		}
 		return
 	}
 	select {
-	case r.acks <- pendingAck{eventID: e.EventID, ack: f, sent: time.Now()}:
+	case r.acks <- pendingAck{eventID: e.EventID, ack: f, sent: time.Now(), end: end}:
 	default:
 		r.log.Debug("acknowledgements pending beyond the relay's capacity; a sweep will confirm the outcome", "event_id", e.EventID)
+		if end != nil {
+			end(errUncollected)
+		}
 	}
 }
 
@@ -255,6 +270,9 @@ func (r *Relay) await(p pendingAck) bool {
 			n = 1
 		}
 		o.Published(1, n, time.Since(p.sent), err)
+	}
+	if p.end != nil {
+		p.end(err)
 	}
 	if err != nil {
 		r.log.Warn("an outcome was not acknowledged; a sweep will publish it", "event_id", p.eventID, "err", err)
