@@ -202,29 +202,32 @@ func (r *Relay) collect(ctx context.Context) {
 		}
 		acked = acked[:0]
 	}
+	take := func(p pendingAck) {
+		if r.await(p) {
+			acked = append(acked, p.eventID)
+		}
+		if len(acked) >= r.cfg.BatchSize {
+			deleteAcked()
+		}
+	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	armed := false
-	running := true
-	for running {
+	arm := func() {
+		if !armed && len(acked) > 0 {
+			timer.Reset(deleteDelay)
+			armed = true
+		}
+	}
+	for running := true; running; {
 		select {
 		case p := <-r.acks:
-			if r.await(p) {
-				acked = append(acked, p.eventID)
-			}
-			if len(acked) >= r.cfg.BatchSize {
-				deleteAcked()
-			} else if !armed && len(acked) > 0 {
-				timer.Reset(deleteDelay)
-				armed = true
-			}
+			take(p)
+			arm()
 		case <-timer.C:
 			armed = false
 			deleteAcked()
-			if len(acked) > 0 {
-				timer.Reset(deleteDelay)
-				armed = true
-			}
+			arm() // what a failed delete kept
 		case <-ctx.Done():
 			running = false
 		}
@@ -233,12 +236,7 @@ func (r *Relay) collect(ctx context.Context) {
 	for {
 		select {
 		case p := <-r.acks:
-			if r.await(p) {
-				acked = append(acked, p.eventID)
-			}
-			if len(acked) >= r.cfg.BatchSize {
-				deleteAcked()
-			}
+			take(p)
 			continue
 		default:
 		}
