@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cardbridge/cardbridge/broker"
@@ -24,16 +26,43 @@ func outcome(i int) store.Completion {
 	}
 }
 
+// stack is a store in a schema of its own and an embedded JetStream with
+// cardbridge's streams, plus a subscription to the outcomes.
+type stack struct {
+	s   *store.Store
+	js  jetstream.JetStream
+	sub *nats.Subscription
+}
+
+func newStack(t *testing.T) stack {
+	t.Helper()
+	s := testenv.Store(t)
+	ns := testenv.NATS(t)
+	nc, js := testenv.JetStream(t, ns.URL())
+	_, err := broker.Ensure(context.Background(), js, broker.DefaultTopology())
+	require.NoError(t, err)
+	sub, err := nc.SubscribeSync("card.>")
+	require.NoError(t, err)
+	return stack{s: s, js: js, sub: sub}
+}
+
+// storedOutcomes is how many events the outcome stream holds.
+func (st stack) storedOutcomes(t *testing.T) uint64 {
+	t.Helper()
+	stream, err := st.js.Stream(context.Background(), "CARDS")
+	require.NoError(t, err)
+	info, err := stream.Info(context.Background())
+	require.NoError(t, err)
+	return info.State.Msgs
+}
+
 // A relay that crashed after JetStream stored its batch but before it
 // deleted the rows publishes them again; JetStream drops the copies by
 // Nats-Msg-Id, so subscribers see each outcome once.
 func TestRepublishAfterCrashIsDeduplicated(t *testing.T) {
 	ctx := context.Background()
-	s := testenv.Store(t)
-	ns := testenv.NATS(t)
-	_, js := testenv.JetStream(t, ns.URL())
-	_, err := broker.Ensure(ctx, js, broker.DefaultTopology())
-	require.NoError(t, err)
+	st := newStack(t)
+	s, js := st.s, st.js
 
 	const n = 50
 	var rows []store.OutboxEvent
@@ -58,11 +87,7 @@ func TestRepublishAfterCrashIsDeduplicated(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, n, published)
 
-	stream, err := js.Stream(ctx, "CARDS")
-	require.NoError(t, err)
-	info, err := stream.Info(ctx)
-	require.NoError(t, err)
-	require.EqualValues(t, n, info.State.Msgs, "each outcome stored once")
+	require.EqualValues(t, n, st.storedOutcomes(t), "each outcome stored once")
 	backlog, _, err := s.OutboxBacklog(ctx)
 	require.NoError(t, err)
 	require.Zero(t, backlog)
@@ -73,13 +98,8 @@ func TestRepublishAfterCrashIsDeduplicated(t *testing.T) {
 func TestCommittedIsPublishedAtOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s := testenv.Store(t)
-	ns := testenv.NATS(t)
-	nc, js := testenv.JetStream(t, ns.URL())
-	_, err := broker.Ensure(ctx, js, broker.DefaultTopology())
-	require.NoError(t, err)
-	sub, err := nc.SubscribeSync("card.>")
-	require.NoError(t, err)
+	st := newStack(t)
+	s, js, sub := st.s, st.js, st.sub
 
 	r := relay.New(s, js, relay.Config{PollInterval: time.Hour, SweepAge: time.Hour})
 	done := make(chan error, 1)
@@ -106,15 +126,10 @@ func TestCommittedIsPublishedAtOnce(t *testing.T) {
 func TestSweepPublishesRowsLeftBehind(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s := testenv.Store(t)
-	ns := testenv.NATS(t)
-	nc, js := testenv.JetStream(t, ns.URL())
-	_, err := broker.Ensure(ctx, js, broker.DefaultTopology())
-	require.NoError(t, err)
-	sub, err := nc.SubscribeSync("card.>")
-	require.NoError(t, err)
+	st := newStack(t)
+	s, js, sub := st.s, st.js, st.sub
 
-	_, err = s.Complete(ctx, outcome(1))
+	_, err := s.Complete(ctx, outcome(1))
 	require.NoError(t, err)
 	start := time.Now()
 	const age = 300 * time.Millisecond
@@ -138,11 +153,8 @@ func TestSweepPublishesRowsLeftBehind(t *testing.T) {
 func TestCommittedNeverBlocks(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s := testenv.Store(t)
-	ns := testenv.NATS(t)
-	_, js := testenv.JetStream(t, ns.URL())
-	_, err := broker.Ensure(ctx, js, broker.DefaultTopology())
-	require.NoError(t, err)
+	st := newStack(t)
+	s, js := st.s, st.js
 
 	r := relay.New(s, js, relay.Config{BatchSize: 1, PollInterval: 20 * time.Millisecond, SweepAge: time.Nanosecond})
 	const n = 20 // more than the 4 pending acknowledgements a BatchSize of 1 holds
@@ -173,11 +185,7 @@ func TestCommittedNeverBlocks(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 
-	stream, err := js.Stream(context.Background(), "CARDS")
-	require.NoError(t, err)
-	info, err := stream.Info(context.Background())
-	require.NoError(t, err)
-	require.EqualValues(t, n, info.State.Msgs, "each outcome stored once")
+	require.EqualValues(t, n, st.storedOutcomes(t), "each outcome stored once")
 }
 
 // The last sweep at shutdown publishes young rows too, so that outcomes
@@ -186,18 +194,13 @@ func TestCommittedNeverBlocks(t *testing.T) {
 func TestShutdownSweepsYoungRows(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s := testenv.Store(t)
-	ns := testenv.NATS(t)
-	nc, js := testenv.JetStream(t, ns.URL())
-	_, err := broker.Ensure(ctx, js, broker.DefaultTopology())
-	require.NoError(t, err)
-	sub, err := nc.SubscribeSync("card.>")
-	require.NoError(t, err)
+	st := newStack(t)
+	s, js, sub := st.s, st.js, st.sub
 
 	r := relay.New(s, js, relay.Config{PollInterval: time.Hour, SweepAge: time.Hour})
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	_, err = s.Complete(ctx, outcome(7)) // committed, never handed to Committed
+	_, err := s.Complete(ctx, outcome(7)) // committed, never handed to Committed
 	require.NoError(t, err)
 	_, err = sub.NextMsg(200 * time.Millisecond)
 	require.Error(t, err, "a young row is not swept while running")
