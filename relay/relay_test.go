@@ -56,6 +56,27 @@ func (st stack) storedOutcomes(t *testing.T) uint64 {
 	return info.State.Msgs
 }
 
+// start runs r until the returned function is called; that function
+// stops it and returns what Run returned.
+func start(r *relay.Relay) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	return func() error {
+		cancel()
+		return <-done
+	}
+}
+
+// requireOutboxEmpty waits until no outbox row is left.
+func (st stack) requireOutboxEmpty(t *testing.T, why string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		n, _, err := st.s.OutboxBacklog(context.Background())
+		return err == nil && n == 0
+	}, 30*time.Second, 20*time.Millisecond, why)
+}
+
 // A relay that crashed after JetStream stored its batch but before it
 // deleted the rows publishes them again; JetStream drops the copies by
 // Nats-Msg-Id, so subscribers see each outcome once.
@@ -102,8 +123,7 @@ func TestCommittedIsPublishedAtOnce(t *testing.T) {
 	s, js, sub := st.s, st.js, st.sub
 
 	r := relay.New(s, js, relay.Config{PollInterval: time.Hour, SweepAge: time.Hour})
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	stop := start(r)
 	for i := range 3 {
 		c := outcome(i)
 		_, err := s.Complete(ctx, c)
@@ -113,12 +133,8 @@ func TestCommittedIsPublishedAtOnce(t *testing.T) {
 		require.NoError(t, err, "published without waiting for a sweep")
 		require.Equal(t, fmt.Sprintf("ev-%d", i), m.Header.Get("Nats-Msg-Id"))
 	}
-	require.Eventually(t, func() bool {
-		n, _, err := s.OutboxBacklog(ctx)
-		return err == nil && n == 0
-	}, 30*time.Second, 20*time.Millisecond, "acknowledged rows are deleted")
-	cancel()
-	require.NoError(t, <-done)
+	st.requireOutboxEmpty(t, "acknowledged rows are deleted")
+	require.NoError(t, stop())
 }
 
 // A row nobody published (its process died after the commit) is published
@@ -131,17 +147,15 @@ func TestSweepPublishesRowsLeftBehind(t *testing.T) {
 
 	_, err := s.Complete(ctx, outcome(1))
 	require.NoError(t, err)
-	start := time.Now()
+	committed := time.Now()
 	const age = 300 * time.Millisecond
 	r := relay.New(s, js, relay.Config{PollInterval: 20 * time.Millisecond, SweepAge: age})
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	stop := start(r)
 	m, err := sub.NextMsg(30 * time.Second)
 	require.NoError(t, err)
 	require.Equal(t, "ev-1", m.Header.Get("Nats-Msg-Id"))
-	require.GreaterOrEqual(t, time.Since(start), age-50*time.Millisecond, "a young row is left to its own process")
-	cancel()
-	require.NoError(t, <-done)
+	require.GreaterOrEqual(t, time.Since(committed), age-50*time.Millisecond, "a young row is left to its own process")
+	require.NoError(t, stop())
 	n, _, err := s.OutboxBacklog(context.Background())
 	require.NoError(t, err)
 	require.Zero(t, n)
@@ -176,14 +190,9 @@ func TestCommittedNeverBlocks(t *testing.T) {
 		t.Fatal("Committed blocked while nobody collected acknowledgements")
 	}
 
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	require.Eventually(t, func() bool {
-		backlog, _, err := s.OutboxBacklog(ctx)
-		return err == nil && backlog == 0
-	}, 30*time.Second, 20*time.Millisecond)
-	cancel()
-	require.NoError(t, <-done)
+	stop := start(r)
+	st.requireOutboxEmpty(t, "the sweep publishes every row left behind")
+	require.NoError(t, stop())
 
 	require.EqualValues(t, n, st.storedOutcomes(t), "each outcome stored once")
 }
@@ -198,15 +207,13 @@ func TestShutdownSweepsYoungRows(t *testing.T) {
 	s, js, sub := st.s, st.js, st.sub
 
 	r := relay.New(s, js, relay.Config{PollInterval: time.Hour, SweepAge: time.Hour})
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	stop := start(r)
 	_, err := s.Complete(ctx, outcome(7)) // committed, never handed to Committed
 	require.NoError(t, err)
 	_, err = sub.NextMsg(200 * time.Millisecond)
 	require.Error(t, err, "a young row is not swept while running")
 
-	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, stop())
 	m, err := sub.NextMsg(10 * time.Second)
 	require.NoError(t, err)
 	require.Equal(t, "ev-7", m.Header.Get("Nats-Msg-Id"))
