@@ -29,6 +29,13 @@ type BaselineReport struct {
 	// the steady-state throughput.
 	Ratio       float64 `json:"ratio"`
 	SteadyRatio float64 `json:"steadyRatio"`
+	// CPU is the machine's CPU during the baseline, per commit (the bench's
+	// own client included); nil where /proc cannot be read.
+	CPU *CPUReport `json:"cpu,omitempty"`
+	// PostgresRatio is Postgres's CPU per bare commit over its CPU per
+	// cardbridge request: how much database work batching saves, whatever
+	// the rest of the machine costs. Zero when Postgres is not local.
+	PostgresRatio float64 `json:"postgresRatio,omitempty"`
 }
 
 // The baseline's tables have the shape of processed_requests and outbox in
@@ -113,6 +120,7 @@ func runBaseline(ctx context.Context, dbURL string, n, conns int) (*BaselineRepo
 
 	var next atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
+	cpu0 := takeCPU(nil)
 	start := time.Now()
 	for range conns {
 		g.Go(func() error {
@@ -146,6 +154,7 @@ func runBaseline(ctx context.Context, dbURL string, n, conns int) (*BaselineRepo
 		Conns:     conns,
 		Seconds:   elapsed.Seconds(),
 		PerSecond: float64(n) / elapsed.Seconds(),
+		CPU:       cpuReport(cpu0, takeCPU(nil), n),
 	}, nil
 }
 

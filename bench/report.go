@@ -135,6 +135,10 @@ type CPUReport struct {
 	Postgres              float64 `json:"postgres"`
 	Other                 float64 `json:"other"`
 	CardbridgeMicrosPerRq float64 `json:"cardbridgeCpuMicrosPerRequest"`
+	// PostgresMicrosPerRq and MachineMicrosPerRq are the CPU time of
+	// Postgres, and of the whole machine, per completed request.
+	PostgresMicrosPerRq float64 `json:"postgresCpuMicrosPerRequest"`
+	MachineMicrosPerRq  float64 `json:"machineCpuMicrosPerRequest"`
 }
 
 // LogSummary counts cardbridge's warnings and errors and lists the
@@ -369,8 +373,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "  memory      all cardbridge: peak %s together\n", mib(peakSum))
 	}
 	if c := r.CPU; c != nil {
-		fmt.Fprintf(&b, "  cpu         %.2f of %d cores busy: cardbridge %.2f (%s µs/request), Postgres %.2f, bench+NATS %.2f, sandbox %.2f, other %.2f\n",
-			c.Busy, c.Cores, c.Cardbridge, num(c.CardbridgeMicrosPerRq), c.Postgres, c.BenchAndNATS, c.Sandbox, c.Other)
+		fmt.Fprintf(&b, "  cpu         %.2f of %d cores busy (%s µs/request): cardbridge %.2f (%s µs/request), Postgres %.2f (%s µs/request), bench+NATS %.2f, sandbox %.2f, other %.2f\n",
+			c.Busy, c.Cores, num(c.MachineMicrosPerRq), c.Cardbridge, num(c.CardbridgeMicrosPerRq),
+			c.Postgres, num(c.PostgresMicrosPerRq), c.BenchAndNATS, c.Sandbox, c.Other)
 		if c.Other >= noisyNeighbourCores {
 			fmt.Fprintf(&b, "  note        other programs used %.2f cores during the run: the figures understate what this machine can do\n", c.Other)
 		}
@@ -384,7 +389,18 @@ func (r *Report) WriteText(w io.Writer) error {
 	if bl := r.Baseline; bl != nil {
 		fmt.Fprintf(&b, "  baseline    one commit per request (inbox + outbox row), %d requests on %d connections: %s commits/s\n",
 			bl.Requests, bl.Conns, num(bl.PerSecond))
+		if c := bl.CPU; c != nil {
+			pg := "not local"
+			if c.PostgresMicrosPerRq > 0 {
+				pg = num(c.PostgresMicrosPerRq) + " µs"
+			}
+			fmt.Fprintf(&b, "              CPU per commit: Postgres %s, whole machine %s µs (the bench's client included)\n",
+				pg, num(c.MachineMicrosPerRq))
+		}
 		fmt.Fprintf(&b, "  ratio       cardbridge / baseline = %.2f (steady: %.2f)\n", bl.Ratio, bl.SteadyRatio)
+		if bl.PostgresRatio > 0 {
+			fmt.Fprintf(&b, "              Postgres CPU, a bare commit / a cardbridge request = %.1f\n", bl.PostgresRatio)
+		}
 	}
 	if r.Passed {
 		b.WriteString("  result      PASS: every request got exactly one outcome\n")

@@ -198,6 +198,9 @@ func baseline(ctx context.Context, cfg Config, st *stack, r *Report) (*BaselineR
 		bl.Ratio = r.Throughput.PerSecond / bl.PerSecond
 		bl.SteadyRatio = r.Throughput.SteadyPerSecond / bl.PerSecond
 	}
+	if bl.CPU != nil && r.CPU != nil && r.CPU.PostgresMicrosPerRq > 0 {
+		bl.PostgresRatio = bl.CPU.PostgresMicrosPerRq / r.CPU.PostgresMicrosPerRq
+	}
 	return bl, nil
 }
 
@@ -272,6 +275,8 @@ func cpuReport(a, b cpuSnapshot, completed int) *CPUReport {
 	rep.Other = max(rep.Busy-rep.Cardbridge-rep.Sandbox-rep.BenchAndNATS-rep.Postgres, 0)
 	if completed > 0 {
 		rep.CardbridgeMicrosPerRq = inst.Seconds() * 1e6 / float64(completed)
+		rep.PostgresMicrosPerRq = pg.Seconds() * 1e6 / float64(completed)
+		rep.MachineMicrosPerRq = rep.Busy * wall * 1e6 / float64(completed)
 	}
 	return rep
 }
