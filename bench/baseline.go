@@ -34,7 +34,8 @@ type BaselineReport struct {
 	CPU *CPUReport `json:"cpu,omitempty"`
 	// PostgresRatio is Postgres's CPU per bare commit over its CPU per
 	// cardbridge request: how much database work batching saves, whatever
-	// the rest of the machine costs. Zero when Postgres is not local.
+	// the rest of the machine costs. Zero when Postgres is not local, or
+	// the run was too short for /proc's clock ticks (10 ms) to see it.
 	PostgresRatio float64 `json:"postgresRatio,omitempty"`
 }
 

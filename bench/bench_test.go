@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +83,18 @@ func TestSmoke(t *testing.T) {
 				o.Failed != 0 || o.Duplicates != 0 || o.Missing != 0 || r.PublishErrors != 0 {
 				t.Fatalf("want 200 requests with exactly one card.issued each, got %+v (published %d, problems %v)",
 					o, r.Published, r.Problems)
+			}
+			if slices.Contains(tc.args, "--baseline") {
+				// Only the machine's share is sure to be seen in so short a
+				// run (/proc counts 10 ms ticks); the Postgres share is
+				// checked over 2,000 commits in baseline_test.go.
+				bl := r.Baseline
+				if bl == nil || bl.PerSecond <= 0 || bl.CPU == nil || bl.CPU.MachineMicrosPerRq <= 0 {
+					t.Errorf("the baseline report lacks its rate or its CPU per commit: %+v", bl)
+				}
+				if r.CPU == nil || r.CPU.MachineMicrosPerRq <= 0 {
+					t.Errorf("the run's report lacks the CPU per request: %+v", r.CPU)
+				}
 			}
 			if r.Latency.Samples != 200 {
 				t.Errorf("latency samples = %d, want 200", r.Latency.Samples)

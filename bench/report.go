@@ -390,7 +390,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "  baseline    one commit per request (inbox + outbox row), %d requests on %d connections: %s commits/s\n",
 			bl.Requests, bl.Conns, num(bl.PerSecond))
 		if c := bl.CPU; c != nil {
-			pg := "not local"
+			pg := "not measured"
 			if c.PostgresMicrosPerRq > 0 {
 				pg = num(c.PostgresMicrosPerRq) + " µs"
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/cardbridge/cardbridge/bench"
@@ -76,6 +77,7 @@ func benchCmd(ctx context.Context, args []string, env Env) error {
 	progress := fs.Bool("progress", false, "print progress once a second on stderr (default: when stderr is a terminal)")
 	asJSON := fs.Bool("json", false, "print the report as JSON on stdout (the text report goes to stderr)")
 	fs.StringVar(&cfg.HTMLPath, "html", "", "write a latency histogram page to this file")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process itself (the load generator and, self-contained, the embedded NATS server) to this file")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -95,6 +97,13 @@ func benchCmd(ctx context.Context, args []string, env Env) error {
 		return usagef("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	report, err := bench.Run(ctx, cfg, env.Stderr)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -133,4 +142,22 @@ func writeFile(path string, write func(io.Writer) error) error {
 		return err
 	}
 	return f.Close()
+}
+
+// startCPUProfile profiles this process into path until the returned
+// function is called. The cardbridge processes and the sandbox are
+// profiled through their /debug/pprof instead (CARDBRIDGE_PPROF=true).
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
