@@ -45,8 +45,10 @@ func DefaultTopology() Topology {
 // delete (at most 50 ms of outcomes), whose rows another process sweeps
 // within seconds, or the same process when it restarts. Two minutes (the
 // server's default) covers all of that except a lone process that stays
-// down longer; it is set explicitly so the guarantee does not rest on a
-// default.
+// down longer, or a publish that timed out after the server stored it
+// during a long outage: for rows that old the relay looks in the stream
+// before publishing (relay/stale.go). It is set explicitly so the
+// guarantee does not rest on a default.
 const DuplicateWindow = 2 * time.Minute
 
 // Ensure creates the streams and the durable consumer when they are

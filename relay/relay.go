@@ -11,7 +11,8 @@
 // row twice at once; and every message carries Nats-Msg-Id = event id, so
 // an event published twice (a crash between publish and delete, or a sweep
 // overtaking a slow acknowledgement) is dropped by JetStream's duplicate
-// window.
+// window. A row that outlived the window is checked against the stream
+// before it is published (stale.go).
 package relay
 
 import (
@@ -63,6 +64,9 @@ type Relay struct {
 	// to the collector that Run starts; stopped is closed when Run returns.
 	acks    chan pendingAck
 	stopped chan struct{}
+	// streams remembers the outcome streams' duplicate windows, for rows
+	// that outlived them (stale.go).
+	streams streams
 }
 
 type pendingAck struct {
@@ -301,21 +305,27 @@ func (r *Relay) sweep(ctx context.Context, minAge time.Duration) (int, error) {
 
 // publish sends the batch asynchronously and waits for every ack. It
 // returns the ids of the rows JetStream stored (or recognised as
-// duplicates); the others stay in the outbox for the next pass.
-func (r *Relay) publish(ctx context.Context, events []store.OutboxEvent) ([]int64, error) {
+// duplicates, or held already: see screen); the others stay in the outbox
+// for the next pass.
+func (r *Relay) publish(ctx context.Context, claimed []store.OutboxEvent) ([]int64, error) {
+	events, stored, firstErr := r.screen(ctx, claimed)
+	acked := make([]int64, 0, len(claimed))
+	for _, e := range stored {
+		acked = append(acked, e.ID)
+	}
 	futures := make([]jetstream.PubAckFuture, len(events))
-	var firstErr error
 	for i, e := range events {
 		f, err := r.js.PublishMsgAsync(outboxMsg(e), jetstream.WithMsgID(e.EventID))
 		if err != nil {
-			firstErr = fmt.Errorf("publishing %s: %w", e.EventID, err)
+			if firstErr == nil {
+				firstErr = fmt.Errorf("publishing %s: %w", e.EventID, err)
+			}
 			break
 		}
 		futures[i] = f
 	}
 	timeout := time.NewTimer(r.cfg.PublishWait)
 	defer timeout.Stop()
-	acked := make([]int64, 0, len(events))
 	for i, f := range futures {
 		if f == nil {
 			break

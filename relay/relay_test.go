@@ -221,3 +221,48 @@ func TestShutdownSweepsYoungRows(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, backlog)
 }
+
+// A row that outlived the stream's duplicate window (its process was
+// killed after JetStream stored the event and before the delete, and
+// stayed down) is not published again: the sweep finds its event in the
+// stream and only deletes the row. A row whose event is not there is
+// published as usual.
+func TestRowOlderThanTheDuplicateWindowIsNotPublishedTwice(t *testing.T) {
+	ctx := context.Background()
+	st := newStack(t)
+	s, js, sub := st.s, st.js, st.sub
+	const window = time.Second
+	stream, err := js.Stream(ctx, "CARDS")
+	require.NoError(t, err)
+	cfg := stream.CachedInfo().Config
+	cfg.Duplicates = window
+	_, err = js.UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+
+	stored, lost := outcome(1), outcome(2)
+	for _, c := range []store.Completion{stored, lost} {
+		_, err := s.Complete(ctx, c)
+		require.NoError(t, err)
+	}
+	// The first publish of ev-1, whose row was never deleted.
+	_, err = js.PublishMsg(ctx, &nats.Msg{Subject: stored.Event.Subject, Header: nats.Header(stored.Event.Header), Data: stored.Event.Data},
+		jetstream.WithMsgID(stored.Event.EventID))
+	require.NoError(t, err)
+	m, err := sub.NextMsg(10 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "ev-1", m.Header.Get("Nats-Msg-Id"))
+
+	time.Sleep(window + 200*time.Millisecond) // JetStream forgets ev-1's id
+	r := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond})
+	claimed, err := r.Flush(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 2, claimed)
+
+	m, err = sub.NextMsg(10 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "ev-2", m.Header.Get("Nats-Msg-Id"), "the event that was never stored is published")
+	_, err = sub.NextMsg(300 * time.Millisecond)
+	require.ErrorIs(t, err, nats.ErrTimeout, "nothing else is published")
+	require.EqualValues(t, 2, st.storedOutcomes(t), "each outcome stored once")
+	st.requireOutboxEmpty(t, "both rows are deleted")
+}

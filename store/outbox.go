@@ -22,7 +22,8 @@ func (s *Store) RelayBatch(ctx context.Context, limit int, minAge time.Duration,
 	var claimed int
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `
-			SELECT id, event_id, subject, headers, data FROM outbox
+			SELECT id, event_id, subject, headers, data,
+			       extract(epoch FROM now() - created_at)::float8 FROM outbox
 			WHERE created_at <= now() - $2::interval
 			ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, limit, minAge)
 		if err != nil {
@@ -30,7 +31,9 @@ func (s *Store) RelayBatch(ctx context.Context, limit int, minAge time.Duration,
 		}
 		events, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (OutboxEvent, error) {
 			var e OutboxEvent
-			err := r.Scan(&e.ID, &e.EventID, &e.Subject, &e.Header, &e.Data)
+			var age float64
+			err := r.Scan(&e.ID, &e.EventID, &e.Subject, &e.Header, &e.Data, &age)
+			e.Age = time.Duration(age * float64(time.Second))
 			return e, err
 		})
 		if err != nil {

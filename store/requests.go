@@ -42,6 +42,9 @@ type OutboxEvent struct {
 	Subject string
 	Header  map[string][]string
 	Data    []byte
+	// Age is how long ago the row was committed, by the database's clock;
+	// set when read back.
+	Age time.Duration
 }
 
 // Completion is everything written when a request reaches its outcome: the
