@@ -58,11 +58,15 @@ func TestSmoke(t *testing.T) {
 		args []string
 	}{
 		{"two instances, baseline, html", []string{"--requests", "200", "--instances", "2", "--baseline", "--baseline-requests", "200"}},
-		{"preload", []string{"--requests", "200", "--preload"}},
+		{"preload, cpu profile", []string{"--requests", "200", "--preload"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			base, schema := benchDatabase(t)
 			htmlPath := filepath.Join(t.TempDir(), "latency.html")
+			profilePath := filepath.Join(t.TempDir(), "bench.pprof")
+			if strings.Contains(tc.name, "cpu profile") {
+				tc.args = append(tc.args, "--cpuprofile", profilePath)
+			}
 			args := append([]string{"bench",
 				"--cardbridge-bin", bin, "--database-url", base, "--schema", schema, "--keep-schema",
 				"--in-flight", "64", "--settle", "200ms", "--idle-timeout", "20s",
@@ -105,6 +109,12 @@ func TestSmoke(t *testing.T) {
 			}
 			if !bytes.Contains(page, []byte("<svg")) || bytes.Contains(page, []byte("http://")) && !onlySVGNamespace(page) {
 				t.Errorf("the HTML page must hold an inline SVG and reference nothing on the network")
+			}
+			if strings.Contains(tc.name, "cpu profile") {
+				prof, err := os.ReadFile(profilePath)
+				if err != nil || !bytes.HasPrefix(prof, []byte{0x1f, 0x8b}) {
+					t.Errorf("--cpuprofile wrote no gzipped profile (%d bytes, %v)", len(prof), err)
+				}
 			}
 			if !strings.Contains(stderr.String(), "PASS") {
 				t.Errorf("the text report (stderr with --json) does not say PASS:\n%s", stderr.String())
