@@ -64,9 +64,9 @@ type Relay struct {
 	// to the collector that Run starts; stopped is closed when Run returns.
 	acks    chan pendingAck
 	stopped chan struct{}
-	// streams remembers the outcome streams' duplicate windows, for rows
-	// that outlived them (stale.go).
-	streams streams
+	// stale is what the sweeps remember of rows that outlived their
+	// stream's duplicate window (stale.go).
+	stale staleState
 }
 
 type pendingAck struct {
@@ -102,6 +102,7 @@ func New(s *store.Store, js jetstream.JetStream, cfg Config) *Relay {
 		log:     cfg.Logger.With("component", "relay"),
 		acks:    make(chan pendingAck, 4*cfg.BatchSize),
 		stopped: make(chan struct{}),
+		stale:   staleState{holdLimit: defaultHoldLimit},
 	}
 }
 
@@ -305,39 +306,66 @@ func (r *Relay) sweep(ctx context.Context, minAge time.Duration) (int, error) {
 
 // publish sends the batch asynchronously and waits for every ack. It
 // returns the ids of the rows JetStream stored (or recognised as
-// duplicates, or held already: see screen); the others stay in the outbox
-// for the next pass.
+// duplicates, or held already: see stale.go); the others stay in the
+// outbox for the next pass. Rows the duplicate window covers are sent
+// first, so that looking for older ones in the stream cannot delay them
+// past the window.
 func (r *Relay) publish(ctx context.Context, claimed []store.OutboxEvent) ([]int64, error) {
-	events, stored, firstErr := r.screen(ctx, claimed)
+	young, old, splitErr := r.split(ctx, claimed)
+	var s sending
+	s.send(r.js, young)
+	var stored []store.OutboxEvent
+	var screenErr error
+	if len(old) > 0 {
+		var checked []store.OutboxEvent
+		checked, stored, screenErr = r.screen(ctx, old)
+		s.send(r.js, checked)
+	}
 	acked := make([]int64, 0, len(claimed))
 	for _, e := range stored {
 		acked = append(acked, e.ID)
 	}
-	futures := make([]jetstream.PubAckFuture, len(events))
-	for i, e := range events {
-		f, err := r.js.PublishMsgAsync(outboxMsg(e), jetstream.WithMsgID(e.EventID))
+	acked, err := s.wait(ctx, r.cfg.PublishWait, acked)
+	return acked, errors.Join(err, splitErr, screenErr)
+}
+
+// sending is a batch of asynchronous publishes.
+type sending struct {
+	events  []store.OutboxEvent
+	futures []jetstream.PubAckFuture
+	err     error // the publish that failed; the rows after it wait for the next pass
+}
+
+func (s *sending) send(js jetstream.JetStream, events []store.OutboxEvent) {
+	for _, e := range events {
+		if s.err != nil {
+			return
+		}
+		f, err := js.PublishMsgAsync(outboxMsg(e), jetstream.WithMsgID(e.EventID))
 		if err != nil {
-			if firstErr == nil {
-				firstErr = fmt.Errorf("publishing %s: %w", e.EventID, err)
-			}
-			break
+			s.err = fmt.Errorf("publishing %s: %w", e.EventID, err)
+			return
 		}
-		futures[i] = f
+		s.events = append(s.events, e)
+		s.futures = append(s.futures, f)
 	}
-	timeout := time.NewTimer(r.cfg.PublishWait)
-	defer timeout.Stop()
-	for i, f := range futures {
-		if f == nil {
-			break
-		}
+}
+
+// wait collects the acknowledgements, within timeout, appending the ids of
+// the rows JetStream stored to acked.
+func (s *sending) wait(ctx context.Context, timeout time.Duration, acked []int64) ([]int64, error) {
+	firstErr := s.err
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for i, f := range s.futures {
 		select {
 		case <-f.Ok():
-			acked = append(acked, events[i].ID)
+			acked = append(acked, s.events[i].ID)
 		case err := <-f.Err():
 			if firstErr == nil {
-				firstErr = fmt.Errorf("publishing %s: %w", events[i].EventID, err)
+				firstErr = fmt.Errorf("publishing %s: %w", s.events[i].EventID, err)
 			}
-		case <-timeout.C:
+		case <-t.C:
 			if firstErr == nil {
 				firstErr = errors.New("publishing outbox: timed out waiting for JetStream acks")
 			}

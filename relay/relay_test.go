@@ -222,30 +222,38 @@ func TestShutdownSweepsYoungRows(t *testing.T) {
 	require.Zero(t, backlog)
 }
 
+// setDuplicateWindow shortens the outcome stream's duplicate window, so
+// that a test can outlive it.
+func (st stack) setDuplicateWindow(t *testing.T, window time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	stream, err := st.js.Stream(ctx, "CARDS")
+	require.NoError(t, err)
+	cfg := stream.CachedInfo().Config
+	cfg.Duplicates = window
+	_, err = st.js.UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+}
+
 // A row that outlived the stream's duplicate window (its process was
 // killed after JetStream stored the event and before the delete, and
 // stayed down) is not published again: the sweep finds its event in the
-// stream and only deletes the row. A row whose event is not there is
-// published as usual.
+// stream and only deletes the row. An old row whose event is not there,
+// and a young row in the same batch, are published as usual.
 func TestRowOlderThanTheDuplicateWindowIsNotPublishedTwice(t *testing.T) {
 	ctx := context.Background()
 	st := newStack(t)
 	s, js, sub := st.s, st.js, st.sub
 	const window = time.Second
-	stream, err := js.Stream(ctx, "CARDS")
-	require.NoError(t, err)
-	cfg := stream.CachedInfo().Config
-	cfg.Duplicates = window
-	_, err = js.UpdateStream(ctx, cfg)
-	require.NoError(t, err)
+	st.setDuplicateWindow(t, window)
 
-	stored, lost := outcome(1), outcome(2)
+	stored, lost, young := outcome(1), outcome(2), outcome(3)
 	for _, c := range []store.Completion{stored, lost} {
 		_, err := s.Complete(ctx, c)
 		require.NoError(t, err)
 	}
 	// The first publish of ev-1, whose row was never deleted.
-	_, err = js.PublishMsg(ctx, &nats.Msg{Subject: stored.Event.Subject, Header: nats.Header(stored.Event.Header), Data: stored.Event.Data},
+	_, err := js.PublishMsg(ctx, &nats.Msg{Subject: stored.Event.Subject, Header: nats.Header(stored.Event.Header), Data: stored.Event.Data},
 		jetstream.WithMsgID(stored.Event.EventID))
 	require.NoError(t, err)
 	m, err := sub.NextMsg(10 * time.Second)
@@ -253,16 +261,69 @@ func TestRowOlderThanTheDuplicateWindowIsNotPublishedTwice(t *testing.T) {
 	require.Equal(t, "ev-1", m.Header.Get("Nats-Msg-Id"))
 
 	time.Sleep(window + 200*time.Millisecond) // JetStream forgets ev-1's id
+	_, err = s.Complete(ctx, young)
+	require.NoError(t, err)
 	r := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond})
 	claimed, err := r.Flush(ctx)
 	require.NoError(t, err)
-	require.Equal(t, 2, claimed)
+	require.Equal(t, 3, claimed)
 
-	m, err = sub.NextMsg(10 * time.Second)
-	require.NoError(t, err)
-	require.Equal(t, "ev-2", m.Header.Get("Nats-Msg-Id"), "the event that was never stored is published")
+	var ids []string
+	for range 2 {
+		m, err = sub.NextMsg(10 * time.Second)
+		require.NoError(t, err)
+		ids = append(ids, m.Header.Get("Nats-Msg-Id"))
+	}
+	require.ElementsMatch(t, []string{"ev-2", "ev-3"}, ids, "the events never stored are published")
 	_, err = sub.NextMsg(300 * time.Millisecond)
 	require.ErrorIs(t, err, nats.ErrTimeout, "nothing else is published")
-	require.EqualValues(t, 2, st.storedOutcomes(t), "each outcome stored once")
+	require.EqualValues(t, 3, st.storedOutcomes(t), "each outcome stored once")
+	st.requireOutboxEmpty(t, "every row is deleted")
+}
+
+// When the stream cannot be read (here: its consumer limit is reached),
+// an old row is neither published nor deleted; once the check has failed
+// for the hold limit, the row is published unchecked rather than stuck.
+// Young rows are not held up meanwhile.
+func TestOldRowWaitsForItsCheckThenIsPublished(t *testing.T) {
+	ctx := context.Background()
+	st := newStack(t)
+	s, js, sub := st.s, st.js, st.sub
+	const window = time.Second
+	// The consumer limit cannot be changed on a stream: make it anew.
+	require.NoError(t, js.DeleteStream(ctx, "CARDS"))
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "CARDS", Subjects: []string{"card.>"},
+		Duplicates: window, MaxConsumers: 1})
+	require.NoError(t, err)
+	_, err = js.CreateConsumer(ctx, "CARDS", jetstream.ConsumerConfig{Durable: "taken", AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(t, err)
+
+	_, err = s.Complete(ctx, outcome(1))
+	require.NoError(t, err)
+	time.Sleep(window + 200*time.Millisecond)
+	_, err = s.Complete(ctx, outcome(2))
+	require.NoError(t, err)
+
+	const hold = 500 * time.Millisecond
+	r := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond})
+	relay.SetHoldLimit(r, hold)
+	_, err = r.Flush(ctx)
+	require.Error(t, err, "the stream could not be read")
+	m, err := sub.NextMsg(10 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "ev-2", m.Header.Get("Nats-Msg-Id"), "the young row is published")
+	_, err = sub.NextMsg(200 * time.Millisecond)
+	require.ErrorIs(t, err, nats.ErrTimeout, "the old row waits")
+	n, _, err := s.OutboxBacklog(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n)
+
+	time.Sleep(hold)
+	_, err = r.Flush(ctx)
+	require.Error(t, err, "the stream still cannot be read")
+	m, err = sub.NextMsg(10 * time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "ev-1", m.Header.Get("Nats-Msg-Id"), "published unchecked after the hold limit")
 	st.requireOutboxEmpty(t, "both rows are deleted")
+	require.EqualValues(t, 2, st.storedOutcomes(t))
 }

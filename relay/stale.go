@@ -2,12 +2,14 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cardbridge/cardbridge/broker"
 	"github.com/cardbridge/cardbridge/store"
 )
 
@@ -31,92 +33,141 @@ const (
 	// yet is published again, with a warning: a stuck outcome would be
 	// worse than a second copy with the same event id.
 	maxScan = 1_000_000
-	// streamTTL is how long a stream's name and window are remembered.
-	streamTTL = time.Minute
+	// defaultHoldLimit is how long an old row waits for a check that keeps
+	// failing (the stream cannot be read: NATS permissions, the account's
+	// consumer limit) before it is published unchecked, with a warning,
+	// for the same reason.
+	defaultHoldLimit = time.Minute
+	// streamNameTTL is how long the stream of a subject is remembered; its
+	// window is read afresh for every batch that needs it.
+	streamNameTTL = time.Minute
 )
 
-// outcomeStream is the stream that stores a subject, and its window.
-type outcomeStream struct {
-	name   string
-	window time.Duration
-	read   time.Time
+var errHeld = errors.New("outcomes older than the duplicate window wait for a check of their stream")
+
+// staleState is what the relay remembers between sweeps for old rows.
+type staleState struct {
+	holdLimit time.Duration
+	mu        sync.Mutex
+	names     map[string]streamName // by subject
+	held      map[string]time.Time  // event id -> when its check first failed
 }
 
-// streams remembers which stream stores each subject.
-type streams struct {
-	mu sync.Mutex
-	by map[string]outcomeStream
+type streamName struct {
+	name string
+	read time.Time
 }
 
-func (r *Relay) streamOf(ctx context.Context, subject string) (outcomeStream, error) {
-	r.streams.mu.Lock()
-	s, ok := r.streams.by[subject]
-	r.streams.mu.Unlock()
-	if ok && time.Since(s.read) < streamTTL {
-		return s, nil
+func (r *Relay) streamNameOf(ctx context.Context, subject string) (string, error) {
+	r.stale.mu.Lock()
+	n, ok := r.stale.names[subject]
+	r.stale.mu.Unlock()
+	if ok && time.Since(n.read) < streamNameTTL {
+		return n.name, nil
 	}
 	name, err := r.js.StreamNameBySubject(ctx, subject)
 	if err != nil {
-		return outcomeStream{}, fmt.Errorf("finding the stream of %s: %w", subject, err)
+		return "", fmt.Errorf("finding the stream of %s: %w", subject, err)
 	}
-	st, err := r.js.Stream(ctx, name)
-	if err != nil {
-		return outcomeStream{}, fmt.Errorf("reading stream %s: %w", name, err)
+	r.stale.mu.Lock()
+	if r.stale.names == nil {
+		r.stale.names = map[string]streamName{}
 	}
-	s = outcomeStream{name: name, window: st.CachedInfo().Config.Duplicates, read: time.Now()}
-	r.streams.mu.Lock()
-	if r.streams.by == nil {
-		r.streams.by = map[string]outcomeStream{}
-	}
-	r.streams.by[subject] = s
-	r.streams.mu.Unlock()
-	return s, nil
+	r.stale.names[subject] = streamName{name: name, read: time.Now()}
+	r.stale.mu.Unlock()
+	return name, nil
 }
 
-// screen splits claimed rows into those to publish and those whose events
-// their stream already holds (to delete without publishing). Rows younger
-// than three quarters of their stream's window are published without a
-// look: a copy falls in the window, with a quarter of it to spare for the
-// time between the claim and the publish. When a stream cannot be read,
-// its old rows are in neither list and stay for the next sweep, since
-// publishing them could make a second copy.
-func (r *Relay) screen(ctx context.Context, events []store.OutboxEvent) (publish, stored []store.OutboxEvent, err error) {
-	type old struct {
-		since  time.Time
-		want   map[string]bool
-		events []store.OutboxEvent
-	}
-	byStream := map[string]*old{}
-	var order []string
-	now := time.Now()
+// oldRow is a claimed row too old for the duplicate window to cover; stream
+// is empty when its stream could not be found.
+type oldRow struct {
+	store.OutboxEvent
+	stream string
+}
+
+// split sorts claimed rows into young ones, which their stream's duplicate
+// window covers, and old ones, to look for in the stream first. A row is
+// young when younger than three quarters of the window: a copy falls in
+// the window with a quarter of it to spare for the time until the publish.
+// A row whose stream or window cannot be read is judged by the window
+// cardbridge sets (broker.DuplicateWindow), so that young rows go out as
+// they did before this check; the error is returned with the split.
+func (r *Relay) split(ctx context.Context, events []store.OutboxEvent) (young []store.OutboxEvent, old []oldRow, err error) {
+	windows := map[string]time.Duration{} // by stream, read once per batch
 	for _, e := range events {
-		s, err := r.streamOf(ctx, e.Subject)
-		if err != nil {
-			return nil, nil, err
+		name, lookupErr := r.streamNameOf(ctx, e.Subject)
+		window, known := windows[name]
+		if lookupErr == nil && !known {
+			var st jetstream.Stream
+			if st, lookupErr = r.js.Stream(ctx, name); lookupErr == nil {
+				window = st.CachedInfo().Config.Duplicates
+				windows[name] = window
+			} else {
+				lookupErr = fmt.Errorf("reading stream %s: %w", name, lookupErr)
+			}
 		}
-		if e.Age < s.window*3/4 {
-			publish = append(publish, e)
+		if lookupErr != nil {
+			if err == nil {
+				err = lookupErr
+			}
+			name, window = "", broker.DuplicateWindow
+		}
+		if e.Age < window*3/4 {
+			young = append(young, e)
+		} else {
+			old = append(old, oldRow{OutboxEvent: e, stream: name})
+		}
+	}
+	return young, old, err
+}
+
+// screen looks for old rows' events in their streams. It returns the rows
+// to publish (not in the stream), those to delete without publishing (in
+// the stream already) and an error when some could be neither: they stay
+// for the next sweep, unless their check has failed for the hold limit, when
+// they are published unchecked.
+func (r *Relay) screen(ctx context.Context, old []oldRow) (publish, stored []store.OutboxEvent, err error) {
+	type scanFor struct {
+		since time.Time
+		want  map[string]bool
+		rows  []store.OutboxEvent
+	}
+	byStream := map[string]*scanFor{}
+	var order []string
+	var unchecked []store.OutboxEvent // rows whose stream is unknown
+	now := time.Now()
+	for _, e := range old {
+		if e.stream == "" {
+			unchecked = append(unchecked, e.OutboxEvent)
 			continue
 		}
-		o := byStream[s.name]
-		if o == nil {
-			o = &old{since: now, want: map[string]bool{}}
-			byStream[s.name] = o
-			order = append(order, s.name)
+		s := byStream[e.stream]
+		if s == nil {
+			s = &scanFor{since: now, want: map[string]bool{}}
+			byStream[e.stream] = s
+			order = append(order, e.stream)
 		}
-		o.want[e.EventID] = true
-		o.events = append(o.events, e)
-		if since := now.Add(-e.Age - scanSlack); since.Before(o.since) {
-			o.since = since
+		s.want[e.EventID] = true
+		s.rows = append(s.rows, e.OutboxEvent)
+		if since := now.Add(-e.Age - scanSlack); since.Before(s.since) {
+			s.since = since
 		}
 	}
+	if len(unchecked) > 0 {
+		err = errHeld
+	}
 	for _, name := range order {
-		o := byStream[name]
-		found, complete, err := r.scan(ctx, name, o.since, o.want)
-		if err != nil {
-			return publish, stored, err
+		s := byStream[name]
+		found, complete, scanErr := r.scan(ctx, name, s.since, s.want)
+		if scanErr != nil {
+			r.log.Warn("could not look for old outcomes in their stream", "stream", name, "err", scanErr)
+			if err == nil || errors.Is(err, errHeld) {
+				err = scanErr
+			}
+			unchecked = append(unchecked, s.rows...)
+			continue
 		}
-		for _, e := range o.events {
+		for _, e := range s.rows {
 			switch {
 			case found[e.EventID]:
 				r.log.Info("outcome already stored beyond the duplicate window; its row is deleted, not published again",
@@ -131,14 +182,55 @@ func (r *Relay) screen(ctx context.Context, events []store.OutboxEvent) (publish
 			}
 		}
 	}
-	return publish, stored, nil
+	publish = append(publish, r.holdOrRelease(unchecked)...)
+	r.forgetHeld(publish)
+	r.forgetHeld(stored)
+	return publish, stored, err
+}
+
+// holdOrRelease returns the unchecked rows whose check has failed for the
+// hold limit, to be published anyway, and remembers the others.
+func (r *Relay) holdOrRelease(unchecked []store.OutboxEvent) (release []store.OutboxEvent) {
+	r.stale.mu.Lock()
+	defer r.stale.mu.Unlock()
+	if r.stale.held == nil {
+		r.stale.held = map[string]time.Time{}
+	}
+	now := time.Now()
+	for id, since := range r.stale.held {
+		if now.Sub(since) > 10*r.stale.holdLimit { // gone another way (another process published it)
+			delete(r.stale.held, id)
+		}
+	}
+	for _, e := range unchecked {
+		since, ok := r.stale.held[e.EventID]
+		if !ok {
+			r.stale.held[e.EventID] = now
+			continue
+		}
+		if now.Sub(since) >= r.stale.holdLimit {
+			r.log.Warn("outcome older than the duplicate window published unchecked: its stream could not be read; JetStream may store a second copy",
+				"event_id", e.EventID, "age", e.Age.Round(time.Second), "held", now.Sub(since).Round(time.Second))
+			release = append(release, e)
+		}
+	}
+	return release
+}
+
+func (r *Relay) forgetHeld(events []store.OutboxEvent) {
+	r.stale.mu.Lock()
+	defer r.stale.mu.Unlock()
+	for _, e := range events {
+		delete(r.stale.held, e.EventID)
+	}
 }
 
 // scan reads the ids of the messages stream took since since (headers
 // only, through an ephemeral consumer) and reports which of want it holds,
 // and whether it read every message up to the scan's start.
 func (r *Relay) scan(ctx context.Context, stream string, since time.Time, want map[string]bool) (map[string]bool, bool, error) {
-	cons, err := r.js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
+	cctx, cancel := context.WithTimeout(ctx, r.cfg.PublishWait)
+	cons, err := r.js.CreateConsumer(cctx, stream, jetstream.ConsumerConfig{
 		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
 		OptStartTime:      &since,
 		AckPolicy:         jetstream.AckNonePolicy,
@@ -146,6 +238,7 @@ func (r *Relay) scan(ctx context.Context, stream string, since time.Time, want m
 		MemoryStorage:     true,
 		InactiveThreshold: time.Minute,
 	})
+	cancel()
 	if err != nil {
 		return nil, false, fmt.Errorf("reading stream %s for outcomes already stored: %w", stream, err)
 	}
@@ -162,18 +255,8 @@ func (r *Relay) scan(ctx context.Context, stream string, since time.Time, want m
 		if read >= maxScan {
 			return found, false, nil
 		}
-		batch, err := cons.Fetch(int(min(pending-read, 1000)), jetstream.FetchMaxWait(r.cfg.PublishWait))
+		n, err := r.fetchIDs(ctx, cons, int(min(pending-read, 1000)), want, found)
 		if err != nil {
-			return nil, false, fmt.Errorf("reading stream %s for outcomes already stored: %w", stream, err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			if id := m.Headers().Get(jetstream.MsgIDHeader); want[id] {
-				found[id] = true
-			}
-		}
-		if err := batch.Error(); err != nil {
 			return nil, false, fmt.Errorf("reading stream %s for outcomes already stored: %w", stream, err)
 		}
 		if n == 0 {
@@ -182,4 +265,23 @@ func (r *Relay) scan(ctx context.Context, stream string, since time.Time, want m
 		read += uint64(n)
 	}
 	return found, true, nil
+}
+
+// fetchIDs fetches up to n messages from cons, within PublishWait and ctx,
+// and marks in found those whose Nats-Msg-Id is in want.
+func (r *Relay) fetchIDs(ctx context.Context, cons jetstream.Consumer, n int, want, found map[string]bool) (int, error) {
+	fctx, cancel := context.WithTimeout(ctx, r.cfg.PublishWait)
+	defer cancel()
+	batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
+	if err != nil {
+		return 0, err
+	}
+	got := 0
+	for m := range batch.Messages() {
+		got++
+		if id := m.Headers().Get(jetstream.MsgIDHeader); want[id] {
+			found[id] = true
+		}
+	}
+	return got, batch.Error()
 }

@@ -1,0 +1,7 @@
+package relay
+
+import "time"
+
+// SetHoldLimit shortens how long old rows wait for a check of their
+// stream that keeps failing, for tests.
+func SetHoldLimit(r *Relay, d time.Duration) { r.stale.holdLimit = d }
