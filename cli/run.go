@@ -24,7 +24,7 @@ func runCmd(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	tuneGC(env, defaultMemoryLimit)
+	tuneGC(env, memoryLimitFor(cfg.MaxInFlight))
 	svc, err := app.Start(ctx, cfg, log)
 	if err != nil {
 		return err
