@@ -34,8 +34,7 @@ type BaselineReport struct {
 	CPU *CPUReport `json:"cpu,omitempty"`
 	// PostgresRatio is Postgres's CPU per bare commit over its CPU per
 	// cardbridge request: how much database work batching saves, whatever
-	// the rest of the machine costs. Zero when Postgres is not local, or
-	// the run was too short for /proc's clock ticks (10 ms) to see it.
+	// the rest of the machine costs. Zero when Postgres is not local.
 	PostgresRatio float64 `json:"postgresRatio,omitempty"`
 }
 

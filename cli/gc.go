@@ -20,8 +20,8 @@ const (
 // maxInFlight requests: defaultMemoryLimit up to 512 in flight, and in
 // proportion above. At 1,024 in flight with a 200 ms bank, 100 MiB made
 // the collector run without pause (2,200-3,400 req/s, 360-440 µs of CPU
-// per request); 200 MiB gave 4,400-4,500 req/s at 185 µs, peaking at
-// 207-210 MiB.
+// per request); 200 MiB gave 4,400-4,500 req/s at 177-188 µs, peaking
+// at 207-213 MiB.
 func memoryLimitFor(maxInFlight int) int64 {
 	const base = 512
 	if maxInFlight <= base {

@@ -306,7 +306,7 @@ func (r *Relay) sweep(ctx context.Context, minAge time.Duration) (int, error) {
 
 // publish sends the batch asynchronously and waits for every ack. It
 // returns the ids of the rows JetStream stored (or recognised as
-// duplicates, or held already: see stale.go); the others stay in the
+// duplicates, or found in the stream already: see stale.go); the others stay in the
 // outbox for the next pass. Rows the duplicate window covers are sent
 // first, so that looking for older ones in the stream cannot delay them
 // past the window.

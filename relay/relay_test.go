@@ -282,10 +282,11 @@ func TestRowOlderThanTheDuplicateWindowIsNotPublishedTwice(t *testing.T) {
 }
 
 // When the stream cannot be read (here: its consumer limit is reached),
-// an old row is neither published nor deleted; once the check has failed
-// for the hold limit, the row is published unchecked rather than stuck.
-// Young rows are not held up meanwhile.
-func TestOldRowWaitsForItsCheckThenIsPublished(t *testing.T) {
+// old rows are neither published nor deleted, while young rows of the
+// same batch go out. Once the check has failed for the hold limit, the
+// old rows are published unchecked rather than stuck, the whole backlog in
+// one sweep, not one batch per hold limit.
+func TestOldRowsWaitForTheirCheckThenArePublished(t *testing.T) {
 	ctx := context.Background()
 	st := newStack(t)
 	s, js, sub := st.s, st.js, st.sub
@@ -298,32 +299,44 @@ func TestOldRowWaitsForItsCheckThenIsPublished(t *testing.T) {
 	_, err = js.CreateConsumer(ctx, "CARDS", jetstream.ConsumerConfig{Durable: "taken", AckPolicy: jetstream.AckExplicitPolicy})
 	require.NoError(t, err)
 
-	_, err = s.Complete(ctx, outcome(1))
-	require.NoError(t, err)
+	const old = 5
+	for i := 1; i <= old; i++ {
+		_, err = s.Complete(ctx, outcome(i))
+		require.NoError(t, err)
+	}
 	time.Sleep(window + 200*time.Millisecond)
-	_, err = s.Complete(ctx, outcome(2))
+	_, err = s.Complete(ctx, outcome(old+1))
 	require.NoError(t, err)
 
-	const hold = 500 * time.Millisecond
-	r := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond})
-	relay.SetHoldLimit(r, hold)
-	_, err = r.Flush(ctx)
+	// One batch holds them all: the young row goes, the old ones wait.
+	a := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond})
+	_, err = a.Flush(ctx)
 	require.Error(t, err, "the stream could not be read")
 	m, err := sub.NextMsg(10 * time.Second)
 	require.NoError(t, err)
-	require.Equal(t, "ev-2", m.Header.Get("Nats-Msg-Id"), "the young row is published")
+	require.Equal(t, fmt.Sprintf("ev-%d", old+1), m.Header.Get("Nats-Msg-Id"), "the young row is published")
 	_, err = sub.NextMsg(200 * time.Millisecond)
-	require.ErrorIs(t, err, nats.ErrTimeout, "the old row waits")
+	require.ErrorIs(t, err, nats.ErrTimeout, "the old rows wait")
+
+	// Batches of two: the whole backlog goes once the hold limit is past.
+	const hold = 500 * time.Millisecond
+	b := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond, BatchSize: 2})
+	relay.SetHoldLimit(b, hold)
+	_, err = b.Flush(ctx)
+	require.Error(t, err, "the stream could not be read")
 	n, _, err := s.OutboxBacklog(ctx)
 	require.NoError(t, err)
-	require.EqualValues(t, 1, n)
-
+	require.EqualValues(t, old, n)
 	time.Sleep(hold)
-	_, err = r.Flush(ctx)
-	require.Error(t, err, "the stream still cannot be read")
-	m, err = sub.NextMsg(10 * time.Second)
-	require.NoError(t, err)
-	require.Equal(t, "ev-1", m.Header.Get("Nats-Msg-Id"), "published unchecked after the hold limit")
-	st.requireOutboxEmpty(t, "both rows are deleted")
-	require.EqualValues(t, 2, st.storedOutcomes(t))
+	_, err = b.Flush(ctx)
+	require.NoError(t, err, "released rows are published, not reported as held")
+	var ids []string
+	for range old {
+		m, err = sub.NextMsg(10 * time.Second)
+		require.NoError(t, err)
+		ids = append(ids, m.Header.Get("Nats-Msg-Id"))
+	}
+	require.ElementsMatch(t, []string{"ev-1", "ev-2", "ev-3", "ev-4", "ev-5"}, ids)
+	st.requireOutboxEmpty(t, "every row is deleted")
+	require.EqualValues(t, old+1, st.storedOutcomes(t))
 }

@@ -50,13 +50,17 @@ type staleState struct {
 	holdLimit time.Duration
 	mu        sync.Mutex
 	names     map[string]streamName // by subject
-	held      map[string]time.Time  // event id -> when its check first failed
+	// failing is, by stream ("" for rows whose stream is unknown), since
+	// when its check has failed and when it was last tried.
+	failing map[string]failedCheck
 }
 
 type streamName struct {
 	name string
 	read time.Time
 }
+
+type failedCheck struct{ since, tried time.Time }
 
 func (r *Relay) streamNameOf(ctx context.Context, subject string) (string, error) {
 	r.stale.mu.Lock()
@@ -89,43 +93,62 @@ type oldRow struct {
 // window covers, and old ones, to look for in the stream first. A row is
 // young when younger than three quarters of the window: a copy falls in
 // the window with a quarter of it to spare for the time until the publish.
-// A row whose stream or window cannot be read is judged by the window
-// cardbridge sets (broker.DuplicateWindow), so that young rows go out as
-// they did before this check; the error is returned with the split.
+// Each subject's stream and each stream's window are looked up once per
+// batch, all within PublishWait. A row whose stream or window cannot be
+// read is judged by the window cardbridge sets (broker.DuplicateWindow),
+// so that young rows go out as they did before this check; the first such
+// error is returned with the split.
 func (r *Relay) split(ctx context.Context, events []store.OutboxEvent) (young []store.OutboxEvent, old []oldRow, err error) {
-	windows := map[string]time.Duration{} // by stream, read once per batch
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.PublishWait)
+	defer cancel()
+	type lookup struct {
+		name   string
+		window time.Duration
+		err    error
+	}
+	bySubject := map[string]lookup{}
+	windows := map[string]lookup{} // by stream
 	for _, e := range events {
-		name, lookupErr := r.streamNameOf(ctx, e.Subject)
-		window, known := windows[name]
-		if lookupErr == nil && !known {
-			var st jetstream.Stream
-			if st, lookupErr = r.js.Stream(ctx, name); lookupErr == nil {
-				window = st.CachedInfo().Config.Duplicates
-				windows[name] = window
-			} else {
-				lookupErr = fmt.Errorf("reading stream %s: %w", name, lookupErr)
+		l, done := bySubject[e.Subject]
+		if !done {
+			l.name, l.err = r.streamNameOf(ctx, e.Subject)
+			if l.err == nil {
+				w, known := windows[l.name]
+				if !known {
+					w.name = l.name
+					var st jetstream.Stream
+					if st, w.err = r.js.Stream(ctx, l.name); w.err == nil {
+						w.window = st.CachedInfo().Config.Duplicates
+					} else {
+						w.err = fmt.Errorf("reading stream %s: %w", l.name, w.err)
+					}
+					windows[l.name] = w
+				}
+				l = w
 			}
-		}
-		if lookupErr != nil {
-			if err == nil {
-				err = lookupErr
+			if l.err != nil {
+				if err == nil {
+					err = l.err
+				}
+				l.name, l.window = "", broker.DuplicateWindow
 			}
-			name, window = "", broker.DuplicateWindow
+			bySubject[e.Subject] = l
 		}
-		if e.Age < window*3/4 {
+		if e.Age < l.window*3/4 {
 			young = append(young, e)
 		} else {
-			old = append(old, oldRow{OutboxEvent: e, stream: name})
+			old = append(old, oldRow{OutboxEvent: e, stream: l.name})
 		}
 	}
 	return young, old, err
 }
 
 // screen looks for old rows' events in their streams. It returns the rows
-// to publish (not in the stream), those to delete without publishing (in
-// the stream already) and an error when some could be neither: they stay
-// for the next sweep, unless their check has failed for the hold limit, when
-// they are published unchecked.
+// to publish (not in the stream) and those to delete without publishing
+// (in the stream already). The rows of a stream that cannot be read are in
+// neither list, and errHeld is returned, until its check has failed for
+// the hold limit: from then on they are published unchecked, with a
+// warning, and the check is tried again once per hold limit.
 func (r *Relay) screen(ctx context.Context, old []oldRow) (publish, stored []store.OutboxEvent, err error) {
 	type scanFor struct {
 		since time.Time
@@ -134,13 +157,8 @@ func (r *Relay) screen(ctx context.Context, old []oldRow) (publish, stored []sto
 	}
 	byStream := map[string]*scanFor{}
 	var order []string
-	var unchecked []store.OutboxEvent // rows whose stream is unknown
 	now := time.Now()
 	for _, e := range old {
-		if e.stream == "" {
-			unchecked = append(unchecked, e.OutboxEvent)
-			continue
-		}
 		s := byStream[e.stream]
 		if s == nil {
 			s = &scanFor{since: now, want: map[string]bool{}}
@@ -153,20 +171,29 @@ func (r *Relay) screen(ctx context.Context, old []oldRow) (publish, stored []sto
 			s.since = since
 		}
 	}
-	if len(unchecked) > 0 {
-		err = errHeld
-	}
 	for _, name := range order {
 		s := byStream[name]
-		found, complete, scanErr := r.scan(ctx, name, s.since, s.want)
-		if scanErr != nil {
-			r.log.Warn("could not look for old outcomes in their stream", "stream", name, "err", scanErr)
-			if err == nil || errors.Is(err, errHeld) {
-				err = scanErr
-			}
-			unchecked = append(unchecked, s.rows...)
+		if r.releasedWithoutTrying(name) {
+			publish = append(publish, s.rows...)
 			continue
 		}
+		var (
+			found    map[string]bool
+			complete bool
+			scanErr  = errors.New("its stream is unknown")
+		)
+		if name != "" {
+			found, complete, scanErr = r.scan(ctx, name, s.since, s.want)
+		}
+		if scanErr != nil {
+			if !r.checkFailed(name, scanErr, len(s.rows)) {
+				err = errHeld
+				continue
+			}
+			publish = append(publish, s.rows...)
+			continue
+		}
+		r.checkSucceeded(name)
 		for _, e := range s.rows {
 			switch {
 			case found[e.EventID]:
@@ -182,47 +209,51 @@ func (r *Relay) screen(ctx context.Context, old []oldRow) (publish, stored []sto
 			}
 		}
 	}
-	publish = append(publish, r.holdOrRelease(unchecked)...)
-	r.forgetHeld(publish)
-	r.forgetHeld(stored)
 	return publish, stored, err
 }
 
-// holdOrRelease returns the unchecked rows whose check has failed for the
-// hold limit, to be published anyway, and remembers the others.
-func (r *Relay) holdOrRelease(unchecked []store.OutboxEvent) (release []store.OutboxEvent) {
+// releasedWithoutTrying reports whether stream's check has failed for the
+// hold limit and was tried less than a hold limit ago: its old rows go out
+// unchecked without another try.
+func (r *Relay) releasedWithoutTrying(stream string) bool {
 	r.stale.mu.Lock()
 	defer r.stale.mu.Unlock()
-	if r.stale.held == nil {
-		r.stale.held = map[string]time.Time{}
+	f, ok := r.stale.failing[stream]
+	now := time.Now()
+	return ok && now.Sub(f.since) >= r.stale.holdLimit && now.Sub(f.tried) < r.stale.holdLimit
+}
+
+// checkFailed records a failed check of stream and reports whether its
+// rows are to be published unchecked (the check has failed for the hold
+// limit).
+func (r *Relay) checkFailed(stream string, err error, rows int) (release bool) {
+	r.stale.mu.Lock()
+	defer r.stale.mu.Unlock()
+	if r.stale.failing == nil {
+		r.stale.failing = map[string]failedCheck{}
 	}
 	now := time.Now()
-	for id, since := range r.stale.held {
-		if now.Sub(since) > 10*r.stale.holdLimit { // gone another way (another process published it)
-			delete(r.stale.held, id)
-		}
+	f, ok := r.stale.failing[stream]
+	if !ok {
+		f.since = now
 	}
-	for _, e := range unchecked {
-		since, ok := r.stale.held[e.EventID]
-		if !ok {
-			r.stale.held[e.EventID] = now
-			continue
-		}
-		if now.Sub(since) >= r.stale.holdLimit {
-			r.log.Warn("outcome older than the duplicate window published unchecked: its stream could not be read; JetStream may store a second copy",
-				"event_id", e.EventID, "age", e.Age.Round(time.Second), "held", now.Sub(since).Round(time.Second))
-			release = append(release, e)
-		}
+	f.tried = now
+	r.stale.failing[stream] = f
+	release = now.Sub(f.since) >= r.stale.holdLimit
+	if release {
+		r.log.Warn("outcomes older than the duplicate window published unchecked: their stream could not be read; JetStream may store second copies",
+			"stream", stream, "rows", rows, "failing_for", now.Sub(f.since).Round(time.Second), "err", err)
+	} else {
+		r.log.Warn("outcomes older than the duplicate window wait: their stream could not be read",
+			"stream", stream, "rows", rows, "err", err)
 	}
 	return release
 }
 
-func (r *Relay) forgetHeld(events []store.OutboxEvent) {
+func (r *Relay) checkSucceeded(stream string) {
 	r.stale.mu.Lock()
 	defer r.stale.mu.Unlock()
-	for _, e := range events {
-		delete(r.stale.held, e.EventID)
-	}
+	delete(r.stale.failing, stream)
 }
 
 // scan reads the ids of the messages stream took since since (headers
