@@ -19,48 +19,57 @@ import (
 // publishes them itself at once (see package relay); what is older was
 // left behind by a crash or a failed publish.
 func (s *Store) RelayBatch(ctx context.Context, limit int, minAge time.Duration, publish func(context.Context, []OutboxEvent) (acked []int64, err error)) (int, error) {
-	var claimed int
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `
-			SELECT id, event_id, subject, headers, data,
-			       extract(epoch FROM now() - created_at)::float8 FROM outbox
-			WHERE created_at <= now() - $2::interval
-			ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, limit, minAge)
-		if err != nil {
-			return fmt.Errorf("claiming outbox rows: %w", err)
-		}
-		events, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (OutboxEvent, error) {
-			var e OutboxEvent
-			var age float64
-			err := r.Scan(&e.ID, &e.EventID, &e.Subject, &e.Header, &e.Data, &age)
-			e.Age = time.Duration(age * float64(time.Second))
-			return e, err
-		})
-		if err != nil {
-			return fmt.Errorf("claiming outbox rows: %w", err)
-		}
-		claimed = len(events)
-		if claimed == 0 {
-			return nil
-		}
-		acked, pubErr := publish(ctx, events)
-		if len(acked) > 0 {
-			if _, err := tx.Exec(ctx, `DELETE FROM outbox WHERE id = ANY($1)`, acked); err != nil {
-				return fmt.Errorf("deleting published outbox rows: %w", err)
-			}
-		}
-		// Rows published before an error are still deleted: commit them and
-		// report the error after.
-		if pubErr != nil {
-			if err := tx.Commit(ctx); err != nil {
-				return fmt.Errorf("deleting published outbox rows: %w", err)
-			}
-			return fmt.Errorf("publishing outbox: %w", pubErr)
-		}
-		return nil
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("claiming outbox rows: %w", err)
+	}
+	// Once events are published, ending ctx (a shutdown) must not undo the
+	// deletes, or cut the transaction off with its locks still held by a
+	// backend that has not noticed yet, where the shutdown's last sweep
+	// would skip them: the end of the transaction has a bound of its own.
+	end, cancel := context.WithTimeout(context.WithoutCancel(ctx), relayFinishTimeout)
+	defer cancel()
+	defer func() { _ = tx.Rollback(end) }() // after a commit, a no-op
+	rows, err := tx.Query(ctx, `
+		SELECT id, event_id, subject, headers, data,
+		       extract(epoch FROM now() - created_at)::float8 FROM outbox
+		WHERE created_at <= now() - $2::interval
+		ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, limit, minAge)
+	if err != nil {
+		return 0, fmt.Errorf("claiming outbox rows: %w", err)
+	}
+	events, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (OutboxEvent, error) {
+		var e OutboxEvent
+		var age float64
+		err := r.Scan(&e.ID, &e.EventID, &e.Subject, &e.Header, &e.Data, &age)
+		e.Age = time.Duration(age * float64(time.Second))
+		return e, err
 	})
-	return claimed, err
+	if err != nil {
+		return 0, fmt.Errorf("claiming outbox rows: %w", err)
+	}
+	if len(events) == 0 {
+		return 0, tx.Commit(end)
+	}
+	acked, pubErr := publish(ctx, events)
+	if len(acked) > 0 {
+		if _, err := tx.Exec(end, `DELETE FROM outbox WHERE id = ANY($1)`, acked); err != nil {
+			return len(events), fmt.Errorf("deleting published outbox rows: %w", err)
+		}
+	}
+	// Rows published before an error are still deleted: commit them and
+	// report the error after.
+	if err := tx.Commit(end); err != nil {
+		return len(events), fmt.Errorf("deleting published outbox rows: %w", err)
+	}
+	if pubErr != nil {
+		return len(events), fmt.Errorf("publishing outbox: %w", pubErr)
+	}
+	return len(events), nil
 }
+
+// relayFinishTimeout bounds the delete and commit that end a relay batch.
+const relayFinishTimeout = 10 * time.Second
 
 // DeletePublished deletes the outbox rows of events JetStream has
 // acknowledged. Rows another relay holds are waited for; rows already gone
