@@ -320,3 +320,30 @@ func TestAdmitAnswersManyRequestsAtOnce(t *testing.T) {
 func admissionQuery(i int64) store.AdmissionQuery {
 	return store.AdmissionQuery{Source: "urn:erp:bench", RequestID: fmt.Sprint(i), ClientID: 1}
 }
+
+// The console's list is the newest requests first, looked for in a recent
+// window and then further back until it is full, so older requests still
+// show when the recent ones are fewer than asked.
+func TestRecentRequestsNewestFirstAcrossWindows(t *testing.T) {
+	s := testenv.Store(t)
+	ctx := context.Background()
+	ages := map[string]string{"a": "1 minute", "b": "2 hours", "c": "3 days", "d": "30 days", "e": "10 seconds"}
+	for id, age := range ages {
+		_, err := s.Complete(ctx, completion("urn:erp:console", id, id != "c"))
+		require.NoError(t, err)
+		_, err = s.Pool().Exec(ctx, `UPDATE processed_requests SET processed_at = now() - $1::interval WHERE request_id = $2`, age, id)
+		require.NoError(t, err)
+	}
+	ids := func(limit int) []string {
+		got, err := s.RecentRequests(ctx, limit)
+		require.NoError(t, err)
+		var out []string
+		for _, r := range got {
+			out = append(out, r.RequestID)
+		}
+		return out
+	}
+	require.Equal(t, []string{"e", "a"}, ids(2), "the last hour holds enough")
+	require.Equal(t, []string{"e", "a", "b", "c"}, ids(4), "a week back")
+	require.Equal(t, []string{"e", "a", "b", "c", "d"}, ids(50), "everything, when fewer than asked")
+}
