@@ -68,6 +68,14 @@ func start(r *relay.Relay) (stop func() error) {
 	}
 }
 
+// backlog is how many outbox rows are left now.
+func (st stack) backlog(t *testing.T) int64 {
+	t.Helper()
+	n, _, err := st.s.OutboxBacklog(context.Background())
+	require.NoError(t, err)
+	return n
+}
+
 // requireOutboxEmpty waits until no outbox row is left.
 func (st stack) requireOutboxEmpty(t *testing.T, why string) {
 	t.Helper()
@@ -109,9 +117,7 @@ func TestRepublishAfterCrashIsDeduplicated(t *testing.T) {
 	require.Equal(t, n, published)
 
 	require.EqualValues(t, n, st.storedOutcomes(t), "each outcome stored once")
-	backlog, _, err := s.OutboxBacklog(ctx)
-	require.NoError(t, err)
-	require.Zero(t, backlog)
+	require.Zero(t, st.backlog(t))
 }
 
 // An event handed to Committed is published at once, long before any
@@ -156,9 +162,7 @@ func TestSweepPublishesRowsLeftBehind(t *testing.T) {
 	require.Equal(t, "ev-1", m.Header.Get("Nats-Msg-Id"))
 	require.GreaterOrEqual(t, time.Since(committed), age-50*time.Millisecond, "a young row is left to its own process")
 	require.NoError(t, stop())
-	n, _, err := s.OutboxBacklog(context.Background())
-	require.NoError(t, err)
-	require.Zero(t, n)
+	require.Zero(t, st.backlog(t))
 }
 
 // Committed never holds up the consumer: with nobody collecting (Run not
@@ -217,9 +221,7 @@ func TestShutdownSweepsYoungRows(t *testing.T) {
 	m, err := sub.NextMsg(10 * time.Second)
 	require.NoError(t, err)
 	require.Equal(t, "ev-7", m.Header.Get("Nats-Msg-Id"))
-	backlog, _, err := s.OutboxBacklog(context.Background())
-	require.NoError(t, err)
-	require.Zero(t, backlog)
+	require.Zero(t, st.backlog(t))
 }
 
 // setDuplicateWindow shortens the outcome stream's duplicate window, so
@@ -324,9 +326,7 @@ func TestOldRowsWaitForTheirCheckThenArePublished(t *testing.T) {
 	relay.SetHoldLimit(b, hold)
 	_, err = b.Flush(ctx)
 	require.Error(t, err, "the stream could not be read")
-	n, _, err := s.OutboxBacklog(ctx)
-	require.NoError(t, err)
-	require.EqualValues(t, old, n)
+	require.EqualValues(t, old, st.backlog(t))
 	time.Sleep(hold)
 	_, err = b.Flush(ctx)
 	require.NoError(t, err, "released rows are published, not reported as held")
