@@ -23,6 +23,7 @@ func sandboxCmd(ctx context.Context, args []string, env Env) error {
 	fs.Float64Var(&f.RateLimitRate, "rate-limit-rate", 0, "fraction of requests answered 429")
 	fs.Var((*durationFlag)(&f.RetryAfter), "retry-after", "Retry-After sent with 429 answers")
 	fs.Float64Var(&f.LostResponseRate, "lost-response-rate", 0, "fraction of successful POSTs whose connection is dropped before the answer")
+	fs.Float64Var(&f.GarbledResponseRate, "garbled-response-rate", 0, "fraction of successful POSTs answered 200 with a body that does not carry the result ({}, cut in half, or empty); a retry with the same Idempotency-Key gets the real answer")
 	fs.Var((*durationFlag)(&f.TokenLifetime), "token-lifetime", "lifetime of access tokens (default 1h)")
 	if err := parse(fs, args); err != nil {
 		return err

@@ -17,8 +17,10 @@
 //
 // Faults can be injected at start (WithFaults) or while running (SetFaults,
 // or GET/PUT /_sandbox/faults): latency with jitter, 5xx and 429 answers,
-// token lifetimes and forced expiry, and lost responses (the resource is
-// created, then the connection is dropped before the answer).
+// token lifetimes and forced expiry, lost responses (the resource is
+// created, then the connection is dropped before the answer) and garbled
+// responses (the resource is created, then answered 200 with a body that
+// does not carry it).
 //
 // Everything under /_sandbox/ (faults, token expiry, inspection of users,
 // cards and counters) exists only in the sandbox and needs neither tenant

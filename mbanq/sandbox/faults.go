@@ -41,6 +41,15 @@ type Faults struct {
 	LostResponseRate float64 `json:"lostResponseRate"`
 	LostResponseNext int     `json:"lostResponseNext"`
 
+	// GarbledResponseRate of successful POSTs under /v1/ are processed, and
+	// remembered with their real answer for their Idempotency-Key, but
+	// answered 200 with a body that does not carry the result: in turn an
+	// empty JSON object, the real JSON cut in half, and an empty body. A
+	// retry under the same key gets the real answer from the cache, which
+	// is how a client must find out what happened.
+	GarbledResponseRate float64 `json:"garbledResponseRate"`
+	GarbledResponseNext int     `json:"garbledResponseNext"`
+
 	// Paths limits the faults above to requests whose path starts with one
 	// of these prefixes (e.g. "/v1/cards"); empty means every API request.
 	Paths []string `json:"paths,omitempty"`
@@ -59,7 +68,7 @@ const (
 
 func (f Faults) validate() error {
 	var errs []error
-	for name, r := range map[string]float64{"serverErrorRate": f.ServerErrorRate, "rateLimitRate": f.RateLimitRate, "lostResponseRate": f.LostResponseRate} {
+	for name, r := range map[string]float64{"serverErrorRate": f.ServerErrorRate, "rateLimitRate": f.RateLimitRate, "lostResponseRate": f.LostResponseRate, "garbledResponseRate": f.GarbledResponseRate} {
 		if r < 0 || r > 1 {
 			errs = append(errs, fmt.Errorf("%s %v is not in [0, 1]", name, r))
 		}
@@ -70,7 +79,7 @@ func (f Faults) validate() error {
 	if f.Latency < 0 || f.LatencyJitter < 0 || f.RetryAfter < 0 || f.TokenLifetime < 0 || f.RefreshTokenLifetime < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
-	if f.ServerErrorNext < 0 || f.RateLimitNext < 0 || f.LostResponseNext < 0 {
+	if f.ServerErrorNext < 0 || f.RateLimitNext < 0 || f.LostResponseNext < 0 || f.GarbledResponseNext < 0 {
 		errs = append(errs, errors.New("...Next counters must not be negative"))
 	}
 	return errors.Join(errs...)
@@ -119,6 +128,7 @@ type faultInjector struct {
 	mu      sync.Mutex
 	f       Faults
 	rng     *rand.Rand
+	garbled int // garbled answers so far, to rotate their form
 }
 
 func newFaultInjector(f Faults, seed uint64) *faultInjector {
@@ -229,6 +239,49 @@ func (fi *faultInjector) loseResponse(path string) bool {
 	return lose
 }
 
+// garbling is the form of a garbled answer.
+type garbling int
+
+const (
+	garbleNone      garbling = iota
+	garbleEmptyJSON          // {}
+	garbleTruncated          // the real JSON cut in half
+	garbleEmptyBody          // no body at all
+)
+
+func (g garbling) String() string {
+	return [...]string{"none", "empty object", "truncated", "empty body"}[g]
+}
+
+// garble decides whether the answer to a processed POST is garbled, and
+// how. The forms rotate rather than being drawn, so that GarbledResponseNext
+// of 3 gives each form once, in a known order.
+func (fi *faultInjector) garble(path string) garbling {
+	if !fi.enabled.Load() {
+		return garbleNone
+	}
+	fi.mu.Lock()
+	defer fi.mu.Unlock()
+	if !fi.matches(path) {
+		return garbleNone
+	}
+	hit := false
+	switch {
+	case fi.f.GarbledResponseNext > 0:
+		fi.f.GarbledResponseNext--
+		hit = true
+	case fi.f.GarbledResponseRate > 0:
+		hit = fi.rng.Float64() < fi.f.GarbledResponseRate
+	}
+	fi.refreshEnabled()
+	if !hit {
+		return garbleNone
+	}
+	g := garbleEmptyJSON + garbling(fi.garbled%3)
+	fi.garbled++
+	return g
+}
+
 func (fi *faultInjector) serverStatus() int {
 	if fi.f.ServerErrorStatus != 0 {
 		return fi.f.ServerErrorStatus
@@ -241,7 +294,8 @@ func (fi *faultInjector) serverStatus() int {
 func (fi *faultInjector) refreshEnabled() {
 	f := fi.f
 	fi.enabled.Store(f.Latency > 0 || f.LatencyJitter > 0 || f.ServerErrorRate > 0 || f.ServerErrorNext > 0 ||
-		f.RateLimitRate > 0 || f.RateLimitNext > 0 || f.LostResponseRate > 0 || f.LostResponseNext > 0)
+		f.RateLimitRate > 0 || f.RateLimitNext > 0 || f.LostResponseRate > 0 || f.LostResponseNext > 0 ||
+		f.GarbledResponseRate > 0 || f.GarbledResponseNext > 0)
 }
 
 // Faults returns the faults in force, with the counters that are left.

@@ -21,6 +21,7 @@ type counters struct {
 	serverErrors         atomic.Int64
 	rateLimited          atomic.Int64
 	lostResponses        atomic.Int64
+	garbledResponses     atomic.Int64
 	replays              atomic.Int64
 	idempotencyConflicts atomic.Int64
 	usersCreated         atomic.Int64
@@ -36,6 +37,7 @@ type Stats struct {
 	InjectedServerErrors int64 `json:"injectedServerErrors"`
 	InjectedRateLimits   int64 `json:"injectedRateLimits"`
 	LostResponses        int64 `json:"lostResponses"`
+	GarbledResponses     int64 `json:"garbledResponses"`
 	IdempotentReplays    int64 `json:"idempotentReplays"` // answers served from cache
 	IdempotencyConflicts int64 `json:"idempotencyConflicts"`
 	UsersCreated         int64 `json:"usersCreated"`
@@ -53,6 +55,7 @@ func (s *Server) Stats() Stats {
 		InjectedServerErrors: c.serverErrors.Load(),
 		InjectedRateLimits:   c.rateLimited.Load(),
 		LostResponses:        c.lostResponses.Load(),
+		GarbledResponses:     c.garbledResponses.Load(),
 		IdempotentReplays:    c.replays.Load(),
 		IdempotencyConflicts: c.idempotencyConflicts.Load(),
 		UsersCreated:         c.usersCreated.Load(),

@@ -214,7 +214,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type apiFunc func(r *http.Request, p *principal, body []byte) (any, *apiError)
 
 // endpoint wraps an apiFunc with authentication, authorisation, the body,
-// Idempotency-Key handling for POST and the lost-response fault.
+// Idempotency-Key handling for POST and the lost and garbled answer faults.
 // adminOnly endpoints refuse self-service users whatever their permissions.
 func (s *Server) endpoint(perm string, adminOnly bool, h apiFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -236,10 +236,7 @@ func (s *Server) endpoint(perm string, adminOnly bool, h apiFunc) http.Handler {
 		key := r.Header.Get("Idempotency-Key")
 		if r.Method != http.MethodPost || key == "" {
 			status, out := s.run(h, r, p, body)
-			if r.Method == http.MethodPost && status == http.StatusOK && s.faults.loseResponse(r.URL.Path) {
-				s.loseResponse(r)
-			}
-			s.writeBody(w, status, out)
+			s.answerProcessed(w, r, status, out)
 			return
 		}
 		s.idempotent(w, r, p, key, body, h)
@@ -272,10 +269,7 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p *principal
 		}
 		status, out := s.runOrAbandon(h, r, p, body, scoped, e)
 		s.idem.finish(e, status, out)
-		if status == http.StatusOK && s.faults.loseResponse(r.URL.Path) {
-			s.loseResponse(r)
-		}
-		s.writeBody(w, status, out)
+		s.answerProcessed(w, r, status, out)
 		return
 	}
 }
@@ -307,6 +301,36 @@ func (s *Server) run(h apiFunc, r *http.Request, p *principal, body []byte) (int
 		return e.status, b
 	}
 	return http.StatusOK, b
+}
+
+// answerProcessed writes the answer of a request that was processed, after
+// the faults that strike a successful POST once it is done: its answer lost
+// or garbled. For a POST with an Idempotency-Key the cache already holds the
+// real answer, so a retry under the key learns what happened.
+func (s *Server) answerProcessed(w http.ResponseWriter, r *http.Request, status int, out []byte) {
+	if r.Method == http.MethodPost && status == http.StatusOK {
+		if s.faults.loseResponse(r.URL.Path) {
+			s.loseResponse(r)
+		}
+		if g := s.faults.garble(r.URL.Path); g != garbleNone {
+			out = s.garbledBody(r, g, out)
+		}
+	}
+	s.writeBody(w, status, out)
+}
+
+// garbledBody is what a garbled answer carries instead of out. The status
+// stays 200: the client must notice that the body does not hold the result.
+func (s *Server) garbledBody(r *http.Request, g garbling, out []byte) []byte {
+	s.stats.garbledResponses.Add(1)
+	s.log.Info("sandbox: garbling the answer", "method", r.Method, "path", r.URL.Path, "form", g.String())
+	switch g {
+	case garbleEmptyJSON:
+		return []byte(`{}`)
+	case garbleTruncated:
+		return out[:len(out)/2]
+	}
+	return nil
 }
 
 // loseResponse drops the connection without answering; the request has
