@@ -106,7 +106,7 @@ func (s *Server) handleOrderCard(r *http.Request, p *principal, body []byte) (an
 	if !ok || !p.user.inScope(clientID) {
 		return nil, errNotFound("Client", "error.msg.client.id.invalid", clientID)
 	}
-	product, ok := s.products[productID]
+	product, ok := s.product(productID)
 	if !ok {
 		return nil, errNotFound("Card product", "error.msg.cardproduct.id.invalid", productID)
 	}
@@ -166,7 +166,7 @@ func (s *Server) handleGetCard(r *http.Request, p *principal, _ []byte) (any, *a
 	if c == nil || !p.user.inScope(c.ClientID) {
 		return nil, errNotFound("Card", "error.msg.card.id.invalid", id)
 	}
-	product := s.products[c.ProductID]
+	product, _ := s.product(c.ProductID)
 	return map[string]any{
 		"id":                   c.ID,
 		"clientId":             c.ClientID,

@@ -8,7 +8,8 @@ import (
 
 // This file serves the data the bank sets up and cardbridge only reads:
 // roles, clients and card products. It is fixed by the Seed, so it is read
-// without locks.
+// without locks; the one exception is a card product's active flag, which
+// the bank's staff can change in its console (SetCardProductActive).
 
 type roleJSON struct {
 	ID            int64  `json:"id"`
@@ -87,10 +88,33 @@ func productJSON(p CardProduct) map[string]any {
 	}
 }
 
+// product returns a card product as it is now: the seed's, with the
+// current active flag.
+func (s *Server) product(id int64) (CardProduct, bool) {
+	p, ok := s.products[id]
+	if ok {
+		p.Active = s.productActive[id].Load()
+	}
+	return p, ok
+}
+
+// SetCardProductActive activates or deactivates a card product, as the
+// bank's staff would in its console; orders of the product are refused
+// while it is inactive. It returns an error if the product does not exist.
+func (s *Server) SetCardProductActive(id int64, active bool) error {
+	a, ok := s.productActive[id]
+	if !ok {
+		return fmt.Errorf("sandbox: card product %d does not exist", id)
+	}
+	a.Store(active)
+	return nil
+}
+
 // handleCardProducts serves GET /v1/cardproducts.
 func (s *Server) handleCardProducts(r *http.Request, p *principal, _ []byte) (any, *apiError) {
 	items := make([]map[string]any, len(s.productList))
 	for i, cp := range s.productList {
+		cp, _ = s.product(cp.ID)
 		items[i] = productJSON(cp)
 	}
 	return map[string]any{"totalFilteredRecords": len(items), "pageItems": items}, nil
@@ -102,7 +126,7 @@ func (s *Server) handleCardProduct(r *http.Request, p *principal, _ []byte) (any
 	if aerr != nil {
 		return nil, aerr
 	}
-	cp, ok := s.products[id]
+	cp, ok := s.product(id)
 	if !ok {
 		return nil, errNotFound("Card product", "error.msg.cardproduct.id.invalid", id)
 	}

@@ -22,8 +22,8 @@
 // responses (the resource is created, then answered 200 with a body that
 // does not carry it).
 //
-// Everything under /_sandbox/ (faults, token expiry, inspection of users,
-// cards and counters) exists only in the sandbox and needs neither tenant
+// Everything under /_sandbox/ (faults, token expiry, a card product's
+// active flag, inspection of users, cards and counters) exists only in the sandbox and needs neither tenant
 // nor token: never expose a sandbox where the real API is expected.
 //
 // The Server is safe for concurrent use and keeps no global lock on the hot

@@ -180,6 +180,37 @@ func (s *Server) handlePutFaults(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, http.StatusOK, s.Faults())
 }
 
+// handlePutCardProduct serves PUT /_sandbox/cardproducts/{id} with
+// {"active": bool}, to play the bank's staff fixing (or breaking) a product
+// while cardbridge runs. It answers the product as GET /v1/cardproducts/{id}
+// does.
+func (s *Server) handlePutCardProduct(w http.ResponseWriter, r *http.Request) {
+	id, aerr := pathID(r)
+	if aerr != nil {
+		s.writeError(w, aerr)
+		return
+	}
+	var body struct {
+		Active *bool `json:"active"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		s.writeError(w, errMalformedJSON(err.Error()))
+		return
+	}
+	if body.Active == nil {
+		s.writeError(w, errValidation(field("validation.msg.sandbox.cardproduct.active.cannot.be.blank", "active", nil, "The parameter active is mandatory.")))
+		return
+	}
+	if err := s.SetCardProductActive(id, *body.Active); err != nil {
+		s.writeError(w, errNotFound("Card product", "error.msg.cardproduct.id.invalid", id))
+		return
+	}
+	cp, _ := s.product(id)
+	s.writeJSON(w, http.StatusOK, productJSON(cp))
+}
+
 // handleExpireTokens serves POST /_sandbox/tokens/expire. With
 // {"refresh": true} (or ?refresh=true) refresh tokens expire too.
 func (s *Server) handleExpireTokens(w http.ResponseWriter, r *http.Request) {

@@ -21,7 +21,9 @@ const maxBody = 1 << 20
 
 // Server is the sandbox. It implements http.Handler.
 type Server struct {
-	// Fixed by the seed; read without locks.
+	// Fixed by the seed; read without locks. Only a card product's active
+	// flag can change (SetCardProductActive), so it lives in productActive,
+	// whose map is fixed too: ordering a card pays one atomic load for it.
 	tenantID          string
 	oauthClientID     string
 	oauthClientSecret string
@@ -31,6 +33,7 @@ type Server struct {
 	clients           map[int64]Client
 	savings           map[int64]SavingsAccount
 	products          map[int64]CardProduct
+	productActive     map[int64]*atomic.Bool
 	productList       []CardProduct
 
 	now    func() time.Time
@@ -109,6 +112,7 @@ func New(seed Seed, opts ...Option) *Server {
 		clients:           map[int64]Client{},
 		savings:           map[int64]SavingsAccount{},
 		products:          map[int64]CardProduct{},
+		productActive:     map[int64]*atomic.Bool{},
 		now:               o.now,
 		log:               o.log,
 		tokens:            newTokenIssuer(),
@@ -133,6 +137,8 @@ func New(seed Seed, opts ...Option) *Server {
 	}
 	for _, x := range seed.CardProducts {
 		s.products[x.ID] = x
+		s.productActive[x.ID] = new(atomic.Bool)
+		s.productActive[x.ID].Store(x.Active)
 	}
 	for _, id := range sortedIDs(s.products) {
 		s.productList = append(s.productList, s.products[id])
@@ -175,6 +181,7 @@ func (s *Server) routes() {
 	s.admin.HandleFunc("GET /_sandbox/users", s.handleInspectUsers)
 	s.admin.HandleFunc("GET /_sandbox/cards", s.handleInspectCards)
 	s.admin.HandleFunc("GET /_sandbox/stats", s.handleInspectStats)
+	s.admin.HandleFunc("PUT /_sandbox/cardproducts/{id}", s.handlePutCardProduct)
 }
 
 // ServeHTTP answers one request: sandbox control endpoints directly, API
