@@ -330,9 +330,12 @@ func TestBadCredentials(t *testing.T) {
 		t.Errorf("password in error: %v", err)
 	}
 
+	// A wrong client secret is told apart from a wrong password: the
+	// OAuth2 answer of Spring Security, read into Code and Message.
 	c := clientFor(t, b.srv.URL, func(cfg *mbanq.Config) { cfg.ClientSecret = secret.New("n0t-the-secret") })
 	_, err = c.As(mbanq.Credentials{Username: sandbox.DefaultAdminUsername, Password: secret.New(adminPassword)}).UserDetails(ctx)
-	wantError(t, err, http.StatusUnauthorized, mbanq.CodeNotAuthenticated)
+	e := wantError(t, err, http.StatusUnauthorized, "invalid_client")
+	equal(t, e.Message, "Bad client credentials", "message")
 	if contains(err.Error(), "n0t-the-secret") {
 		t.Errorf("client secret in error: %v", err)
 	}

@@ -179,7 +179,10 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	secretOK := subtle.ConstantTimeCompare([]byte(fields["client_secret"]), []byte(s.oauthClientSecret)) == 1
 	if !clientOK || !secretOK {
 		s.stats.unauthorized.Add(1)
-		s.writeError(w, errNotAuthenticated("Invalid OAuth client credentials."))
+		e := errInvalidClient()
+		// Spring sends its OAuth2 errors with no-store, like its tokens.
+		w.Header().Set("Cache-Control", "no-store")
+		s.writeJSON(w, e.status, e.body)
 		return
 	}
 	var u *userRec

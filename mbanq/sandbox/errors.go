@@ -10,9 +10,13 @@ import (
 // Fineract shape, status codes and codes.
 //
 // Choices where MBanq's behaviour is not documented:
-//   - The token endpoint answers failures in the Fineract format, not the
-//     OAuth2 one: 401 error.msg.not.authenticated for a wrong client, user,
-//     password or refresh token; 400 for a missing field or grant type.
+//   - The token endpoint refuses a wrong client_id or client_secret as
+//     Spring Security OAuth2 (which Fineract uses) does, in the RFC 6749
+//     format: 401 {"error":"invalid_client","error_description":"Bad client
+//     credentials"}, so that a misconfigured OAuth client can be told from
+//     a wrong password. Its other failures are in the Fineract format: 401
+//     error.msg.not.authenticated for a wrong user, password or refresh
+//     token; 400 for a missing field or grant type.
 //   - A self-service user asking for a client, card or account outside its
 //     scope gets 404, as Fineract's self-service API does, so that the
 //     existence of other customers' data is not revealed.
@@ -156,6 +160,24 @@ func errRateLimited() *apiError {
 func errServer(status int) *apiError {
 	return newError(status, "error.msg.platform.server.side.error",
 		"An unexpected error occured on the platform server.")
+}
+
+// oauthError is an RFC 6749 (section 5.2) error answer of the token
+// endpoint; it is not in the Fineract format.
+type oauthError struct {
+	status int
+	body   oauthErrorBody
+}
+
+type oauthErrorBody struct {
+	Error            string `json:"error"`
+	ErrorDescription string `json:"error_description"`
+}
+
+// errInvalidClient is Spring Security OAuth2's answer to a wrong client_id
+// or client_secret.
+func errInvalidClient() *oauthError {
+	return &oauthError{status: http.StatusUnauthorized, body: oauthErrorBody{Error: "invalid_client", ErrorDescription: "Bad client credentials"}}
 }
 
 func errRouteNotFound(path string) *apiError {
