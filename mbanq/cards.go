@@ -2,6 +2,7 @@ package mbanq
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 )
@@ -63,6 +64,19 @@ type cardWire struct {
 	Network              enumOption `json:"network"`
 	PrimaryAccountNumber flexString `json:"primaryAccountNumber"`
 	ExpiryDate           flexString `json:"expiryDate"`
+}
+
+// check refuses a success that does not name the card (a body lost or cut
+// in transit, say): the card may well exist, and only asking again under
+// the same Idempotency-Key tells which card it is (see exchange).
+func (w *cardWire) check() error {
+	if w.ID <= 0 && w.ResourceID <= 0 {
+		return errors.New("the answer names no card id")
+	}
+	if w.CardToken == "" {
+		return errors.New("the answer has no cardToken")
+	}
+	return nil
 }
 
 func (w cardWire) card() Card {

@@ -137,5 +137,11 @@ func defaultHTTPClient() *http.Client {
 	tr.MaxIdleConns = 1024
 	tr.MaxIdleConnsPerHost = 1024
 	tr.IdleConnTimeout = 90 * time.Second
-	return &http.Client{Transport: tr}
+	return &http.Client{
+		Transport: tr,
+		// A redirect is never followed: it could carry credentials and
+		// tokens to another host, or turn a POST into a GET. The 3xx is
+		// answered to the caller as a fault of the configuration.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }

@@ -140,7 +140,8 @@ func TestSelfServiceScope(t *testing.T) {
 	wantError(t, err, http.StatusForbidden, mbanq.CodeNotAuthorized)
 	err = ss.UpdateUser(ctx, 1, mbanq.UpdateUserRequest{Password: secret.New(userPassword)})
 	wantError(t, err, http.StatusForbidden, mbanq.CodeNotAuthorized)
-	equal(t, mbanq.Classify(err), mbanq.ClassPermanent, "class")
+	equal(t, mbanq.Classify(err), mbanq.ClassConfig, "a missing permission is a fault of the deployment")
+	equal(t, mbanq.ConfigFault(err), mbanq.FaultNotAuthorized, "named")
 }
 
 func TestOrderCardErrors(t *testing.T) {
@@ -301,7 +302,8 @@ func TestTenantIsRequired(t *testing.T) {
 	s := c.As(mbanq.Credentials{Username: sandbox.DefaultAdminUsername, Password: secret.New(adminPassword)})
 	_, err := s.UserDetails(context.Background())
 	wantError(t, err, http.StatusUnauthorized, mbanq.CodeInvalidTenant)
-	equal(t, mbanq.Classify(err), mbanq.ClassPermanent, "a wrong tenant is not fixed by a new token")
+	equal(t, mbanq.Classify(err), mbanq.ClassConfig, "a wrong tenant is not fixed by a new token")
+	equal(t, mbanq.ConfigFault(err), mbanq.FaultInvalidTenant, "named")
 
 	resp, body := b.rawRequest(t, http.MethodGet, "/v1/cardproducts", "", nil)
 	equal(t, resp.StatusCode, http.StatusUnauthorized, "status")

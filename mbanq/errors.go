@@ -21,6 +21,11 @@ const (
 	CodeValidationErrorsExist = "validation.msg.validation.errors.exist"
 	CodeDomainRuleViolation   = "validation.msg.domain.rule.violation"
 
+	// OAuth2 (RFC 6749 section 5.2) codes of the token endpoint, read from
+	// its "error" field: the client id or secret is not accepted.
+	CodeInvalidClient      = "invalid_client"
+	CodeUnauthorizedClient = "unauthorized_client"
+
 	// CodeMalformedResponse is set by this package, not by MBanq, when a
 	// successful answer cannot be decoded.
 	CodeMalformedResponse = "mbanq.client.malformed.response"
@@ -54,6 +59,14 @@ type Error struct {
 	// Err is the underlying cause of a failure without a response (network
 	// error, timeout, cancelled context) or of an undecodable answer.
 	Err error
+	// OutcomeUnknown is set on the last error of a call when an earlier
+	// attempt of the call may have been acted on without its answer being
+	// learnt: a later transient failure does not tell what happened, so
+	// the call's outcome stays unknown (ClassUnknown).
+	OutcomeUnknown bool
+	// Login is set on errors of the token endpoint: the user's credentials
+	// (or the OAuth client's) were being checked, no API call was made.
+	Login bool
 }
 
 // FieldError is one entry of the errors array of a Fineract error body.

@@ -1,6 +1,8 @@
 package mbanq
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"context"
 	"errors"
 	"fmt"
@@ -117,8 +119,10 @@ func TestClassify(t *testing.T) {
 		{"nil", nil, ClassNone},
 		{"400", status(400, CodeValidationErrorsExist), ClassPermanent},
 		{"401", status(401, CodeNotAuthenticated), ClassReauth},
-		{"401 tenant", status(401, CodeInvalidTenant), ClassPermanent},
-		{"403", status(403, CodeNotAuthorized), ClassPermanent},
+		{"401 tenant", status(401, CodeInvalidTenant), ClassConfig},
+		{"401 oauth client", status(401, CodeInvalidClient), ClassConfig},
+		{"403 not authorized", status(403, CodeNotAuthorized), ClassConfig},
+		{"403 domain rule", status(403, CodeDomainRuleViolation), ClassPermanent},
 		{"403 duplicate", status(403, CodeDuplicateUsername), ClassPermanent},
 		{"404", status(404, CodeResourceNotFound), ClassPermanent},
 		{"409", status(409, ""), ClassPermanent},
@@ -127,18 +131,24 @@ func TestClassify(t *testing.T) {
 		{"408", status(408, ""), ClassRetry},
 		{"429", status(429, ""), ClassRetry},
 		{"500", status(500, ""), ClassRetry},
-		{"502", status(502, ""), ClassRetry},
+		{"502", status(502, ""), ClassUnknown},
 		{"503", status(503, ""), ClassRetry},
-		{"504", status(504, ""), ClassRetry},
-		{"malformed 200", &Error{HTTPStatus: 200, Code: CodeMalformedResponse}, ClassPermanent},
+		{"504", status(504, ""), ClassUnknown},
+		{"503 after an unknown attempt", &Error{HTTPStatus: 503, OutcomeUnknown: true}, ClassUnknown},
+		{"403 after an unknown attempt", &Error{HTTPStatus: 403, OutcomeUnknown: true}, ClassPermanent},
+		{"302", status(302, ""), ClassConfig},
+		{"malformed 200", &Error{HTTPStatus: 200, Code: CodeMalformedResponse}, ClassUnknown},
 		{"wrapped 503", fmt.Errorf("ordering card: %w", status(503, "")), ClassRetry},
 		{"canceled", &Error{Op: "op", Err: context.Canceled}, ClassCanceled},
 		{"bare canceled", context.Canceled, ClassCanceled},
 		{"deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), ClassCanceled},
-		{"attempt timeout", &Error{Op: "op", Err: fmt.Errorf("GET /x: %w after 1s", errAttemptTimeout)}, ClassRetry},
-		{"connection refused", &Error{Op: "op", Err: &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}}, ClassRetry},
-		{"EOF", &Error{Op: "op", Err: io.EOF}, ClassRetry},
-		{"bare net error", &net.OpError{Op: "read", Err: syscall.ECONNRESET}, ClassRetry},
+		{"attempt timeout", &Error{Op: "op", Err: fmt.Errorf("GET /x: %w after 1s", errAttemptTimeout)}, ClassUnknown},
+		{"connection refused", &Error{Op: "op", Err: &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}}, ClassConfig},
+		{"no such host", &Error{Op: "op", Err: &net.DNSError{Err: "no such host", Name: "bank.invalid", IsNotFound: true}}, ClassConfig},
+		{"certificate", &Error{Op: "op", Err: x509.UnknownAuthorityError{}}, ClassConfig},
+		{"plain http answer to TLS", &Error{Op: "op", Err: tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}}, ClassConfig},
+		{"EOF", &Error{Op: "op", Err: io.EOF}, ClassUnknown},
+		{"bare net error", &net.OpError{Op: "read", Err: syscall.ECONNRESET}, ClassUnknown},
 		{"other", errors.New("boom"), ClassPermanent},
 	}
 	for _, tt := range tests {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -250,11 +252,14 @@ func TestAttemptTimeoutIsRetried(t *testing.T) {
 	if err == nil {
 		t.Fatal("want a timeout")
 	}
-	equal(t, mbanq.Classify(err), mbanq.ClassRetry, "class of "+err.Error())
+	equal(t, mbanq.Classify(err), mbanq.ClassUnknown, "class of "+err.Error())
 	equal(t, errors.Is(err, context.DeadlineExceeded), false, "not the caller's deadline")
 	equal(t, contains(b.logs.String(), "attempt timed out"), true, "retried")
 }
 
+// A bank that cannot be reached at all received nothing: that is a fault
+// of the deployment (ClassConfig, bank_unreachable), retried within the
+// call in case it is a blip.
 func TestNoAnswerIsRetryable(t *testing.T) {
 	b := setup(t)
 	url := b.srv.URL
@@ -264,7 +269,8 @@ func TestNoAnswerIsRetryable(t *testing.T) {
 	var e *mbanq.Error
 	equal(t, errors.As(err, &e), true, "an *Error")
 	equal(t, e.HTTPStatus, 0, "no status")
-	equal(t, mbanq.Classify(err), mbanq.ClassRetry, "class of "+errString(err))
+	equal(t, mbanq.Classify(err), mbanq.ClassConfig, "class of "+errString(err))
+	equal(t, mbanq.ConfigFault(err), mbanq.FaultUnreachable, "named")
 }
 
 func TestLostResponseThenRetryCreatesOneCard(t *testing.T) {
@@ -358,4 +364,61 @@ func TestCreateUserIsIdempotent(t *testing.T) {
 	equal(t, r2.UserID, r1.UserID, "same user")
 	equal(t, r1.ClientID, int64(1), "client id")
 	equal(t, len(b.sb.Users()), 2, "users")
+}
+
+// A 200 whose body does not name the card (empty object, cut in half,
+// empty) is retried within the call under the same Idempotency-Key; the
+// bank answers the retry from its cache with the real card, and no second
+// card is made.
+func TestGarbledAnswerIsAskedAgainAndNamesTheRealCard(t *testing.T) {
+	b := setup(t, withFaults(sandbox.Faults{GarbledResponseNext: 3, Paths: []string{"/v1/cards"}}),
+		withConfig(func(c *mbanq.Config) { c.BaseBackoff = time.Millisecond; c.MaxBackoff = time.Millisecond }))
+	for i := range 3 {
+		key := mbanq.IdempotencyKey("card", "garbled", string(rune('a'+i)))
+		card, err := b.admin.OrderCard(context.Background(), mbanq.OrderCardRequest{ProductID: 1, SavingsAccountID: 1, ClientID: 1}, key)
+		must(t, err)
+		if card.ID == 0 || card.CardToken == "" {
+			t.Fatalf("order %d: a card without id or token: %+v", i, card)
+		}
+		cards := b.sb.Cards()
+		equal(t, len(cards), i+1, "one card per order")
+		equal(t, card.ID, cards[i].ID, "the real card")
+		equal(t, card.CardToken, cards[i].CardToken, "the real token")
+	}
+	st := b.sb.Stats()
+	equal(t, st.GarbledResponses, int64(3), "three garbled answers: {}, cut, empty")
+	equal(t, st.IdempotentReplays, int64(3), "each retry answered from the cache")
+}
+
+// A garbled answer that stays garbled is ClassUnknown: the card may exist.
+func TestAnswerThatStaysGarbledIsUnknown(t *testing.T) {
+	b := setup(t, withFaults(sandbox.Faults{GarbledResponseRate: 1, Paths: []string{"/v1/cards"}}),
+		withConfig(func(c *mbanq.Config) { c.MaxAttempts = 1 }))
+	_, err := b.admin.OrderCard(context.Background(), mbanq.OrderCardRequest{ProductID: 1, SavingsAccountID: 1, ClientID: 1}, "k")
+	equal(t, mbanq.Classify(err), mbanq.ClassUnknown, "class of "+errString(err))
+	equal(t, b.sb.CardCount(1), 1, "the card exists at the bank")
+}
+
+// A redirect is never followed: it would take the bearer token (and, on
+// /oauth/token, the client secret and a password) to wherever it points,
+// and turn a POST into a GET. It is a fault of the configuration.
+func TestRedirectIsNotFollowed(t *testing.T) {
+	var elsewhere atomic.Int64
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { elsewhere.Add(1) }))
+	t.Cleanup(other.Close)
+	for _, status := range []int{http.StatusFound, http.StatusTemporaryRedirect} {
+		redirecting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, other.URL+r.URL.Path, status)
+		}))
+		t.Cleanup(redirecting.Close)
+		c := clientFor(t, redirecting.URL)
+		_, err := c.As(mbanq.Credentials{Username: "u", Password: secret.New(userPassword)}).OrderCard(context.Background(),
+			mbanq.OrderCardRequest{ProductID: 1, SavingsAccountID: 1, ClientID: 1}, "k")
+		var e *mbanq.Error
+		equal(t, errors.As(err, &e), true, "an *Error")
+		equal(t, e.HTTPStatus, status, "the redirect's status is named")
+		equal(t, mbanq.Classify(err), mbanq.ClassConfig, "class")
+		equal(t, mbanq.ConfigFault(err), mbanq.FaultRedirect, "fault")
+	}
+	equal(t, elsewhere.Load(), int64(0), "nothing reached the redirect's target")
 }

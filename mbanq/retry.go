@@ -37,6 +37,10 @@ func (s *Session) call(ctx context.Context, r request, out any) error {
 	traceID := uuid.NewString()
 	c := s.c
 	reauthed := false
+	// unknown: an attempt may have been acted on without its answer being
+	// learnt. A later transient failure does not settle it; only a
+	// definite answer (a success, a refusal) does.
+	unknown := false
 	for attempt := 1; ; attempt++ {
 		var token secret.String
 		err = nil
@@ -57,14 +61,17 @@ func (s *Session) call(ctx context.Context, r request, out any) error {
 				continue
 			}
 		}
-		if Classify(err) != ClassRetry || attempt >= c.cfg.MaxAttempts {
-			return err
+		if Classify(err) == ClassUnknown && r.method != http.MethodGet {
+			unknown = true
+		}
+		if !retryInCall(err) || attempt >= c.cfg.MaxAttempts {
+			return markUnknown(err, unknown)
 		}
 		wait, ok := c.backoff(attempt, RetryAfter(err))
 		if !ok {
 			// MBanq asked for a longer pause than a call should hold a
 			// worker; the caller sees RetryAfter on the error.
-			return err
+			return markUnknown(err, unknown)
 		}
 		c.log.LogAttrs(ctx, slog.LevelWarn, "mbanq call failed, retrying",
 			slog.String("op", r.op),
@@ -77,6 +84,19 @@ func (s *Session) call(ctx context.Context, r request, out any) error {
 			return &Error{Op: r.op, Err: werr}
 		}
 	}
+}
+
+// markUnknown returns the last error of a call whose earlier attempts left
+// the outcome unknown, so that it classifies as ClassUnknown unless it is a
+// definite answer itself.
+func markUnknown(err error, unknown bool) error {
+	var e *Error
+	if !unknown || !errors.As(err, &e) || e.OutcomeUnknown {
+		return err
+	}
+	cp := *e
+	cp.OutcomeUnknown = true
+	return &cp
 }
 
 // backoff returns how long to wait after the given failed attempt: the
@@ -128,7 +148,7 @@ func retryReason(err error) string {
 			return "server error " + http.StatusText(e.HTTPStatus)
 		case errors.Is(err, errAttemptTimeout):
 			return "attempt timed out"
-		case e.HTTPStatus == 0:
+		case e.HTTPStatus == 0 && e.Err != nil:
 			return "no answer: " + e.Err.Error()
 		}
 	}

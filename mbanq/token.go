@@ -44,6 +44,15 @@ func (s *Session) Token(ctx context.Context) (secret.String, error) {
 	return s.tokens.get(ctx, "get token")
 }
 
+// Login fetches a new token with the password grant, whatever is cached,
+// and keeps it. It checks that MBanq accepts the tenant, the OAuth client
+// and the user's credentials, which is how a paused consumer probes whether
+// a fault of the deployment has cleared.
+func (s *Session) Login(ctx context.Context) error {
+	_, err := s.tokens.grant(ctx, "oauth token (password grant)", s.tokens.passwordForm())
+	return err
+}
+
 // cached returns the access token if it is still fresh.
 func (ts *tokenSource) cached() (secret.String, bool) {
 	ts.mu.Lock()
@@ -123,13 +132,18 @@ func (ts *tokenSource) fetch(ctx context.Context) (secret.String, error) {
 		ts.c.log.LogAttrs(ctx, slog.LevelInfo, "mbanq refresh grant failed, using password grant",
 			slog.String("user", ts.creds.Username), slog.String("error", err.Error()))
 	}
-	return ts.grant(ctx, "oauth token (password grant)", url.Values{
+	return ts.grant(ctx, "oauth token (password grant)", ts.passwordForm())
+}
+
+// passwordForm is the body of a password grant for the source's user.
+func (ts *tokenSource) passwordForm() url.Values {
+	return url.Values{
 		"grant_type":    {"password"},
 		"username":      {ts.creds.Username},
 		"password":      {ts.creds.Password.Reveal()},
 		"client_id":     {ts.c.cfg.ClientID},
 		"client_secret": {ts.c.cfg.ClientSecret.Reveal()},
-	})
+	}
 }
 
 // tokenResponse is the answer of POST /oauth/token.
@@ -157,12 +171,18 @@ func (ts *tokenSource) grant(ctx context.Context, op string, form url.Values) (s
 	}
 	var tr tokenResponse
 	err = ts.c.exchange(ctx, &r, body, contentType, secret.String{}, uuid.NewString(), 1, &tr)
+	if err == nil && tr.AccessToken == "" {
+		err = &Error{Op: op, HTTPStatus: http.StatusOK, Code: CodeMalformedResponse, Message: "no access_token in the answer"}
+	}
 	ts.c.observer().TokenGranted(form.Get("grant_type"), err)
 	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			cp := *e
+			cp.Login = true
+			err = &cp
+		}
 		return secret.String{}, err
-	}
-	if tr.AccessToken == "" {
-		return secret.String{}, &Error{Op: op, HTTPStatus: http.StatusOK, Code: CodeMalformedResponse, Message: "no access_token in the answer"}
 	}
 	lifetime := time.Duration(tr.ExpiresIn) * time.Second
 	if lifetime <= 0 {

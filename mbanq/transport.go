@@ -9,7 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/cardbridge/cardbridge/secret"
@@ -60,6 +62,12 @@ func (c *Client) exchange(ctx context.Context, r *request, body []byte, contentT
 	if body != nil {
 		rdr = bytes.NewReader(body)
 	}
+	// net/http resends a request that carries an Idempotency-Key by itself
+	// when a reused connection dies before the answer: safe (same key), but
+	// the first send may have been acted on, and that must not be hidden.
+	// Each send takes a connection; more than one means a resend.
+	var sends atomic.Int32
+	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { sends.Add(1) }})
 	req, err := http.NewRequestWithContext(actx, r.method, c.cfg.BaseURL+r.path, rdr)
 	if err != nil {
 		return fmt.Errorf("mbanq: %s: building request: %w", r.op, err)
@@ -84,6 +92,7 @@ func (c *Client) exchange(ctx context.Context, r *request, body []byte, contentT
 	if err != nil {
 		return c.noAnswer(ctx, r, err)
 	}
+	resent := sends.Load() > 1 && r.method != http.MethodGet
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
 	if err != nil {
@@ -102,19 +111,33 @@ func (c *Client) exchange(ctx context.Context, r *request, body []byte, contentT
 		slog.Duration("elapsed", time.Since(start)),
 	)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return decodeError(r.op, resp, data)
+		e := decodeError(r.op, resp, data)
+		e.OutcomeUnknown = resent
+		return e
 	}
-	if out == nil || len(bytes.TrimSpace(data)) == 0 {
+	if out == nil {
 		return nil
 	}
-	if err := json.Unmarshal(data, out); err != nil {
+	malformed := func(err error) error {
 		return &Error{
 			Op:         r.op,
 			HTTPStatus: resp.StatusCode,
 			Code:       CodeMalformedResponse,
-			Message:    "cannot decode the answer",
+			Message:    "cannot read the answer",
 			RequestID:  requestID,
 			Err:        err,
+		}
+	}
+	if len(bytes.TrimSpace(data)) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return malformed(err)
+		}
+	}
+	// An answer that must name what was done (a card, say) and does not
+	// is as unreadable as broken JSON: the operation may have happened.
+	if c, ok := out.(interface{ check() error }); ok {
+		if err := c.check(); err != nil {
+			return malformed(err)
 		}
 	}
 	return nil
