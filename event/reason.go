@@ -18,12 +18,21 @@ const (
 	// ReasonUnboundSource: the event source may not order cards for the
 	// client named in the data.
 	ReasonUnboundSource = "unbound_source"
-	// ReasonBankRejected: MBanq refused the order; card.failed carries the
-	// bank's error code.
+	// ReasonBankRejected: MBanq definitely refused the order (a business
+	// rule, a 4xx); card.failed carries the bank's error code. A replay,
+	// once the cause is fixed, orders under a new Idempotency-Key, since the
+	// bank remembers the refusal under the old one.
 	ReasonBankRejected = "bank_rejected"
-	// ReasonRetriesExhausted: transient failures (bank or network) persisted
-	// past the retry budget.
+	// ReasonRetriesExhausted: the bank kept failing without acting (5xx,
+	// 429) for the whole retry budget (CARDBRIDGE_RETRY_FOR). No card was
+	// created; a replay orders again under the same Idempotency-Key.
 	ReasonRetriesExhausted = "retries_exhausted"
+	// ReasonBankOutcomeUnknown: the retry budget ran out while the bank's
+	// answer to an order was not known (a timeout, a lost connection, an
+	// unreadable answer): a card may exist. A replay asks the bank again
+	// under the same Idempotency-Key, so an existing card is found, not
+	// ordered a second time.
+	ReasonBankOutcomeUnknown = "bank_outcome_unknown"
 	// ReasonDuplicateConflict: a request with the same (source, id) but
 	// different data was already accepted; the first one stands.
 	ReasonDuplicateConflict = "duplicate_conflict"
@@ -38,6 +47,7 @@ var reasons = []string{
 	ReasonBankRejected,
 	ReasonRetriesExhausted,
 	ReasonDuplicateConflict,
+	ReasonBankOutcomeUnknown,
 }
 
 // Reasons returns every failure reason code, in a fixed order.

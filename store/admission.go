@@ -25,6 +25,14 @@ type Admission struct {
 	// all, which tells an unknown ERP from one asking for a client it does
 	// not own.
 	SourceKnown bool
+	// Generation is the request's replay generation: how often cardbridge
+	// replayed its dead letter (0 for a request never replayed). It is
+	// read from the store, never from the message, so that no publisher
+	// can start a new outcome of its own accord.
+	Generation int
+	// OrderKeyGeneration is the generation of the card order's
+	// Idempotency-Key (see Replay).
+	OrderKeyGeneration int
 }
 
 const (
@@ -41,7 +49,8 @@ const (
 const admissionSQL = `
 SELECT q.i, p.payload_hash, p.outcome, p.reason, p.processed_at,
        b.savings_account_id, b.card_product_id, b.created_at,
-       EXISTS (SELECT 1 FROM source_bindings k WHERE k.source = q.source)
+       EXISTS (SELECT 1 FROM source_bindings k WHERE k.source = q.source),
+       coalesce(d.replay_count, 0), coalesce(d.order_key_generation, 0)
 FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS q(source, request_id, client_id, i)
 LEFT JOIN LATERAL (
     SELECT payload_hash, outcome, coalesce(reason, '') AS reason, processed_at FROM processed_requests
@@ -50,7 +59,11 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
     SELECT savings_account_id, card_product_id, created_at FROM source_bindings
     WHERE source = q.source AND client_id = q.client_id LIMIT 1
-) b ON true`
+) b ON true
+LEFT JOIN LATERAL (
+    SELECT replay_count, order_key_generation FROM dead_letters
+    WHERE source = q.source AND request_id = q.request_id AND kind = 'outcome' LIMIT 1
+) d ON true`
 
 func newAdmitter(s *Store) *batcher[AdmissionQuery, Admission] {
 	return newBatcher(admitters, maxAdmissionBatch, s.admitMany)
@@ -88,12 +101,14 @@ func (s *Store) admitMany(ctx context.Context, qs []AdmissionQuery) ([]Admission
 			known   bool
 			pAt     *time.Time
 			bAt     *time.Time
+			gen     int
+			keyGen  int
 		)
-		if err := rows.Scan(&i, &hash, &outcome, &reason, &pAt, &acct, &product, &bAt, &known); err != nil {
+		if err := rows.Scan(&i, &hash, &outcome, &reason, &pAt, &acct, &product, &bAt, &known, &gen, &keyGen); err != nil {
 			return nil, fmt.Errorf("admitting requests: %w", err)
 		}
 		q := qs[i-1]
-		a := Admission{SourceKnown: known}
+		a := Admission{SourceKnown: known, Generation: gen, OrderKeyGeneration: keyGen}
 		if outcome != nil {
 			p.Source, p.RequestID, p.PayloadHash, p.Outcome, p.Reason, p.ProcessedAt = q.Source, q.RequestID, hash, *outcome, *reason, *pAt
 			a.Processed = &p

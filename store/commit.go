@@ -34,13 +34,13 @@ WITH input AS (
         $12::bigint[], $13::text[], $14::text[], $15::timestamptz[],
         $16::text[], $17::text[], $18::text[], $19::bytea[],
         $20::bool[], $21::text[], $22::text[], $23::text[], $24::text[], $25::bytea[],
-        $26::bigint[], $27::bigint[], $28::timestamptz[]
+        $26::bigint[], $27::bigint[], $28::timestamptz[], $29::bool[]
     ) WITH ORDINALITY AS t(source, request_id, payload_hash, outcome, reason,
         has_card, client_id, employee_id, savings_account_id, card_product_id, idempotency_key,
         card_id, card_token, card_status, issued_at,
         event_id, event_subject, event_headers, event_data,
         has_dl, dl_message, dl_bank_code, dl_subject, dl_headers, dl_data,
-        dl_stream_seq, dl_deliveries, dl_first_seen, i)
+        dl_stream_seq, dl_deliveries, dl_first_seen, had_retries, i)
 ), inbox AS (
     INSERT INTO processed_requests (source, request_id, payload_hash, outcome, reason)
     SELECT source, request_id, payload_hash, outcome, nullif(reason, '') FROM input
@@ -65,11 +65,15 @@ WITH input AS (
         dl_headers::jsonb, dl_data, dl_stream_seq, dl_deliveries, dl_first_seen
     FROM won WHERE has_dl
     -- A replayed request that fails again updates its dead letter.
-    ON CONFLICT (source, request_id) DO UPDATE
+    ON CONFLICT (source, request_id) WHERE kind = 'outcome' DO UPDATE
     SET reason = EXCLUDED.reason, message = EXCLUDED.message, bank_code = EXCLUDED.bank_code,
         msg_headers = EXCLUDED.msg_headers, msg_data = EXCLUDED.msg_data,
         stream_seq = EXCLUDED.stream_seq, deliveries = EXCLUDED.deliveries,
         recorded_at = now(), replayed_at = NULL
+), retries AS (
+    -- The request has its outcome: its retry budget is spent no more.
+    DELETE FROM bank_retries r USING won
+    WHERE won.had_retries AND r.source = won.source AND r.request_id = won.request_id
 )
 SELECT i FROM won`
 
@@ -88,6 +92,7 @@ func (s *Store) writeCompletions(ctx context.Context, batch []Completion) ([]boo
 		eventData, dlData                          = make([][]byte, n), make([][]byte, n)
 		dlMessages, dlCodes, dlSubjects, dlHeaders = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		dlSeqs, dlDeliveries                       = make([]int64, n), make([]int64, n)
+		hadRetries                                 = make([]bool, n)
 	)
 	for i, c := range batch {
 		sources[i], ids[i], hashes[i], outcomes[i], reasons[i] = cleanText(c.Source), cleanText(c.RequestID), c.PayloadHash, c.Outcome, c.Reason
@@ -115,6 +120,7 @@ func (s *Store) writeCompletions(ctx context.Context, batch []Completion) ([]boo
 		} else {
 			dlHeaders[i] = "{}"
 		}
+		hadRetries[i] = c.HadRetries
 		if eventData[i] == nil {
 			eventData[i] = []byte{}
 		}
@@ -126,7 +132,7 @@ func (s *Store) writeCompletions(ctx context.Context, batch []Completion) ([]boo
 	rows, err := s.pool.Query(ctx, completeSQL, sources, ids, hashes, outcomes, reasons,
 		hasCard, clients, employees, accounts, products, keys, cardIDs, tokens, statuses, issuedAt,
 		eventIDs, eventSubjects, eventHeaders, eventData,
-		hasDL, dlMessages, dlCodes, dlSubjects, dlHeaders, dlData, dlSeqs, dlDeliveries, firstSeen)
+		hasDL, dlMessages, dlCodes, dlSubjects, dlHeaders, dlData, dlSeqs, dlDeliveries, firstSeen, hadRetries)
 	if err != nil {
 		return nil, fmt.Errorf("recording outcomes: %w", err)
 	}
@@ -145,14 +151,44 @@ func (s *Store) writeCompletions(ctx context.Context, batch []Completion) ([]boo
 	return inserted, nil
 }
 
-// headerJSON encodes NATS headers for a jsonb column.
+// headerJSON encodes NATS headers for a jsonb column. jsonb refuses the
+// NUL character (\u0000) and JSON strings must be UTF-8, so names and
+// values are made storable first (cleanText): a hostile header must not
+// stop its message from being recorded.
 func headerJSON(h map[string][]string) (string, error) {
 	if len(h) == 0 {
 		return "{}", nil
 	}
-	b, err := json.Marshal(h)
+	b, err := json.Marshal(cleanHeader(h))
 	if err != nil {
 		return "", fmt.Errorf("encoding headers: %w", err)
 	}
 	return string(b), nil
+}
+
+// cleanHeader returns h with every name and value made storable
+// (cleanText), or h itself when nothing needed it.
+func cleanHeader(h map[string][]string) map[string][]string {
+	dirty := false
+	for k, vs := range h {
+		if cleanText(k) != k {
+			dirty = true
+		}
+		for _, v := range vs {
+			if cleanText(v) != v {
+				dirty = true
+			}
+		}
+	}
+	if !dirty {
+		return h
+	}
+	out := make(map[string][]string, len(h))
+	for k, vs := range h {
+		ck := cleanText(k)
+		for _, v := range vs {
+			out[ck] = append(out[ck], cleanText(v))
+		}
+	}
+	return out
 }

@@ -133,10 +133,11 @@ func (s *Store) RecentDeadLetters(ctx context.Context, limit int) ([]DeadLetterS
 	return out, nil
 }
 
-// PendingDeadLetters counts the dead letters not replayed, by reason.
+// PendingDeadLetters counts the dead letters that still need a person
+// (never replayed, or replayed without an outcome since), by reason.
 func (s *Store) PendingDeadLetters(ctx context.Context) (map[string]int64, error) {
 	return s.countBy(ctx, "counting dead letters",
-		`SELECT reason, count(*) FROM dead_letters WHERE replayed_at IS NULL GROUP BY reason`)
+		`SELECT reason, count(*) FROM dead_letters WHERE `+pendingDeadLetter+` GROUP BY reason`)
 }
 
 // SelfServiceUserCounts counts the self-service users, by status.

@@ -14,6 +14,12 @@ import (
 // must never be ordered twice.
 var ErrAlreadyIssued = errors.New("request already has a card")
 
+// ErrNotReplayable is returned by Replay for a dead letter that is not a
+// request's outcome: a duplicate_conflict records a second message that
+// reused a request id with other data; the first request stands, and the
+// second must be sent again under an id of its own.
+var ErrNotReplayable = errors.New("a duplicate_conflict is not replayable: the first request with this id stands; publish the new one under a new id")
+
 // DeadLetterFilter selects dead letters. Zero fields match everything.
 type DeadLetterFilter struct {
 	ID     int64
@@ -21,21 +27,31 @@ type DeadLetterFilter struct {
 	Source string
 	Since  time.Time // recorded at or after
 	Until  time.Time // recorded before
-	// IncludeReplayed also selects dead letters already replayed (and not
-	// failed again since).
+	// IncludeReplayed also selects dead letters already replayed whose
+	// replay reached an outcome. A replay that has not (its republish
+	// failed, or it is being handled) is selected either way, so that it
+	// stays in sight and can be replayed again.
 	IncludeReplayed bool
 	Limit           int // default 1000
 }
 
 const deadLetterColumns = `id, source, request_id, reason, message, coalesce(bank_code, ''), msg_subject,
-	msg_headers, msg_data, stream_seq, deliveries, first_seen_at, recorded_at, replayed_at, replay_count`
+	msg_headers, msg_data, stream_seq, deliveries, first_seen_at, recorded_at, replayed_at, replay_count,
+	kind, order_key_generation`
 
 func scanDeadLetter(row interface{ Scan(...any) error }) (DeadLetter, error) {
 	var d DeadLetter
 	err := row.Scan(&d.ID, &d.Source, &d.RequestID, &d.Reason, &d.Message, &d.BankCode, &d.Subject,
-		&d.Header, &d.Data, &d.StreamSeq, &d.Deliveries, &d.FirstSeen, &d.RecordedAt, &d.ReplayedAt, &d.ReplayCount)
+		&d.Header, &d.Data, &d.StreamSeq, &d.Deliveries, &d.FirstSeen, &d.RecordedAt, &d.ReplayedAt, &d.ReplayCount,
+		&d.Kind, &d.OrderKeyGeneration)
 	return d, err
 }
+
+// pendingDeadLetter is the condition of a dead letter that still needs a
+// person: never replayed, or replayed without an outcome since (the inbox
+// row its replay released is not back).
+const pendingDeadLetter = `(replayed_at IS NULL OR NOT EXISTS (
+	SELECT 1 FROM processed_requests p WHERE p.source = dead_letters.source AND p.request_id = dead_letters.request_id))`
 
 // DeadLetters lists the dead letters matching f, oldest first.
 func (s *Store) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, error) {
@@ -61,7 +77,7 @@ func (s *Store) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLett
 		add("recorded_at < $%d", f.Until)
 	}
 	if !f.IncludeReplayed && f.ID == 0 {
-		where = append(where, "replayed_at IS NULL")
+		where = append(where, pendingDeadLetter)
 	}
 	q := `SELECT ` + deadLetterColumns + ` FROM dead_letters`
 	if len(where) > 0 {
@@ -89,11 +105,21 @@ func (s *Store) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLett
 	return out, rows.Err()
 }
 
-// Replay prepares dead letter id for re-driving: it removes the request's
-// failed inbox row, so the request is processed again, and counts the
-// replay. It returns the dead letter with ReplayCount already increased:
-// the generation the caller stamps on the message it republishes. A
-// request that has a card is refused with ErrAlreadyIssued.
+// Replay prepares dead letter id for re-driving: it releases the request's
+// failed inbox row, so the request is processed again, resets its retry
+// budget, and counts the replay. It returns the dead letter with
+// ReplayCount already increased: the generation of the outcome the replay
+// will produce. A request that has a card is refused with
+// ErrAlreadyIssued, a duplicate_conflict with ErrNotReplayable.
+//
+// The card order's Idempotency-Key moves to a new generation only when the
+// released outcome was a definite refusal by the bank (bank_rejected):
+// the bank remembers the refusal under the old key, and no card exists
+// under it. After any other outcome the key is kept, so that a card whose
+// order had an unknown outcome is found, not ordered again. A replay of a
+// request whose earlier replay has no outcome yet releases nothing and
+// keeps the key, so two replays in flight order under one key: at most
+// one card.
 func (s *Store) Replay(ctx context.Context, id int64) (DeadLetter, error) {
 	var d DeadLetter
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -102,12 +128,17 @@ func (s *Store) Replay(ctx context.Context, id int64) (DeadLetter, error) {
 		if err != nil {
 			return fmt.Errorf("replaying dead letter %d: %w", id, notFound(err))
 		}
-		var outcome string
-		err = tx.QueryRow(ctx, `SELECT outcome FROM processed_requests WHERE source = $1 AND request_id = $2 FOR UPDATE`,
-			d.Source, d.RequestID).Scan(&outcome)
+		if d.Kind != DeadLetterOutcome {
+			return fmt.Errorf("replaying dead letter %d: %w", id, ErrNotReplayable)
+		}
+		var outcome, reason string
+		err = tx.QueryRow(ctx, `SELECT outcome, coalesce(reason, '') FROM processed_requests
+			WHERE source = $1 AND request_id = $2 FOR UPDATE`, d.Source, d.RequestID).Scan(&outcome, &reason)
+		newKey := false
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
-			// Already released by an earlier replay whose publish failed.
+			// Released by an earlier replay that has no outcome yet (its
+			// republish failed, or it is being handled).
 		case err != nil:
 			return fmt.Errorf("replaying dead letter %d: %w", id, err)
 		case outcome == OutcomeIssued:
@@ -116,9 +147,15 @@ func (s *Store) Replay(ctx context.Context, id int64) (DeadLetter, error) {
 			if _, err := tx.Exec(ctx, `DELETE FROM processed_requests WHERE source = $1 AND request_id = $2`, d.Source, d.RequestID); err != nil {
 				return fmt.Errorf("replaying dead letter %d: %w", id, err)
 			}
+			newKey = reason == reasonBankRejected
 		}
-		err = tx.QueryRow(ctx, `UPDATE dead_letters SET replayed_at = now(), replay_count = replay_count + 1
-			WHERE id = $1 RETURNING replayed_at, replay_count`, id).Scan(&d.ReplayedAt, &d.ReplayCount)
+		if _, err := tx.Exec(ctx, `DELETE FROM bank_retries WHERE source = $1 AND request_id = $2`, d.Source, d.RequestID); err != nil {
+			return fmt.Errorf("replaying dead letter %d: %w", id, err)
+		}
+		err = tx.QueryRow(ctx, `UPDATE dead_letters SET replayed_at = now(), replay_count = replay_count + 1,
+				order_key_generation = order_key_generation + CASE WHEN $2 THEN 1 ELSE 0 END
+			WHERE id = $1 RETURNING replayed_at, replay_count, order_key_generation`, id, newKey).
+			Scan(&d.ReplayedAt, &d.ReplayCount, &d.OrderKeyGeneration)
 		if err != nil {
 			return fmt.Errorf("replaying dead letter %d: %w", id, err)
 		}
@@ -127,20 +164,29 @@ func (s *Store) Replay(ctx context.Context, id int64) (DeadLetter, error) {
 	return d, err
 }
 
-// AddDeadLetter records a message that was refused without an outcome of
-// its own, such as a second request reusing an id with other data. A dead
-// letter that already exists for (source, request id) is left as it is.
-func (s *Store) AddDeadLetter(ctx context.Context, d DeadLetter) error {
-	if d.Header == nil {
-		d.Header = map[string][]string{}
+// reasonBankRejected is event.ReasonBankRejected; the store does not import
+// package event, and a test keeps the two equal.
+const reasonBankRejected = "bank_rejected"
+
+// AddConflict records a message refused without an outcome of its own: a
+// second request reusing an id with other data (kind DeadLetterConflict).
+// Each such message is kept, whatever dead letters its request id has; a
+// redelivery of the same message (same stream sequence) adds nothing.
+func (s *Store) AddConflict(ctx context.Context, d DeadLetter) error {
+	h, err := headerJSON(d.Header)
+	if err != nil {
+		return fmt.Errorf("recording dead letter: %w", err)
 	}
-	_, err := s.pool.Exec(ctx, `
-		INSERT INTO dead_letters (source, request_id, reason, message, bank_code, msg_subject,
+	if d.Data == nil {
+		d.Data = []byte{}
+	}
+	_, err = s.pool.Exec(ctx, `
+		INSERT INTO dead_letters (kind, source, request_id, reason, message, bank_code, msg_subject,
 			msg_headers, msg_data, stream_seq, deliveries, first_seen_at)
-		VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8, $9, $10, $11)
-		ON CONFLICT (source, request_id) DO NOTHING`,
+		VALUES ('conflict', $1, $2, $3, $4, nullif($5, ''), $6, $7::jsonb, $8, $9, $10, $11)
+		ON CONFLICT (source, request_id, stream_seq) WHERE kind = 'conflict' DO NOTHING`,
 		cleanText(d.Source), cleanText(d.RequestID), d.Reason, cleanText(d.Message), cleanText(d.BankCode),
-		cleanText(d.Subject), d.Header, d.Data, d.StreamSeq, d.Deliveries, d.FirstSeen)
+		cleanText(d.Subject), h, d.Data, int64(d.StreamSeq), int64(d.Deliveries), d.FirstSeen)
 	if err != nil {
 		return fmt.Errorf("recording dead letter: %w", err)
 	}

@@ -62,6 +62,10 @@ type Completion struct {
 	Event OutboxEvent
 	// DeadLetter keeps the original message of a request that failed.
 	DeadLetter *DeadLetter
+	// HadRetries says the request may have a bank_retries row (it failed
+	// at the bank before, or was delivered more than once), which the
+	// commit then deletes; a first delivery that succeeds skips the work.
+	HadRetries bool
 }
 
 // DeadLetter is the original message of a failed request and why it failed.
@@ -82,7 +86,21 @@ type DeadLetter struct {
 	ReplayedAt *time.Time
 	// ReplayCount is how often the request was replayed: its generation.
 	ReplayCount int
+	// Kind is DeadLetterOutcome or DeadLetterConflict.
+	Kind string
+	// OrderKeyGeneration is the generation of the card order's
+	// Idempotency-Key; see Store.Replay.
+	OrderKeyGeneration int
 }
+
+// Kinds of dead letter.
+const (
+	// DeadLetterOutcome is a request's failed outcome: one per request.
+	DeadLetterOutcome = "outcome"
+	// DeadLetterConflict is a message refused without an outcome of its
+	// own (a request id reused with other data): one per message.
+	DeadLetterConflict = "conflict"
+)
 
 // ProcessedRequest returns the inbox row of (source, id), or ErrNotFound.
 func (s *Store) ProcessedRequest(ctx context.Context, source, id string) (ProcessedRequest, error) {
