@@ -52,6 +52,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	// Lines logged with a request's context name the request (observe.Logger).
 	log = observe.Logger(log)
 	s := &Service{cfg: cfg, log: log}
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration: " + w)
+	}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -108,6 +111,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		TenantID:     cfg.MBanq.TenantID,
 		ClientID:     cfg.MBanq.ClientID,
 		ClientSecret: cfg.MBanq.ClientSecret,
+		MaxAttempts:  cfg.MBanq.MaxAttempts,
 		Logger:       log,
 		Observer:     s.telemetry.MBanq(),
 	})
@@ -118,7 +122,8 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	s.consumer, err = consumer.New(consumer.Config{
 		Source:            cfg.Source,
 		MaxInFlight:       cfg.MaxInFlight,
-		MaxDeliver:        cfg.NATS.MaxDeliver,
+		RetryFor:          cfg.RetryFor,
+		MaxRetryDelay:     cfg.RetryDelayMax,
 		AckWait:           cfg.NATS.AckWait,
 		Admin:             mbanq.Credentials{Username: cfg.MBanq.AdminUsername, Password: cfg.MBanq.AdminPassword},
 		OfficeID:          cfg.MBanq.OfficeID,

@@ -52,6 +52,13 @@ func (s *Service) readiness(ctx context.Context) (map[string]string, bool) {
 	} else {
 		checks["nats"], ok = s.nc.Status().String(), false
 	}
+	// A process paused by a fault of the deployment handles nothing until
+	// the fault clears; the check names it.
+	if p := s.consumer.Paused(); p.Paused {
+		checks["consumer"], ok = "paused: "+p.Code+": "+p.Message, false
+	} else {
+		checks["consumer"] = "ok"
+	}
 	return checks, ok
 }
 

@@ -14,7 +14,7 @@ import (
 )
 
 func TestTransientFailuresEndInRetriesExhausted(t *testing.T) {
-	b := setupWith(t, options{cfg: func(c *config.Config) { c.NATS.MaxDeliver = 3 }})
+	b := setupWith(t, options{cfg: func(c *config.Config) { c.RetryFor = 2 * time.Second; c.RetryDelayMax = 100 * time.Millisecond; c.MBanq.MaxAttempts = 1 }})
 	require.NoError(t, b.sandbox.SetFaults(sandbox.Faults{ServerErrorRate: 1, ServerErrorStatus: 503, Paths: []string{"/v1/cards"}}))
 	req := request(erp, 1)
 	b.publish(t, req, event.Binary)
@@ -23,11 +23,11 @@ func TestTransientFailuresEndInRetriesExhausted(t *testing.T) {
 	require.Equal(t, event.TypeCardFailed, o.Type)
 	f := o.Data.(event.Failed)
 	require.Equal(t, event.ReasonRetriesExhausted, f.Reason)
-	require.Contains(t, f.Message, "3 deliveries")
+	require.Contains(t, f.Message, "the retry budget")
 	dls, err := b.store.DeadLetters(context.Background(), store.DeadLetterFilter{Reason: event.ReasonRetriesExhausted})
 	require.NoError(t, err)
 	require.Len(t, dls, 1)
-	require.EqualValues(t, 3, dls[0].Deliveries)
+	require.Greater(t, dls[0].Deliveries, uint64(1), "tried more than once")
 	require.Empty(t, b.sandbox.Cards())
 }
 

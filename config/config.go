@@ -38,6 +38,16 @@ type Config struct {
 	// MaxInFlight bounds the requests at the bank at once, per process
 	// (CARDBRIDGE_MAX_IN_FLIGHT).
 	MaxInFlight int
+	// RetryFor is the retry budget: how long a request may spend trying
+	// the bank before it is given up (CARDBRIDGE_RETRY_FOR, default 24h).
+	RetryFor time.Duration
+	// RetryDelayMax caps the delay between deliveries of a request that
+	// failed at the bank or in our database (CARDBRIDGE_RETRY_DELAY_MAX,
+	// default 5m).
+	RetryDelayMax time.Duration
+	// Warnings are settings that were read but are no longer used; the
+	// process logs them at start rather than refusing to start.
+	Warnings []string
 	// AutoMigrate applies pending migrations at start instead of refusing to
 	// start (CARDBRIDGE_AUTO_MIGRATE=true, or `run --migrate`).
 	AutoMigrate bool
@@ -57,6 +67,10 @@ type MBanq struct {
 	AdminPassword     secret.String
 	OfficeID          int64
 	SelfServiceRoleID int64 // 0: discover from the roles list
+	// MaxAttempts is the number of tries of one MBanq call within a
+	// delivery (default 4). Not read from the environment; tests set 1 to
+	// see each failure as a delivery.
+	MaxAttempts int
 }
 
 // NATS names the streams, subjects and consumer cardbridge uses.
@@ -66,7 +80,6 @@ type NATS struct {
 	OutcomeStream  string        // CARDBRIDGE_OUTCOME_STREAM, default CARDS
 	Consumer       string        // CARDBRIDGE_CONSUMER, default cardbridge
 	AckWait        time.Duration // CARDBRIDGE_ACK_WAIT, default 60s
-	MaxDeliver     int           // CARDBRIDGE_MAX_DELIVER, default 20
 }
 
 // Defaults for the optional settings.
@@ -78,7 +91,8 @@ const (
 	DefaultOutcomeStream  = "CARDS"
 	DefaultConsumer       = "cardbridge"
 	DefaultAckWait        = 60 * time.Second
-	DefaultMaxDeliver     = 20
+	DefaultRetryFor       = 24 * time.Hour
+	DefaultRetryDelayMax  = 5 * time.Minute
 	DefaultMaxInFlight    = 256
 	DefaultDatabaseURL    = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	DefaultNATSURL        = "nats://127.0.0.1:4222"
@@ -97,18 +111,19 @@ func (e *Error) Error() string {
 // the required ones empty.
 func Defaults() Config {
 	return Config{
-		Source:      DefaultSource,
-		HTTPAddr:    DefaultHTTPAddr,
-		LogLevel:    slog.LevelInfo,
-		MaxInFlight: DefaultMaxInFlight,
-		MBanq:       MBanq{OfficeID: 1},
+		Source:        DefaultSource,
+		HTTPAddr:      DefaultHTTPAddr,
+		LogLevel:      slog.LevelInfo,
+		MaxInFlight:   DefaultMaxInFlight,
+		RetryFor:      DefaultRetryFor,
+		RetryDelayMax: DefaultRetryDelayMax,
+		MBanq:         MBanq{OfficeID: 1},
 		NATS: NATS{
 			RequestStream:  DefaultRequestStream,
 			RequestSubject: DefaultRequestSubject,
 			OutcomeStream:  DefaultOutcomeStream,
 			Consumer:       DefaultConsumer,
 			AckWait:        DefaultAckWait,
-			MaxDeliver:     DefaultMaxDeliver,
 		},
 	}
 }
@@ -160,7 +175,11 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.optional("CARDBRIDGE_OUTCOME_STREAM", &c.NATS.OutcomeStream)
 	p.optional("CARDBRIDGE_CONSUMER", &c.NATS.Consumer)
 	p.duration("CARDBRIDGE_ACK_WAIT", &c.NATS.AckWait)
-	p.positiveInt("CARDBRIDGE_MAX_DELIVER", &c.NATS.MaxDeliver)
+	p.duration("CARDBRIDGE_RETRY_FOR", &c.RetryFor)
+	p.duration("CARDBRIDGE_RETRY_DELAY_MAX", &c.RetryDelayMax)
+	if strings.TrimSpace(getenv("CARDBRIDGE_MAX_DELIVER")) != "" {
+		c.Warnings = append(c.Warnings, "CARDBRIDGE_MAX_DELIVER is no longer used: the retry budget is the time spent trying the bank, CARDBRIDGE_RETRY_FOR (default 24h)")
+	}
 	p.positiveInt("CARDBRIDGE_MAX_IN_FLIGHT", &c.MaxInFlight)
 	p.boolean("CARDBRIDGE_AUTO_MIGRATE", &c.AutoMigrate)
 	p.boolean("CARDBRIDGE_PPROF", &c.Pprof)

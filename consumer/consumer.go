@@ -23,9 +23,17 @@ type Config struct {
 	// are held in all, so that decoding, admission and commits overlap
 	// the bank calls of others instead of waiting for a free slot.
 	MaxInFlight int
-	// MaxDeliver is the consumer's delivery limit; the delivery that reaches
-	// it records retries_exhausted instead of retrying.
-	MaxDeliver int
+	// RetryFor is the retry budget: how long a request may spend trying the
+	// bank, across deliveries and processes, before it is given up as
+	// retries_exhausted or bank_outcome_unknown (default 24h). Deliveries
+	// that never reached the bank do not spend it.
+	RetryFor time.Duration
+	// MaxRetryDelay caps the delay between deliveries of a request that
+	// failed (default 5 minutes).
+	MaxRetryDelay time.Duration
+	// ProbeInterval is the first wait before a paused process probes the
+	// fault that paused it (default 1s); it doubles up to 30s.
+	ProbeInterval time.Duration
 	// AckWait is the consumer's ack wait; slow handling sends InProgress
 	// well before it runs out.
 	AckWait time.Duration
@@ -65,6 +73,8 @@ type Consumer struct {
 	users *userDirectory
 	// bankSlots holds one token per request at the bank.
 	bankSlots chan struct{}
+	policy    Policy
+	gate      gate
 }
 
 // New returns a Consumer. box seals the self-service passwords.
@@ -78,8 +88,14 @@ func New(cfg Config, s *store.Store, bank *mbanq.Client, box *secret.Box) (*Cons
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 256
 	}
-	if cfg.MaxDeliver <= 0 {
-		cfg.MaxDeliver = 20
+	if cfg.RetryFor <= 0 {
+		cfg.RetryFor = DefaultRetryFor
+	}
+	if cfg.MaxRetryDelay <= 0 {
+		cfg.MaxRetryDelay = DefaultMaxRetryDelay
+	}
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = firstProbe
 	}
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = 60 * time.Second
@@ -101,25 +117,21 @@ func New(cfg Config, s *store.Store, bank *mbanq.Client, box *secret.Box) (*Cons
 		log:       log,
 		users:     newUserDirectory(s, bank, box, cfg, log),
 		bankSlots: make(chan struct{}, cfg.MaxInFlight),
+		policy:    Policy{RetryFor: cfg.RetryFor, MaxDelay: cfg.MaxRetryDelay},
 	}, nil
 }
 
 // Run pulls messages from cons until ctx ends. Then it stops fetching,
 // gives in-flight requests ShutdownGrace to finish, and hands the messages
 // it had fetched but not started back to JetStream for prompt redelivery.
+// While the process is paused by a fault of the deployment it fetches
+// nothing, and probes the fault until it clears.
 func (c *Consumer) Run(ctx context.Context, cons jetstream.Consumer) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(c.cfg.MaxInFlight))
-	if err != nil {
-		return fmt.Errorf("consuming: %w", err)
-	}
 	// Handling runs on a context that outlives ctx by the grace period, so
 	// a shutdown does not cut a bank call or a commit in half.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	stop := context.AfterFunc(ctx, func() {
-		it.Drain()
-		time.AfterFunc(c.cfg.ShutdownGrace, cancelWork)
-	})
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(c.cfg.ShutdownGrace, cancelWork) })
 	defer stop()
 
 	// A fixed pool of handlers, each taking messages one at a time: a
@@ -136,11 +148,41 @@ func (c *Consumer) Run(ctx context.Context, cons jetstream.Consumer) error {
 			}
 		}()
 	}
+	defer func() {
+		close(handoff)
+		wg.Wait()
+	}()
+	for ctx.Err() == nil {
+		if c.gate.paused() {
+			c.waitForResume(ctx)
+			continue
+		}
+		if err := c.fetch(ctx, cons, handoff); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fetch passes messages to the handlers until ctx ends or the process is
+// paused. Messages fetched after that are handed back: at once at
+// shutdown, for another process; after a moment when pausing.
+func (c *Consumer) fetch(ctx context.Context, cons jetstream.Consumer, handoff chan<- jetstream.Msg) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(c.cfg.MaxInFlight))
+	if err != nil {
+		return fmt.Errorf("consuming: %w", err)
+	}
+	// Drain, not Stop: the messages already buffered come out of Next and
+	// are handed back, rather than waiting out their AckWait.
+	stop := context.AfterFunc(ctx, it.Drain)
+	defer stop()
+	c.gate.fetching(it.Drain)
+	defer c.gate.fetching(nil)
 	for {
 		msg, err := it.Next()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				break
+				return nil
 			}
 			// Missed heartbeats and the like while NATS reconnects: the
 			// iterator recovers by itself; pause so the log is not flooded.
@@ -150,9 +192,13 @@ func (c *Consumer) Run(ctx context.Context, cons jetstream.Consumer) error {
 			time.Sleep(100 * time.Millisecond) // also while draining, so as not to spin
 			continue
 		}
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			// Fetched but not started: hand it back at once.
 			_ = msg.Nak()
+			continue
+		case c.gate.paused():
+			_ = msg.NakWithDelay(pauseHandBack)
 			continue
 		}
 		select {
@@ -162,7 +208,4 @@ func (c *Consumer) Run(ctx context.Context, cons jetstream.Consumer) error {
 			_ = msg.Nak()
 		}
 	}
-	close(handoff)
-	wg.Wait()
-	return nil
 }

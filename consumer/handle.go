@@ -1,11 +1,13 @@
 package consumer
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -16,8 +18,8 @@ import (
 	"github.com/cardbridge/cardbridge/store"
 )
 
-// Handle processes one message to its end: it commits an outcome and
-// acknowledges, or hands the message back for a later delivery.
+// Handle processes one message to its end. It owns the message: the
+// handling (process) returns a Decision, and Handle applies it.
 func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -25,47 +27,47 @@ func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
 		c.log.Error("message without JetStream metadata", "err", err)
 		return
 	}
-	d := delivery{msg: msg, meta: meta, obs: c.cfg.observer().Delivery(ctx, meta.NumDelivered)}
+	d := &delivery{msg: msg, meta: meta, obs: c.cfg.observer().Delivery(ctx, meta.NumDelivered)}
 	defer c.keepAlive(msg)()
 
-	disp, err := c.process(ctx, &d)
-	switch disp {
-	case ack:
-		// The outcome is committed. A plain Ack, not DoubleAck: an ack that
-		// is lost only brings the message back after AckWait, and that
-		// delivery finds the inbox row and is acknowledged without doing
-		// anything. Waiting for the server's confirmation would cost a
-		// round trip per request and protect nothing.
+	dec := c.process(ctx, d)
+	for dec.Action == Hold {
+		// The card exists but its outcome is not committed: keep the
+		// message (keepAlive sends InProgress) and try the commit again.
+		t := time.NewTimer(dec.Delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		d.holds++
+		dec = c.commitIssued(ctx, d)
+	}
+
+	switch dec.Action {
+	case Ack:
+		// A plain Ack, not DoubleAck: an ack that is lost only brings the
+		// message back after AckWait, and that delivery finds the inbox
+		// row and is acknowledged without doing anything.
 		err = msg.Ack()
-	case term:
+	case Term:
 		err = msg.Term()
-	case retry:
+	case Retry, Pause:
 		if ctx.Err() != nil {
 			// Cut short by shutdown: hand it back for another process at once.
 			err = msg.Nak()
 			break
 		}
-		delay := retryDelay(meta.NumDelivered)
-		if ra := mbanq.RetryAfter(err); ra > delay {
-			delay = ra // the bank asked for a longer pause
-		}
-		err = msg.NakWithDelay(delay)
-	case retryNow:
-		if meta.NumDelivered > 1 {
-			// Refused again with fresh credentials: the password itself is
-			// wrong, or the bank is failing logins. Back off like any
-			// transient failure rather than burning the deliveries at once.
-			err = msg.NakWithDelay(retryDelay(meta.NumDelivered))
-			break
-		}
+		err = msg.NakWithDelay(dec.Delay)
+	default: // HandBack
 		err = msg.Nak()
 	}
 	if err != nil {
 		// The outcome (if any) is committed; a redelivery will find it in
 		// the inbox and only acknowledge.
-		c.log.Warn("acknowledging message", append(d.logAttrs(), "disposition", disp.String(), "err", err)...)
+		c.log.Warn("acknowledging message", append(d.logAttrs(), "decision", dec.String(), "err", err)...)
 	}
-	d.obs.Settled(disp.String(), err)
+	d.obs.Settled(dec.Action.String(), err)
 }
 
 // delivery is one delivery of a message and what is learnt of it on the way.
@@ -75,6 +77,17 @@ type delivery struct {
 	req  *event.Request
 	ref  event.RequestRef
 	obs  Observation
+	// adm is what the store knew of the request when it was admitted.
+	adm store.Admission
+	// bankTime is how long this delivery spent at the bank.
+	bankTime time.Duration
+	// issued is the outcome of a card ordered in this delivery, kept
+	// until it is committed.
+	issued *store.Completion
+	holds  int
+	// hadRetries: the request may have a record of failed tries at the
+	// bank, which its outcome's commit deletes.
+	hadRetries bool
 }
 
 func (d *delivery) logAttrs() []any {
@@ -85,9 +98,9 @@ func (d *delivery) logAttrs() []any {
 	return attrs
 }
 
-// process decides the fate of one delivery, committing the outcome when
-// there is one.
-func (c *Consumer) process(ctx context.Context, d *delivery) (disposition, error) {
+// process handles one delivery and decides its fate, committing the
+// outcome when there is one.
+func (c *Consumer) process(ctx context.Context, d *delivery) Decision {
 	req, err := event.Decode(d.msg.Headers(), d.msg.Data())
 	if err != nil {
 		var de *event.DecodeError
@@ -95,60 +108,74 @@ func (c *Consumer) process(ctx context.Context, d *delivery) (disposition, error
 			d.ref = de.Ref()
 			ctx, d.ref = d.obs.Request(ctx, de.Type, d.ref)
 		}
-		return c.fail(ctx, d, err)
+		if d.ref.ID != "" && d.ref.Source != "" {
+			// It names a request: learn whether that request has its
+			// outcome already, and its generation.
+			if dec, done := c.admit(ctx, d, nil); done {
+				return dec
+			}
+		}
+		return c.settle(ctx, d, err)
 	}
 	d.req, d.ref = req, req.Ref()
 	ctx, d.ref = d.obs.Request(ctx, req.Type, d.ref)
 
 	hash := payloadHash(req)
-	// One batched query answers both the inbox and the binding.
-	adm, err := c.store.Admit(ctx, store.AdmissionQuery{Source: req.Source, RequestID: req.ID, ClientID: req.Data.ClientID})
-	if err != nil {
-		return c.transient(ctx, d, err)
+	if dec, done := c.admit(ctx, d, hash); done {
+		return dec
 	}
-	if prev := adm.Processed; prev != nil {
-		if string(prev.PayloadHash) != string(hash) {
-			// The first request stands and keeps its one outcome; the
-			// conflicting one is kept as a dead letter for a person to see.
-			c.log.Warn("duplicate request id with a different payload; the first request stands",
-				append(d.logAttrs(), "reason", event.ReasonDuplicateConflict, "first_outcome", prev.Outcome)...)
-			dl := d.deadLetter(event.Failure{Reason: event.ReasonDuplicateConflict,
-				Message: "a request with this source and id but different data was already " + prev.Outcome})
-			if err := c.store.AddDeadLetter(ctx, *dl); err != nil {
-				return c.transient(ctx, d, err)
-			}
-		} else {
-			c.log.Debug("duplicate delivery of a processed request", append(d.logAttrs(), "outcome", prev.Outcome)...)
-		}
-		return ack, nil
-	}
-
-	card, err := c.order(ctx, req, adm)
+	card, err := c.order(ctx, d)
 	if err != nil {
-		return c.fail(ctx, d, err)
+		return c.settle(ctx, d, err)
 	}
 	issued, err := c.issuedCompletion(d, hash, card)
 	if err != nil {
-		return c.transient(ctx, d, err)
+		return c.settle(ctx, d, err)
 	}
-	inserted, err := c.complete(ctx, issued)
+	d.issued = &issued
+	return c.commitIssued(ctx, d)
+}
+
+// admit asks the store what it knows of the delivery's request. done is
+// true when that settles the delivery: the request has its outcome
+// already, or the store could not be asked.
+func (c *Consumer) admit(ctx context.Context, d *delivery, hash []byte) (dec Decision, done bool) {
+	adm, err := c.store.Admit(ctx, store.AdmissionQuery{Source: d.ref.Source, RequestID: d.ref.ID, ClientID: d.ref.ClientID})
 	if err != nil {
-		return c.transient(ctx, d, err)
+		return c.settle(ctx, d, err), true
 	}
-	if inserted {
-		d.obs.Outcome(store.OutcomeIssued, "")
-		c.log.Info("card issued", append(d.logAttrs(), "client_id", req.Data.ClientID, "card_id", card.CardID)...)
+	d.adm = adm
+	prev := adm.Processed
+	if prev == nil {
+		return Decision{}, false
 	}
-	return ack, nil
+	if hash == nil {
+		hash = []byte{} // what an unreadable request's inbox row holds
+	}
+	if !bytes.Equal(prev.PayloadHash, hash) {
+		// The first request stands and keeps its one outcome; the
+		// conflicting message is kept as a dead letter of its own for a
+		// person to see.
+		c.log.Warn("duplicate request id with a different payload; the first request stands",
+			append(d.logAttrs(), "reason", event.ReasonDuplicateConflict, "first_outcome", prev.Outcome)...)
+		dl := d.deadLetter(event.Failure{Reason: event.ReasonDuplicateConflict,
+			Message: "a request with this source and id but different data was already " + prev.Outcome})
+		if err := c.store.AddConflict(ctx, *dl); err != nil {
+			return c.settle(ctx, d, err), true
+		}
+	} else {
+		c.log.Debug("duplicate delivery of a processed request", append(d.logAttrs(), "outcome", prev.Outcome)...)
+	}
+	return Decision{Action: Ack}, true
 }
 
 // order checks the binding and orders the card at MBanq, holding one of
 // the MaxInFlight bank slots while it does.
-func (c *Consumer) order(ctx context.Context, req *event.Request, adm store.Admission) (*store.CardOrder, error) {
-	b := adm.Binding
+func (c *Consumer) order(ctx context.Context, d *delivery) (*store.CardOrder, error) {
+	req, b := d.req, d.adm.Binding
 	if b == nil {
 		msg := fmt.Sprintf("source %q is not bound to any client", req.Source)
-		if adm.SourceKnown {
+		if d.adm.SourceKnown {
 			msg = fmt.Sprintf("source %q is not bound to client %d", req.Source, req.Data.ClientID)
 		}
 		return nil, event.Failure{Reason: event.ReasonUnboundSource, Message: msg}
@@ -159,11 +186,16 @@ func (c *Consumer) order(ctx context.Context, req *event.Request, adm store.Admi
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	if c.gate.paused() {
+		return nil, errPaused
+	}
+	start := time.Now()
+	defer func() { d.bankTime = time.Since(start) }()
 	sess, err := c.users.session(ctx, req.Data.ClientID)
 	if err != nil {
 		return nil, fmt.Errorf("self-service user of client %d: %w", req.Data.ClientID, err)
 	}
-	key := IdempotencyKey(req.Source, req.ID)
+	key := IdempotencyKey(req.Source, req.ID, d.adm.OrderKeyGeneration)
 	card, err := sess.OrderCard(ctx, mbanq.OrderCardRequest{
 		ProductID:        b.CardProductID,
 		SavingsAccountID: b.SavingsAccountID,
@@ -175,12 +207,6 @@ func (c *Consumer) order(ctx context.Context, req *event.Request, adm store.Admi
 		}
 		return nil, fmt.Errorf("ordering card: %w", err)
 	}
-	status := card.Status
-	if status == "" {
-		// MBanq answers an order with ids only; a successful order is an
-		// active card (see docs/mbanq-api.md).
-		status = "ACTIVE"
-	}
 	return &store.CardOrder{
 		ClientID:         req.Data.ClientID,
 		EmployeeID:       req.Subject,
@@ -189,36 +215,91 @@ func (c *Consumer) order(ctx context.Context, req *event.Request, adm store.Admi
 		IdempotencyKey:   key,
 		CardID:           card.ID,
 		CardToken:        card.CardToken,
-		Status:           status,
+		Status:           card.Status,
 		IssuedAt:         time.Now().UTC(),
 	}, nil
 }
 
-// fail settles an error: a permanent one (or a transient one on the last
-// delivery) is committed as card.failed; any other is retried.
-func (c *Consumer) fail(ctx context.Context, d *delivery, cause error) (disposition, error) {
-	class := classify(cause)
-	if class != classPermanent {
-		if d.meta.NumDelivered < uint64(c.cfg.MaxDeliver) || ctx.Err() != nil {
-			return c.retryLater(d, class, cause)
-		}
-		cause = event.Failure{Reason: event.ReasonRetriesExhausted,
-			Message: fmt.Sprintf("gave up after %d deliveries: %s", d.meta.NumDelivered, safeMessage(cause))}
-	}
-	f := failureOf(cause)
-	comp, err := c.failedCompletion(d, f)
-	if err == nil {
-		_, err = c.complete(ctx, comp)
-	}
+// commitIssued commits the card ordered in this delivery.
+func (c *Consumer) commitIssued(ctx context.Context, d *delivery) Decision {
+	inserted, err := c.complete(ctx, *d.issued)
 	if err != nil {
-		// Not even the failure could be recorded. JetStream's own delivery
-		// limit is off (see broker.Ensure), so the message comes back and
-		// the next delivery tries again.
-		return c.retryLater(d, classTransient, err)
+		if ctx.Err() != nil {
+			// Shutting down: the next delivery asks the bank again under
+			// the same Idempotency-Key and gets this card.
+			return c.decide(d, Facts{Fault: FaultShutdown}, err)
+		}
+		return c.decide(d, Facts{Fault: FaultUnrecorded, Holds: d.holds}, err)
+	}
+	if inserted {
+		d.obs.Outcome(store.OutcomeIssued, "")
+		c.log.Info("card issued", append(d.logAttrs(), "client_id", d.req.Data.ClientID, "card_id", d.issued.Card.CardID)...)
+	}
+	return Decision{Action: Ack}
+}
+
+// settle decides the fate of a delivery that went wrong, and commits the
+// failure when the decision is to give up.
+func (c *Consumer) settle(ctx context.Context, d *delivery, cause error) Decision {
+	f := Facts{Fault: faultOf(cause), Deliveries: d.meta.NumDelivered, RetryAfter: mbanq.RetryAfter(cause)}
+	switch f.Fault {
+	case FaultRequest:
+		f.Reason = failure("", cause, f).Reason
+	case FaultBank, FaultBankUnknown, FaultReauth:
+		// This delivery reached the bank: it spends the retry budget.
+		r, err := c.store.RecordBankFailure(ctx, store.BankFailure{
+			Source: d.ref.Source, RequestID: d.ref.ID, Took: d.bankTime,
+			Unknown: f.Fault == FaultBankUnknown, Error: safeMessage(cause),
+		}, c.maxGap())
+		if err != nil {
+			return c.decide(d, Facts{Fault: faultOf(err), Deliveries: f.Deliveries}, fmt.Errorf("%w (after: %v)", err, cause))
+		}
+		d.hadRetries = true
+		f.Spent, f.Unknown = r.Spent, r.Unknown
+	}
+	dec := c.decide(d, f, cause)
+	switch dec.Action {
+	case Term:
+		if err := c.recordFailure(ctx, d, failure(dec.Fail, cause, f)); err != nil {
+			// Not even the failure could be recorded: the message comes
+			// back and the next delivery tries again.
+			return c.decide(d, Facts{Fault: faultOf(err), Deliveries: f.Deliveries}, err)
+		}
+	case Pause:
+		if !errors.Is(cause, errPaused) {
+			code, message := deploymentFault(cause)
+			c.pause(code, message, d.ref.ClientID)
+		}
+	}
+	return dec
+}
+
+// decide applies the Policy to a delivery's facts and logs a decision to
+// try again.
+func (c *Consumer) decide(d *delivery, f Facts, cause error) Decision {
+	dec := c.policy.Decide(f)
+	switch dec.Action {
+	case Retry, Hold:
+		c.log.Warn("request will be retried", append(d.logAttrs(), "fault", f.Fault.String(), "decision", dec.String(), "err", cause)...)
+	case HandBack, Pause:
+		c.log.Debug("request handed back", append(d.logAttrs(), "fault", f.Fault.String(), "decision", dec.String(), "err", cause)...)
+	}
+	return dec
+}
+
+// recordFailure commits a failed outcome: inbox, card.failed and dead
+// letter.
+func (c *Consumer) recordFailure(ctx context.Context, d *delivery, f event.Failure) error {
+	comp, err := c.failedCompletion(d, f)
+	if err != nil {
+		return err
+	}
+	if _, err := c.complete(ctx, comp); err != nil {
+		return err
 	}
 	d.obs.Outcome(store.OutcomeFailed, f.Reason)
 	c.log.Warn("request failed", append(d.logAttrs(), "reason", f.Reason, "message", f.Message, "bank_code", f.BankErrorCode)...)
-	return dispositions[classPermanent], nil
+	return nil
 }
 
 // complete commits an outcome and, when this delivery is the one that
@@ -231,48 +312,12 @@ func (c *Consumer) complete(ctx context.Context, comp store.Completion) (bool, e
 	return inserted, err
 }
 
-// transient hands the message back after an infrastructure error (the
-// database, NATS) that is no fault of the request.
-func (c *Consumer) transient(ctx context.Context, d *delivery, err error) (disposition, error) {
-	if d.meta.NumDelivered >= uint64(c.cfg.MaxDeliver) && ctx.Err() == nil {
-		return c.fail(ctx, d, err)
-	}
-	return c.retryLater(d, classTransient, err)
-}
-
-func (c *Consumer) retryLater(d *delivery, class failureClass, cause error) (disposition, error) {
-	disp := dispositions[class]
-	c.log.Warn("request will be retried", append(d.logAttrs(), "disposition", disp.String(), "err", cause)...)
-	return disp, cause
-}
-
-// failureOf turns a permanent error into what card.failed reports.
-func failureOf(err error) event.Failure {
-	var f event.Failure
-	if errors.As(err, &f) {
-		return f
-	}
-	var de *event.DecodeError
-	if errors.As(err, &de) {
-		return de.Failure()
-	}
-	f = event.Failure{Reason: event.ReasonBankRejected, Message: safeMessage(err)}
-	var be *mbanq.Error
-	if errors.As(err, &be) {
-		f.BankErrorCode = be.Code
-	}
-	return f
-}
-
-// safeMessage is an error's text for a card.failed. Errors in cardbridge
-// never carry secrets (package secret redacts them by type), so the text
-// can be published as it is.
-func safeMessage(err error) string {
-	s := err.Error()
-	if len(s) > 500 {
-		s = s[:500]
-	}
-	return s
+// maxGap is how much of the wait between two failed tries at the bank
+// counts as time spent trying: the longest retry delay, and the time a
+// delivery may take, with room to spare. Longer waits (a paused process,
+// a backlog) are not the bank's.
+func (c *Consumer) maxGap() time.Duration {
+	return 2 * (c.policy.maxDelay() + c.cfg.AckWait)
 }
 
 // keepAlive tells JetStream the message is still being worked on while a
@@ -303,11 +348,17 @@ func (c *Consumer) keepAlive(msg jetstream.Msg) func() {
 	}
 }
 
-// IdempotencyKey is the Idempotency-Key of the card order of (source, id):
-// fixed for the request, so every retry and every redelivery asks MBanq
-// for the same card and a lost response never makes a second one.
-func IdempotencyKey(source, id string) string {
-	return mbanq.IdempotencyKey("cardbridge", "card-order", source, id)
+// IdempotencyKey is the Idempotency-Key of the card order of (source, id)
+// in key generation gen: fixed for the request, so every retry and every
+// redelivery asks MBanq for the same card and a lost response never makes
+// a second one. The generation moves on only when a replay follows a
+// definite refusal (see store.Replay); generation 0 is the key of every
+// request never refused.
+func IdempotencyKey(source, id string, gen int) string {
+	if gen == 0 {
+		return mbanq.IdempotencyKey("cardbridge", "card-order", source, id)
+	}
+	return mbanq.IdempotencyKey("cardbridge", "card-order", source, id, "generation", strconv.Itoa(gen))
 }
 
 func payloadHash(req *event.Request) []byte {

@@ -17,6 +17,9 @@ type Observer interface {
 	// UserProvisioned is told that a client's self-service user was
 	// created (or adopted) at MBanq.
 	UserProvisioned(clientID int64)
+	// Paused is told that the process paused for the fault of the
+	// deployment named code, or resumed (code "").
+	Paused(code string)
 }
 
 // Observation follows one delivery from fetch to acknowledgement.
@@ -35,8 +38,9 @@ type Observation interface {
 	// processed.
 	Outcome(outcome, reason string)
 	// Settled is called once the message has been acknowledged,
-	// terminated or handed back; disposition is "ack", "term", "retry" or
-	// "retry_now", and err the error of that acknowledgement, if any.
+	// terminated or handed back; disposition is the Action applied ("ack",
+	// "term", "retry", "pause", "hand_back"), and err the error of that
+	// acknowledgement, if any.
 	Settled(disposition string, err error)
 }
 
@@ -54,6 +58,7 @@ type nopObserver struct{}
 
 func (nopObserver) Delivery(context.Context, uint64) Observation { return nopObserver{} }
 func (nopObserver) UserProvisioned(int64)                        {}
+func (nopObserver) Paused(string)                                {}
 func (nopObserver) Request(ctx context.Context, _ string, ref event.RequestRef) (context.Context, event.RequestRef) {
 	return ctx, ref
 }

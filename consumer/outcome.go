@@ -2,10 +2,10 @@ package consumer
 
 import (
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/store"
 )
 
@@ -19,9 +19,13 @@ func (c *Consumer) issuedCompletion(d *delivery, hash []byte, card *store.CardOr
 		Status:    card.Status,
 		IssuedAt:  card.IssuedAt,
 	})
-	ev, err := outboxEvent(out, d.ref, d.generation())
+	ev, err := outboxEvent(out, d.ref, d.adm.Generation)
 	if err != nil {
-		return store.Completion{}, err
+		// The bank's answer does not make a valid card.issued: what it
+		// said cannot be published as it is. Asked again under the same
+		// Idempotency-Key, it may answer in full.
+		return store.Completion{}, &mbanq.Error{Op: "order card", HTTPStatus: 200, Code: mbanq.CodeMalformedResponse,
+			Message: "the card does not make a valid card.issued", Err: err}
 	}
 	return store.Completion{
 		Source:      req.Source,
@@ -30,6 +34,7 @@ func (c *Consumer) issuedCompletion(d *delivery, hash []byte, card *store.CardOr
 		Outcome:     store.OutcomeIssued,
 		Card:        card,
 		Event:       ev,
+		HadRetries:  d.hadRetries || d.meta.NumDelivered > 1,
 	}, nil
 }
 
@@ -38,10 +43,11 @@ func (c *Consumer) issuedCompletion(d *delivery, hash []byte, card *store.CardOr
 // answer) and the dead letter keeping the original message.
 func (c *Consumer) failedCompletion(d *delivery, f event.Failure) (store.Completion, error) {
 	comp := store.Completion{
-		Source:    d.ref.Source,
-		RequestID: d.ref.ID,
-		Outcome:   store.OutcomeFailed,
-		Reason:    f.Reason,
+		Source:     d.ref.Source,
+		RequestID:  d.ref.ID,
+		Outcome:    store.OutcomeFailed,
+		Reason:     f.Reason,
+		HadRetries: d.hadRetries || d.meta.NumDelivered > 1,
 	}
 	if d.req != nil {
 		comp.PayloadHash = payloadHash(d.req)
@@ -49,9 +55,14 @@ func (c *Consumer) failedCompletion(d *delivery, f event.Failure) (store.Complet
 		comp.PayloadHash = []byte{}
 	}
 	if d.ref.ID != "" && d.ref.Source != "" {
-		ev, err := outboxEvent(event.NewFailed(c.cfg.Source, d.ref, f, time.Now()), d.ref, d.generation())
+		ev, err := outboxEvent(event.NewFailed(c.cfg.Source, d.ref, f, time.Now()), d.ref, d.adm.Generation)
 		if err != nil {
-			return store.Completion{}, err
+			// What the message said of itself does not fit card.failed
+			// (an odd employee id, say): answer with what is certain.
+			ref := event.RequestRef{Source: d.ref.Source, ID: d.ref.ID}
+			if ev, err = outboxEvent(event.NewFailed(c.cfg.Source, ref, f, time.Now()), ref, d.adm.Generation); err != nil {
+				return store.Completion{}, err
+			}
 		}
 		comp.Event = ev
 	} else {
@@ -83,17 +94,10 @@ func (d *delivery) deadLetter(f event.Failure) *store.DeadLetter {
 }
 
 // ReplayHeader carries the replay generation on a request republished by
-// `cardbridge replay`. Generation 0 (no header) is the original request.
+// `cardbridge replay`, for people reading the stream. The consumer never
+// reads it: a request's generation is the store's (store.Admission), so a
+// publisher that writes the header changes nothing.
 const ReplayHeader = "Cardbridge-Replay"
-
-// generation is the replay generation of the delivery's message.
-func (d *delivery) generation() int {
-	g, err := strconv.Atoi(d.msg.Headers().Get(ReplayHeader))
-	if err != nil || g < 0 {
-		return 0
-	}
-	return g
-}
 
 // outcomeID is the id of a request's outcome event: event.OutcomeID of the
 // request for its first outcome, and a distinct id per replay, so that a
@@ -106,11 +110,17 @@ func outcomeID(source, id string, generation int) string {
 	return event.OutcomeID(source, fmt.Sprintf("%s\x00replay:%d", id, generation))
 }
 
+// outboxEvent encodes an outcome for the outbox, after checking it against
+// its schema: what is committed is published as it is, so an invalid event
+// must never get that far.
 func outboxEvent(o event.Outcome, ref event.RequestRef, generation int) (store.OutboxEvent, error) {
 	o.ID = outcomeID(ref.Source, ref.ID, generation)
 	m, err := o.Encode()
 	if err != nil {
 		return store.OutboxEvent{}, fmt.Errorf("encoding %s: %w", o.Type, err)
+	}
+	if err := event.ValidateData(o.Type, m.Data); err != nil {
+		return store.OutboxEvent{}, fmt.Errorf("checking %s: %w", o.Type, err)
 	}
 	return store.OutboxEvent{EventID: o.ID, Subject: m.Subject, Header: m.Header, Data: m.Data}, nil
 }

@@ -112,6 +112,18 @@ func (u *userDirectory) load(ctx context.Context, clientID int64) (*mbanq.Sessio
 	return s, nil
 }
 
+// openPassword checks that the stored password of clientID's user opens
+// under the configured keys: how a process paused for its secret key finds
+// out that the fault cleared.
+func (u *userDirectory) openPassword(ctx context.Context, clientID int64) error {
+	row, err := u.store.SelfServiceUser(ctx, clientID)
+	if err != nil {
+		return err
+	}
+	_, _, err = u.box.OpenStale(row.PasswordSealed, sealingContext(row.ClientID, row.Username))
+	return err
+}
+
 // recordIntent commits a new user's name and sealed password before MBanq
 // hears of it. When another process got there first, its row is used.
 func (u *userDirectory) recordIntent(ctx context.Context, clientID int64) (store.SelfServiceUser, error) {
@@ -128,7 +140,7 @@ func (u *userDirectory) recordIntent(ctx context.Context, clientID int64) (store
 func (u *userDirectory) provision(ctx context.Context, row store.SelfServiceUser, password secret.String) error {
 	roleID, err := u.selfServiceRole(ctx)
 	if err != nil {
-		return err
+		return adminCall{err}
 	}
 	// EnsureSelfServiceUser carries an Idempotency-Key fixed by the
 	// username, and when MBanq reports the name taken (an earlier attempt
@@ -149,7 +161,7 @@ func (u *userDirectory) provision(ctx context.Context, row store.SelfServiceUser
 		Password:                     password,
 	}, mbanq.IdempotencyKey("cardbridge", "self-service-user", row.Username))
 	if err != nil {
-		return fmt.Errorf("creating self-service user %s: %w", row.Username, err)
+		return adminCall{fmt.Errorf("creating self-service user %s: %w", row.Username, err)}
 	}
 	if err := u.store.ActivateUser(ctx, row.ClientID, userID); err != nil {
 		return err

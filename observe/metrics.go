@@ -25,6 +25,7 @@ type metrics struct {
 	inFlight    prometheus.Gauge
 	deadLetters *prometheus.CounterVec // reason
 	provisioned prometheus.Counter
+	paused      *prometheus.GaugeVec // reason
 
 	bankDuration *prometheus.HistogramVec // endpoint, status
 	tokenGrants  *prometheus.CounterVec   // grant, result
@@ -58,6 +59,10 @@ func newMetrics() *metrics {
 			Name: "cardbridge_dead_letters_total",
 			Help: "Requests this process recorded as dead letters (answered with card.failed), by reason.",
 		}, []string{"reason"}),
+		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cardbridge_consumer_paused",
+			Help: "1 while this process is paused by a fault of the deployment (the reason label names it: invalid_tenant, oauth_client_refused, admin_login_refused, secret_key, self_service_role, permission_missing, bank_unreachable, bank_tls, bank_redirect...); no series at 1 while it runs.",
+		}, []string{"reason"}),
 		provisioned: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cardbridge_self_service_users_provisioned_total",
 			Help: "MBanq self-service users this process created (or adopted) for a client.",
@@ -82,7 +87,7 @@ func newMetrics() *metrics {
 		}, []string{"result"}),
 	}
 	m.reg.MustRegister(
-		m.requests, m.duration, m.deliveries, m.inFlight, m.deadLetters, m.provisioned,
+		m.requests, m.duration, m.deliveries, m.inFlight, m.deadLetters, m.provisioned, m.paused,
 		m.bankDuration, m.tokenGrants, m.relayDuration, m.relayEvents,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -1,0 +1,193 @@
+package consumer
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/mbanq"
+	"github.com/cardbridge/cardbridge/secret"
+)
+
+func TestFaultOf(t *testing.T) {
+	bank := func(status int, code string) error {
+		return fmt.Errorf("ordering card: %w", &mbanq.Error{Op: "order card", HTTPStatus: status, Code: code})
+	}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want Fault
+	}{
+		{"nothing", nil, FaultNone},
+		{"shutdown", fmt.Errorf("ordering card: %w", context.Canceled), FaultShutdown},
+		{"deadline", context.DeadlineExceeded, FaultShutdown},
+		{"database", errors.New("connection reset by peer"), FaultInfra},
+		{"undecodable event", &event.DecodeError{Reason: event.ReasonInvalidEvent}, FaultRequest},
+		{"unbound source", event.Failure{Reason: event.ReasonUnboundSource}, FaultRequest},
+		{"bank 400", bank(http.StatusBadRequest, mbanq.CodeValidationErrorsExist), FaultRejected},
+		{"bank 403 domain rule", bank(http.StatusForbidden, mbanq.CodeDomainRuleViolation), FaultRejected},
+		{"bank 404", bank(http.StatusNotFound, ""), FaultRejected},
+		{"bank 503", bank(http.StatusServiceUnavailable, ""), FaultBank},
+		{"bank 429", &mbanq.Error{HTTPStatus: http.StatusTooManyRequests, RetryAfter: time.Second}, FaultBank},
+		{"bank 504", bank(http.StatusGatewayTimeout, ""), FaultBankUnknown},
+		{"bank 503 after a timed-out attempt", &mbanq.Error{HTTPStatus: 503, OutcomeUnknown: true}, FaultBankUnknown},
+		{"bank 200 that cannot be read", bank(http.StatusOK, mbanq.CodeMalformedResponse), FaultBankUnknown},
+		{"connection lost", &mbanq.Error{Op: "order card", Err: &net.OpError{Op: "read", Err: errors.New("reset")}}, FaultBankUnknown},
+		{"token refused after a fresh one", bank(http.StatusUnauthorized, mbanq.CodeNotAuthenticated), FaultReauth},
+		{"wrong tenant", bank(http.StatusUnauthorized, mbanq.CodeInvalidTenant), FaultDeployment},
+		{"OAuth client refused", &mbanq.Error{HTTPStatus: 401, Code: mbanq.CodeInvalidClient, Login: true}, FaultDeployment},
+		{"permission missing", bank(http.StatusForbidden, mbanq.CodeNotAuthorized), FaultDeployment},
+		{"bank unreachable", &mbanq.Error{Op: "order card", Err: &net.OpError{Op: "dial", Err: errors.New("refused")}}, FaultDeployment},
+		{"bank certificate not trusted", &mbanq.Error{Op: "order card", Err: x509.UnknownAuthorityError{}}, FaultDeployment},
+		{"bank redirects", bank(http.StatusTemporaryRedirect, ""), FaultDeployment},
+		{"secret key cannot open a password", fmt.Errorf("opening password: %w", secret.ErrDecrypt), FaultDeployment},
+		{"no self-service role", adminCall{mbanq.ErrNoSelfServiceRole}, FaultDeployment},
+		{"admin login refused", adminCall{&mbanq.Error{HTTPStatus: 401, Code: mbanq.CodeNotAuthenticated, Login: true}}, FaultDeployment},
+		{"user creation refused", adminCall{&mbanq.Error{HTTPStatus: 400, Code: mbanq.CodeValidationErrorsExist}}, FaultDeployment},
+		{"user creation answer lost", adminCall{&mbanq.Error{Err: &net.OpError{Op: "read", Err: errors.New("reset")}}}, FaultBank},
+		{"paused", errPaused, FaultDeployment},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, faultOf(tc.err), "%v", tc.err)
+		})
+	}
+}
+
+func TestDeploymentFaultNamesTheFault(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&mbanq.Error{HTTPStatus: 401, Code: mbanq.CodeInvalidTenant}, mbanq.FaultInvalidTenant},
+		{&mbanq.Error{HTTPStatus: 401, Code: mbanq.CodeInvalidClient, Login: true}, mbanq.FaultOAuthClient},
+		{adminCall{&mbanq.Error{HTTPStatus: 401, Code: mbanq.CodeNotAuthenticated, Login: true}}, FaultAdminLogin},
+		{adminCall{&mbanq.Error{HTTPStatus: 400}}, FaultProvisioning},
+		{fmt.Errorf("x: %w", secret.ErrDecrypt), FaultSecretKey},
+		{adminCall{mbanq.ErrNoSelfServiceRole}, FaultSelfServiceRole},
+		{&mbanq.Error{Err: &net.DNSError{Err: "no such host", IsNotFound: true}}, mbanq.FaultUnreachable},
+		{&mbanq.Error{HTTPStatus: 401, Code: mbanq.CodeNotAuthenticated}, ""},
+		{&mbanq.Error{HTTPStatus: 403, Code: mbanq.CodeDomainRuleViolation}, ""},
+	} {
+		code, msg := deploymentFault(tc.err)
+		require.Equal(t, tc.want, code, "%v", tc.err)
+		if code != "" {
+			require.NotEmpty(t, msg)
+		}
+	}
+}
+
+var updateREADME = flag.Bool("update-readme", false, "rewrite the README's decision table from Decide")
+
+// decisionCases are the rows of the README's table "What happens to a
+// message": what happened, in words, the facts Decide sees, and what is
+// committed.
+var decisionCases = []struct {
+	what      string
+	facts     Facts
+	committed string
+}{
+	{"card ordered", Facts{Fault: FaultNone}, "inbox + card order + `card.issued` outbox row"},
+	{"already processed (same data)", Facts{Fault: FaultNone}, "nothing"},
+	{"already processed, different data", Facts{Fault: FaultNone}, "a `duplicate_conflict` dead letter of its own (the first request stands)"},
+	{"not a CloudEvent, or not one cardbridge handles", Facts{Fault: FaultRequest, Reason: event.ReasonInvalidEvent}, "inbox + `card.failed` + dead letter"},
+	{"data does not match the schema", Facts{Fault: FaultRequest, Reason: event.ReasonSchemaInvalid}, "inbox + `card.failed` + dead letter"},
+	{"source not bound to the client", Facts{Fault: FaultRequest, Reason: event.ReasonUnboundSource}, "inbox + `card.failed` + dead letter"},
+	{"the bank refused the order (a business rule: 400, 403, 404)", Facts{Fault: FaultRejected}, "inbox + `card.failed` (+ bank code) + dead letter"},
+	{"the bank failed without acting (500, 503, 429), 3rd delivery, budget left", Facts{Fault: FaultBank, Deliveries: 3, Spent: time.Minute}, "the time spent at the bank"},
+	{"same, the bank asked for `Retry-After: 60`", Facts{Fault: FaultBank, Deliveries: 3, Spent: time.Minute, RetryAfter: time.Minute}, "the time spent at the bank"},
+	{"the bank's answer is unknown (timeout, lost connection, 502/504, an unreadable or incomplete 2xx), budget left", Facts{Fault: FaultBankUnknown, Deliveries: 1}, "the time spent at the bank"},
+	{"the budget (`CARDBRIDGE_RETRY_FOR`) is spent and some answer was unknown", Facts{Fault: FaultBank, Deliveries: 40, Spent: DefaultRetryFor, Unknown: true}, "inbox + `card.failed` + dead letter"},
+	{"the budget is spent and every answer was a failure", Facts{Fault: FaultBank, Deliveries: 40, Spent: DefaultRetryFor}, "inbox + `card.failed` + dead letter"},
+	{"the user's token refused after a fresh one, 1st delivery", Facts{Fault: FaultReauth, Deliveries: 1}, "the time spent; the session is dropped"},
+	{"same, a later delivery", Facts{Fault: FaultReauth, Deliveries: 2}, "the time spent; the session is dropped"},
+	{"a fault of the deployment (see [Pausing](#when-the-deployment-is-at-fault-pausing))", Facts{Fault: FaultDeployment, Deliveries: 7}, "nothing; the process pauses"},
+	{"our database or NATS failed, 2nd delivery", Facts{Fault: FaultInfra, Deliveries: 2}, "nothing"},
+	{"card ordered, its commit failed", Facts{Fault: FaultUnrecorded}, "nothing yet: the commit is tried again"},
+	{"same, three holds later", Facts{Fault: FaultUnrecorded, Holds: maxHolds, Deliveries: 1}, "nothing: the next delivery asks the bank again under the same key"},
+	{"shutdown while in flight", Facts{Fault: FaultShutdown}, "nothing"},
+}
+
+func TestDecide(t *testing.T) {
+	p := Policy{RetryFor: DefaultRetryFor}
+	want := []Decision{
+		{Action: Ack},
+		{Action: Ack},
+		{Action: Ack},
+		{Action: Term, Fail: event.ReasonInvalidEvent},
+		{Action: Term, Fail: event.ReasonSchemaInvalid},
+		{Action: Term, Fail: event.ReasonUnboundSource},
+		{Action: Term, Fail: event.ReasonBankRejected},
+		{Action: Retry, Delay: 4 * time.Second},
+		{Action: Retry, Delay: time.Minute},
+		{Action: Retry, Delay: time.Second},
+		{Action: Term, Fail: event.ReasonBankOutcomeUnknown},
+		{Action: Term, Fail: event.ReasonRetriesExhausted},
+		{Action: HandBack},
+		{Action: Retry, Delay: 2 * time.Second},
+		{Action: Pause, Delay: pauseHandBack},
+		{Action: Retry, Delay: 2 * time.Second},
+		{Action: Hold, Delay: time.Second},
+		{Action: Retry, Delay: time.Second},
+		{Action: HandBack},
+	}
+	require.Len(t, want, len(decisionCases))
+	for i, c := range decisionCases {
+		require.Equal(t, want[i], p.Decide(c.facts), c.what)
+	}
+
+	// The budget is time, not deliveries: the hundredth delivery of a
+	// request that has spent little time at the bank is retried.
+	require.Equal(t, Retry, p.Decide(Facts{Fault: FaultBank, Deliveries: 100, Spent: time.Hour}).Action)
+	require.Equal(t, 5*time.Minute, p.Decide(Facts{Fault: FaultBank, Deliveries: 100}).Delay, "the delay is capped")
+	require.Equal(t, 5*time.Minute, p.Decide(Facts{Fault: FaultBank, Deliveries: 1, RetryAfter: time.Hour}).Delay, "so is Retry-After")
+	// An unknown answer on the last delivery wins over definite ones before.
+	require.Equal(t, event.ReasonBankOutcomeUnknown, p.Decide(Facts{Fault: FaultBankUnknown, Spent: DefaultRetryFor}).Fail)
+	// Holds grow, then the message is handed back.
+	require.Equal(t, Decision{Action: Hold, Delay: 4 * time.Second}, p.Decide(Facts{Fault: FaultUnrecorded, Holds: 2}))
+	// A shorter budget gives up sooner.
+	short := Policy{RetryFor: time.Second, MaxDelay: 100 * time.Millisecond}
+	require.Equal(t, Term, short.Decide(Facts{Fault: FaultBank, Spent: time.Second}).Action)
+	require.Equal(t, Decision{Action: Retry, Delay: 100 * time.Millisecond}, short.Decide(Facts{Fault: FaultBank, Deliveries: 5, Spent: time.Millisecond}))
+}
+
+// decisionTable renders decisionCases through Decide as the README shows
+// them.
+func decisionTable() string {
+	p := Policy{RetryFor: DefaultRetryFor}
+	var b strings.Builder
+	b.WriteString("| what happened | committed | decision |\n|---|---|---|\n")
+	for _, c := range decisionCases {
+		fmt.Fprintf(&b, "| %s | %s | `%s` |\n", c.what, c.committed, p.Decide(c.facts))
+	}
+	return b.String()
+}
+
+// TestREADMEDecisionTable keeps the README's table equal to what Decide
+// does; `go test ./consumer -run READMEDecisionTable -update-readme`
+// rewrites it.
+func TestREADMEDecisionTable(t *testing.T) {
+	const begin, end = "<!-- decision table: generated by consumer/decide_test.go -->\n", "<!-- end of decision table -->"
+	raw, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	readme := string(raw)
+	i, j := strings.Index(readme, begin), strings.Index(readme, end)
+	require.True(t, i >= 0 && j > i, "the README has the decision table markers")
+	want := decisionTable()
+	if *updateREADME {
+		readme = readme[:i+len(begin)] + want + readme[j:]
+		require.NoError(t, os.WriteFile("../README.md", []byte(readme), 0o644))
+		return
+	}
+	require.Equal(t, want, readme[i+len(begin):j], "the README's decision table differs from Decide; run go test ./consumer -run READMEDecisionTable -update-readme")
+}
