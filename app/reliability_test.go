@@ -14,7 +14,11 @@ import (
 )
 
 func TestTransientFailuresEndInRetriesExhausted(t *testing.T) {
-	b := setupWith(t, options{cfg: func(c *config.Config) { c.RetryFor = 2 * time.Second; c.RetryDelayMax = 100 * time.Millisecond; c.MBanq.MaxAttempts = 1 }})
+	b := setupWith(t, options{cfg: func(c *config.Config) {
+		c.RetryFor = 2 * time.Second
+		c.RetryDelayMax = 100 * time.Millisecond
+		c.MBanq.MaxAttempts = 1
+	}})
 	require.NoError(t, b.sandbox.SetFaults(sandbox.Faults{ServerErrorRate: 1, ServerErrorStatus: 503, Paths: []string{"/v1/cards"}}))
 	req := request(erp, 1)
 	b.publish(t, req, event.Binary)
