@@ -4,7 +4,9 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 )
@@ -23,11 +25,21 @@ var ErrDecrypt = errors.New("secret: cannot decrypt (wrong key or corrupted ciph
 // A Box seals with its primary key and opens with the primary or any of the
 // previous keys it was given, which is how the key is rotated: start with
 // the new key as primary and the old one as previous, reseal what was
-// sealed under the old key (Open reports it), then drop the old key.
+// sealed under the old key (OpenStale and OpenKey report it), then drop the
+// old key.
 type Box struct {
 	aead     cipher.AEAD
+	keyID    string
 	previous []cipher.AEAD
 }
+
+// KeyPrimary and KeyNone are what OpenKey reports for a value opened by the
+// primary key and for one no key opens. Previous key i (0-based, in the
+// order given to NewBox) is reported as i+1.
+const (
+	KeyPrimary = 0
+	KeyNone    = -1
+)
 
 // ParseKey decodes a base64 (standard or URL alphabet, padded or not) key of
 // exactly KeySize bytes. Its errors never contain the key.
@@ -54,7 +66,7 @@ func NewBox(key []byte, previous ...[]byte) (*Box, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Box{aead: aead}
+	b := &Box{aead: aead, keyID: KeyID(key)}
 	for _, k := range previous {
 		a, err := newAEAD(k)
 		if err != nil {
@@ -63,6 +75,21 @@ func NewBox(key []byte, previous ...[]byte) (*Box, error) {
 		b.previous = append(b.previous, a)
 	}
 	return b, nil
+}
+
+// KeyID returns the fingerprint of the Box's primary key: the key that
+// seals, recorded next to what it sealed.
+func (b *Box) KeyID() string { return b.keyID }
+
+// KeyID returns a short fingerprint of key (16 hex digits), to record which
+// key sealed a value and to compare keys in logs and metrics without
+// showing them. It is a truncated SHA-256 under a label of its own, so it
+// reveals nothing usable about the key and matches no other hash of it.
+func KeyID(key []byte) string {
+	h := sha256.New()
+	h.Write([]byte("cardbridge/secret-key-id/v1\x00"))
+	h.Write(key)
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
 func newAEAD(key []byte) (cipher.AEAD, error) {
@@ -95,15 +122,22 @@ func (b *Box) Open(sealed, ad []byte) (String, error) {
 // OpenStale is Open that also reports whether the value was sealed under a
 // previous key and should be sealed again.
 func (b *Box) OpenStale(sealed, ad []byte) (String, bool, error) {
+	s, key, err := b.OpenKey(sealed, ad)
+	return s, key > KeyPrimary, err
+}
+
+// OpenKey is Open that also tells which key opened the value: KeyPrimary,
+// i+1 for previous key i, or KeyNone with ErrDecrypt.
+func (b *Box) OpenKey(sealed, ad []byte) (String, int, error) {
 	if s, ok := open(b.aead, sealed, ad); ok {
-		return s, false, nil
+		return s, KeyPrimary, nil
 	}
-	for _, a := range b.previous {
+	for i, a := range b.previous {
 		if s, ok := open(a, sealed, ad); ok {
-			return s, true, nil
+			return s, i + 1, nil
 		}
 	}
-	return String{}, false, ErrDecrypt
+	return String{}, KeyNone, ErrDecrypt
 }
 
 func open(a cipher.AEAD, sealed, ad []byte) (String, bool) {

@@ -2,6 +2,9 @@ package secret
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -70,4 +73,49 @@ func TestParseKey(t *testing.T) {
 	require.ErrorContains(t, err, "5 bytes, want 32")
 	_, err = ParseKey(New(""))
 	require.Error(t, err)
+}
+
+func TestBoxTellsWhichKeyOpened(t *testing.T) {
+	k1, k2, k3 := bytes.Repeat([]byte{1}, KeySize), bytes.Repeat([]byte{2}, KeySize), bytes.Repeat([]byte{3}, KeySize)
+	old, err := NewBox(k1)
+	require.NoError(t, err)
+	sealed, err := old.Seal(New("pw"), []byte("row"))
+	require.NoError(t, err)
+
+	b, err := NewBox(k3, k2, k1)
+	require.NoError(t, err)
+	p, key, err := b.OpenKey(sealed, []byte("row"))
+	require.NoError(t, err)
+	require.Equal(t, 2, key, "the second previous key")
+	require.Equal(t, "pw", p.Reveal())
+
+	fresh, err := b.Seal(New("pw"), []byte("row"))
+	require.NoError(t, err)
+	_, key, err = b.OpenKey(fresh, []byte("row"))
+	require.NoError(t, err)
+	require.Equal(t, KeyPrimary, key)
+
+	_, key, err = b.OpenKey(sealed, []byte("another row"))
+	require.ErrorIs(t, err, ErrDecrypt)
+	require.Equal(t, KeyNone, key)
+}
+
+func TestKeyIDNamesTheKeyWithoutShowingIt(t *testing.T) {
+	k1, k2 := bytes.Repeat([]byte{1}, KeySize), bytes.Repeat([]byte{2}, KeySize)
+	b1, err := NewBox(k1, k2)
+	require.NoError(t, err)
+	again, err := NewBox(k1)
+	require.NoError(t, err)
+	b2, err := NewBox(k2, k1)
+	require.NoError(t, err)
+
+	require.Len(t, b1.KeyID(), 16)
+	require.Equal(t, b1.KeyID(), again.KeyID(), "a function of the primary key alone")
+	require.Equal(t, KeyID(k1), b1.KeyID())
+	require.NotEqual(t, b1.KeyID(), b2.KeyID())
+	for _, enc := range []string{hex.EncodeToString(k1), base64.StdEncoding.EncodeToString(k1)} {
+		require.NotContains(t, enc, b1.KeyID())
+	}
+	plain := sha256.Sum256(k1)
+	require.NotContains(t, hex.EncodeToString(plain[:]), b1.KeyID(), "not a bare hash of the key")
 }
