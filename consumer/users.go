@@ -86,19 +86,13 @@ func (u *userDirectory) load(ctx context.Context, clientID int64) (*mbanq.Sessio
 	if err != nil {
 		return nil, err
 	}
-	ad := sealingContext(row.ClientID, row.Username)
-	password, stale, err := u.box.OpenStale(row.PasswordSealed, ad)
+	ad := store.SealingContext(row.ClientID, row.Username)
+	password, key, err := u.box.OpenKey(row.PasswordSealed, ad)
 	if err != nil {
 		return nil, fmt.Errorf("opening password of self-service user %s: %w", row.Username, err)
 	}
-	if stale {
-		// Sealed under a previous CARDBRIDGE_SECRET_KEY: seal it under the
-		// current one, so the old key can be retired.
-		if sealed, err := u.box.Seal(password, ad); err == nil {
-			if err := u.store.ResealPassword(ctx, row.ClientID, sealed); err != nil {
-				u.log.Warn("resealing password under the current key", "client_id", row.ClientID, "err", err)
-			}
-		}
+	if key != secret.KeyPrimary || row.SealingKey != u.box.KeyID() {
+		u.reseal(ctx, row, password, key)
 	}
 	if row.Status == store.UserProvisioning {
 		if err := u.provision(ctx, row, password); err != nil {
@@ -120,8 +114,33 @@ func (u *userDirectory) openPassword(ctx context.Context, clientID int64) error 
 	if err != nil {
 		return err
 	}
-	_, _, err = u.box.OpenStale(row.PasswordSealed, sealingContext(row.ClientID, row.Username))
+	_, _, err = u.box.OpenStale(row.PasswordSealed, store.SealingContext(row.ClientID, row.Username))
 	return err
+}
+
+// reseal seals a password opened under a previous CARDBRIDGE_SECRET_KEY
+// under the current one, so the old key can be retired, or records the key
+// of one sealed under the current key before keys were recorded, so that
+// cardbridge_sealed_passwords counts it as current. A failure costs only
+// the chance: the password in hand is good, and `cardbridge keys reseal`
+// catches up.
+func (u *userDirectory) reseal(ctx context.Context, row store.SelfServiceUser, password secret.String, key int) {
+	sealed := row.PasswordSealed
+	if key != secret.KeyPrimary {
+		var err error
+		if sealed, err = u.box.Seal(password, store.SealingContext(row.ClientID, row.Username)); err != nil {
+			u.log.Warn("resealing password under the current key", "client_id", row.ClientID, "err", err)
+			return
+		}
+	}
+	done, err := u.store.ResealPassword(ctx, row.ClientID, row.PasswordSealed, sealed, u.box.KeyID())
+	switch {
+	case err != nil:
+		u.log.Warn("resealing password under the current key", "client_id", row.ClientID, "err", err)
+	case !done:
+		// Another process resealed it first; the password is the same.
+		u.log.Debug("password resealed meanwhile by another process", "client_id", row.ClientID)
+	}
 }
 
 // recordIntent commits a new user's name and sealed password before MBanq
@@ -129,11 +148,11 @@ func (u *userDirectory) openPassword(ctx context.Context, clientID int64) error 
 func (u *userDirectory) recordIntent(ctx context.Context, clientID int64) (store.SelfServiceUser, error) {
 	username := fmt.Sprintf("cardbridge-%d-%s", clientID, randomString(8, lowerAlnum))
 	password := secret.New(newPassword())
-	sealed, err := u.box.Seal(password, sealingContext(clientID, username))
+	sealed, err := u.box.Seal(password, store.SealingContext(clientID, username))
 	if err != nil {
 		return store.SelfServiceUser{}, err
 	}
-	return u.store.RecordProvisioning(ctx, store.SelfServiceUser{ClientID: clientID, Username: username, PasswordSealed: sealed})
+	return u.store.RecordProvisioning(ctx, store.SelfServiceUser{ClientID: clientID, Username: username, PasswordSealed: sealed, SealingKey: u.box.KeyID()})
 }
 
 // provision creates the recorded user at MBanq and marks it active.
@@ -186,12 +205,6 @@ func (u *userDirectory) selfServiceRole(ctx context.Context) (int64, error) {
 	u.roleID = id
 	u.mu.Unlock()
 	return id, nil
-}
-
-// sealingContext binds a sealed password to its row, so a ciphertext moved
-// to another client's row does not open.
-func sealingContext(clientID int64, username string) []byte {
-	return []byte(fmt.Sprintf("cardbridge/self-service-user/v1:%d:%s", clientID, username))
 }
 
 const (

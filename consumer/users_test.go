@@ -163,6 +163,9 @@ func TestKeyRotationResealsPasswords(t *testing.T) {
 	ctx := context.Background()
 	_, err := b.directory(t).session(ctx, 1)
 	require.NoError(t, err)
+	u, err := b.store.SelfServiceUser(ctx, 1)
+	require.NoError(t, err)
+	require.Equal(t, secret.KeyID(b.key), u.SealingKey, "provisioning records the sealing key")
 
 	old := b.key
 	b.key = testenv.SecretKey(t)
@@ -172,8 +175,34 @@ func TestKeyRotationResealsPasswords(t *testing.T) {
 	s, err := b.directory(t, old).session(ctx, 1)
 	require.NoError(t, err)
 	orderWith(t, s, "k")
+	u, err = b.store.SelfServiceUser(ctx, 1)
+	require.NoError(t, err)
+	require.Equal(t, secret.KeyID(b.key), u.SealingKey, "the reseal records the new key")
 
 	s, err = b.directory(t).session(ctx, 1) // old key dropped
 	require.NoError(t, err)
 	orderWith(t, s, "k2")
+}
+
+// A password sealed before keys were recorded (sealing_key NULL) gets its
+// key recorded on use, so the metric stops counting it as needing an old
+// key; its ciphertext is left as it is.
+func TestUseRecordsTheKeyOfAPasswordSealedBeforeKeysWereRecorded(t *testing.T) {
+	b := setupUsers(t)
+	ctx := context.Background()
+	_, err := b.directory(t).session(ctx, 1)
+	require.NoError(t, err)
+	_, err = b.store.Pool().Exec(ctx, `UPDATE self_service_users SET sealing_key = NULL`)
+	require.NoError(t, err)
+	before, err := b.store.SelfServiceUser(ctx, 1)
+	require.NoError(t, err)
+	require.Empty(t, before.SealingKey)
+
+	s, err := b.directory(t).session(ctx, 1)
+	require.NoError(t, err)
+	orderWith(t, s, "k")
+	after, err := b.store.SelfServiceUser(ctx, 1)
+	require.NoError(t, err)
+	require.Equal(t, secret.KeyID(b.key), after.SealingKey)
+	require.Equal(t, before.PasswordSealed, after.PasswordSealed)
 }

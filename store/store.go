@@ -34,15 +34,20 @@ type Options struct {
 	MaxConns int32
 	// Logger receives the store's own log lines.
 	Logger *slog.Logger
+	// SealingKey is the fingerprint (secret.KeyID) of the key passwords are
+	// sealed under now, against which SealedPasswordCounts counts. Only a
+	// process that reports that metric needs it.
+	SealingKey string
 }
 
 // Store is a handle on cardbridge's database.
 type Store struct {
-	pool   *pgxpool.Pool
-	schema string
-	log    *slog.Logger
-	commit *batcher[Completion, bool]
-	admit  *batcher[AdmissionQuery, Admission]
+	pool       *pgxpool.Pool
+	schema     string
+	log        *slog.Logger
+	sealingKey string
+	commit     *batcher[Completion, bool]
+	admit      *batcher[AdmissionQuery, Admission]
 }
 
 // Open connects to Postgres and checks the connection.
@@ -70,7 +75,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening database: %w", err)
 	}
-	s := &Store{pool: pool, log: opts.Logger}
+	s := &Store{pool: pool, log: opts.Logger, sealingKey: opts.SealingKey}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -19,17 +20,27 @@ type SelfServiceUser struct {
 	ClientID       int64
 	Username       string
 	PasswordSealed []byte
-	MBanqUserID    int64 // 0 while provisioning
-	Status         string
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	// SealingKey is the fingerprint (secret.KeyID) of the key that sealed
+	// PasswordSealed; "" when unknown (sealed before it was recorded).
+	SealingKey  string
+	MBanqUserID int64 // 0 while provisioning
+	Status      string
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
 }
 
-const userColumns = `client_id, username, password_sealed, coalesce(mbanq_user_id, 0), status, created_at, updated_at`
+// SealingContext is the additional data a user's password is sealed with.
+// It binds the ciphertext to its row, so a ciphertext moved to another
+// client's row does not open. Whoever seals or opens a password uses it.
+func SealingContext(clientID int64, username string) []byte {
+	return []byte(fmt.Sprintf("cardbridge/self-service-user/v1:%d:%s", clientID, username))
+}
+
+const userColumns = `client_id, username, password_sealed, coalesce(sealing_key, ''), coalesce(mbanq_user_id, 0), status, created_at, updated_at`
 
 func scanUser(row interface{ Scan(...any) error }) (SelfServiceUser, error) {
 	var u SelfServiceUser
-	err := row.Scan(&u.ClientID, &u.Username, &u.PasswordSealed, &u.MBanqUserID, &u.Status, &u.CreatedAt, &u.UpdatedAt)
+	err := row.Scan(&u.ClientID, &u.Username, &u.PasswordSealed, &u.SealingKey, &u.MBanqUserID, &u.Status, &u.CreatedAt, &u.UpdatedAt)
 	return u, err
 }
 
@@ -60,14 +71,15 @@ func (s *Store) SelfServiceUsers(ctx context.Context) ([]SelfServiceUser, error)
 	return out, rows.Err()
 }
 
-// RecordProvisioning records the intent to create u at MBanq. When another
-// process recorded one for the same client first, that row wins and is
-// returned instead, so two processes never provision two users.
+// RecordProvisioning records the intent to create u at MBanq, with the
+// fingerprint of the key that sealed its password (u.SealingKey). When
+// another process recorded one for the same client first, that row wins and
+// is returned instead, so two processes never provision two users.
 func (s *Store) RecordProvisioning(ctx context.Context, u SelfServiceUser) (SelfServiceUser, error) {
 	_, err := s.pool.Exec(ctx, `
-		INSERT INTO self_service_users (client_id, username, password_sealed, status)
-		VALUES ($1, $2, $3, 'provisioning')
-		ON CONFLICT (client_id) DO NOTHING`, u.ClientID, u.Username, u.PasswordSealed)
+		INSERT INTO self_service_users (client_id, username, password_sealed, sealing_key, status)
+		VALUES ($1, $2, $3, NULLIF($4, ''), 'provisioning')
+		ON CONFLICT (client_id) DO NOTHING`, u.ClientID, u.Username, u.PasswordSealed, u.SealingKey)
 	if err != nil {
 		return SelfServiceUser{}, fmt.Errorf("recording self-service user: %w", err)
 	}
@@ -88,11 +100,74 @@ func (s *Store) ActivateUser(ctx context.Context, clientID, mbanqUserID int64) e
 	return nil
 }
 
-// ResealPassword replaces a user's sealed password, for key rotation.
-func (s *Store) ResealPassword(ctx context.Context, clientID int64, sealed []byte) error {
-	_, err := s.pool.Exec(ctx, `UPDATE self_service_users SET password_sealed = $2, updated_at = now() WHERE client_id = $1`, clientID, sealed)
+// ResealPassword replaces a user's sealed password old with sealed, sealed
+// under the key whose fingerprint is keyID, for key rotation. sealed may be
+// old itself, to record the key of a password already sealed under the
+// current one.
+//
+// It is a compare-and-swap: it writes only while the row still holds old,
+// and reports whether it did. A false means another process resealed the
+// password meanwhile; its value stands, since ours was made from a
+// ciphertext that is no longer there.
+func (s *Store) ResealPassword(ctx context.Context, clientID int64, old, sealed []byte, keyID string) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `
+		UPDATE self_service_users SET password_sealed = $3, sealing_key = NULLIF($4, ''), updated_at = now()
+		WHERE client_id = $1 AND password_sealed = $2`, clientID, old, sealed, keyID)
 	if err != nil {
-		return fmt.Errorf("resealing password: %w", err)
+		return false, fmt.Errorf("resealing password of client %d: %w", clientID, err)
 	}
-	return nil
+	return tag.RowsAffected() == 1, nil
+}
+
+// SealingKeyCounts counts the self-service users by the fingerprint of the
+// key that sealed their password ("" for unknown). One index-free scan of a
+// table with a row per client, cheap enough for every metrics scrape.
+func (s *Store) SealingKeyCounts(ctx context.Context) (map[string]int64, error) {
+	return s.countBy(ctx, "counting sealed passwords by key",
+		`SELECT coalesce(sealing_key, ''), count(*) FROM self_service_users GROUP BY 1`)
+}
+
+// SealedPasswordCounts counts the passwords recorded as sealed under the
+// current key (Options.SealingKey) and the others: sealed under an older
+// key, or under a key not recorded. Once previous is 0 the old keys can go.
+func (s *Store) SealedPasswordCounts(ctx context.Context) (current, previous int64, err error) {
+	if s.sealingKey == "" {
+		return 0, 0, errors.New("counting sealed passwords: the store was not told the current key (store.Options.SealingKey)")
+	}
+	byKey, err := s.SealingKeyCounts(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	for k, n := range byKey {
+		if k == s.sealingKey {
+			current += n
+		} else {
+			previous += n
+		}
+	}
+	return current, previous, nil
+}
+
+// UsersNotSealedUnder lists, by client, the users whose password is not
+// recorded as sealed under the key with fingerprint keyID: those sealed
+// under another key or under an unknown one, which a rotation reseals.
+func (s *Store) UsersNotSealedUnder(ctx context.Context, keyID string) ([]SelfServiceUser, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+userColumns+` FROM self_service_users
+		WHERE sealing_key IS DISTINCT FROM $1 ORDER BY client_id`, keyID)
+	if err != nil {
+		return nil, fmt.Errorf("listing passwords not sealed under the current key: %w", err)
+	}
+	defer rows.Close()
+	var out []SelfServiceUser
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing passwords not sealed under the current key: %w", err)
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing passwords not sealed under the current key: %w", err)
+	}
+	return out, nil
 }
