@@ -146,23 +146,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.positiveInt64("MBANQ_OFFICE_ID", &c.MBanq.OfficeID)
 	p.positiveInt64("MBANQ_SELF_SERVICE_ROLE_ID", &c.MBanq.SelfServiceRoleID)
 
-	if raw := p.required("CARDBRIDGE_SECRET_KEY"); raw != "" {
-		k, err := secret.ParseKey(secret.New(raw))
-		if err != nil {
-			p.problem("CARDBRIDGE_SECRET_KEY: %v (generate one with: openssl rand -base64 32)", err)
-		}
-		c.SecretKey = k
-	}
-	if raw := strings.TrimSpace(getenv("CARDBRIDGE_SECRET_KEY_PREVIOUS")); raw != "" {
-		for i, part := range strings.Split(raw, ",") {
-			k, err := secret.ParseKey(secret.New(strings.TrimSpace(part)))
-			if err != nil {
-				p.problem("CARDBRIDGE_SECRET_KEY_PREVIOUS[%d]: %v", i, err)
-				continue
-			}
-			c.PreviousSecretKeys = append(c.PreviousSecretKeys, k)
-		}
-	}
+	c.SecretKey, c.PreviousSecretKeys = p.secretKeys()
 	p.optional("CARDBRIDGE_SOURCE", &c.Source)
 	p.optional("HTTP_ADDR", &c.HTTPAddr)
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
@@ -200,6 +184,18 @@ func Logging(getenv func(string) string) (slog.Level, string, error) {
 		return lvl, format, &Error{Problems: p.problems}
 	}
 	return lvl, format, nil
+}
+
+// SecretKeys reads only CARDBRIDGE_SECRET_KEY and
+// CARDBRIDGE_SECRET_KEY_PREVIOUS, for commands that open sealed passwords
+// without running the service. Its errors never contain a key.
+func SecretKeys(getenv func(string) string) (key []byte, previous [][]byte, err error) {
+	p := &parser{getenv: getenv}
+	key, previous = p.secretKeys()
+	if len(p.problems) > 0 {
+		return nil, nil, &Error{Problems: p.problems}
+	}
+	return key, previous, nil
 }
 
 type parser struct {
@@ -280,6 +276,27 @@ func (p *parser) boolean(name string, dst *bool) {
 		return
 	}
 	*dst = b
+}
+
+func (p *parser) secretKeys() (key []byte, previous [][]byte) {
+	if raw := p.required("CARDBRIDGE_SECRET_KEY"); raw != "" {
+		k, err := secret.ParseKey(secret.New(raw))
+		if err != nil {
+			p.problem("CARDBRIDGE_SECRET_KEY: %v (generate one with: openssl rand -base64 32)", err)
+		}
+		key = k
+	}
+	if raw := strings.TrimSpace(p.getenv("CARDBRIDGE_SECRET_KEY_PREVIOUS")); raw != "" {
+		for i, part := range strings.Split(raw, ",") {
+			k, err := secret.ParseKey(secret.New(strings.TrimSpace(part)))
+			if err != nil {
+				p.problem("CARDBRIDGE_SECRET_KEY_PREVIOUS[%d]: %v", i, err)
+				continue
+			}
+			previous = append(previous, k)
+		}
+	}
+	return key, previous
 }
 
 func (p *parser) logging() (slog.Level, string) {

@@ -82,3 +82,16 @@ func TestFromEnvAcceptsPreviousKeys(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, c.PreviousSecretKeys, 2)
 }
+
+func TestSecretKeysReadsOnlyTheKeys(t *testing.T) {
+	k := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	key, previous, err := SecretKeys(env(map[string]string{"CARDBRIDGE_SECRET_KEY": k, "CARDBRIDGE_SECRET_KEY_PREVIOUS": k}))
+	require.NoError(t, err)
+	require.Len(t, key, 32)
+	require.Len(t, previous, 1)
+
+	_, _, err = SecretKeys(env(map[string]string{"CARDBRIDGE_SECRET_KEY_PREVIOUS": "secret-ish"}))
+	require.ErrorContains(t, err, "CARDBRIDGE_SECRET_KEY is required")
+	require.ErrorContains(t, err, "CARDBRIDGE_SECRET_KEY_PREVIOUS[0]")
+	require.NotContains(t, err.Error(), "secret-ish")
+}
