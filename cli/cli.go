@@ -61,6 +61,7 @@ func commands() []command {
 		{"sandbox", "the MBanq sandbox as a standalone HTTP server", sandboxCmd},
 		{"publish", "publish one employee.card.requested", publishCmd},
 		{"replay", "re-drive dead-lettered requests under their original CloudEvent id", replayCmd},
+		{"keys", "count or reseal self-service passwords for a key rotation (status|reseal)", keysCmd},
 		{"bench", "load generator and end-to-end benchmark", benchCmd},
 	}
 }
