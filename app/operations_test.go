@@ -74,6 +74,8 @@ func TestMetricsAfterAFlow(t *testing.T) {
 		`cardbridge_requests_in_flight`:                                                           "0",
 		`cardbridge_self_service_users_provisioned_total`:                                         "1",
 		`cardbridge_self_service_users{status="active"}`:                                          "1",
+		`cardbridge_sealed_passwords{key="current"}`:                                              "1",
+		`cardbridge_sealed_passwords{key="previous"}`:                                             "0",
 		`cardbridge_mbanq_token_grants_total{grant="password",result="ok"}`:                       "2", // admin and self-service user
 		`cardbridge_mbanq_request_duration_seconds_count{endpoint="POST /v1/cards",status="200"}`: "1",
 		`cardbridge_relay_events_total{result="published"}`:                                       "2",

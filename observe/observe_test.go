@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -18,7 +20,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/internal/testenv"
 	"github.com/cardbridge/cardbridge/observe"
+	"github.com/cardbridge/cardbridge/secret"
 	"github.com/cardbridge/cardbridge/store"
 )
 
@@ -256,7 +260,10 @@ func TestRelayPublishSpan(t *testing.T) {
 	require.Equal(t, "no responders", failed.Status.Description)
 }
 
-type fakeStats struct{ err error }
+type fakeStats struct {
+	err      error
+	previous int64
+}
 
 func (f fakeStats) OutboxBacklog(context.Context) (int64, time.Duration, error) {
 	return 4, 90 * time.Second, f.err
@@ -266,6 +273,9 @@ func (f fakeStats) PendingDeadLetters(context.Context) (map[string]int64, error)
 }
 func (f fakeStats) SelfServiceUserCounts(context.Context) (map[string]int64, error) {
 	return map[string]int64{"active": 3}, f.err
+}
+func (f fakeStats) SealedPasswordCounts(context.Context) (int64, int64, error) {
+	return 3, f.previous, f.err
 }
 
 func TestWatchStore(t *testing.T) {
@@ -279,6 +289,11 @@ func TestWatchStore(t *testing.T) {
 	requireSeries(t, page, `cardbridge_dead_letters_pending{reason="unbound_source"}`, "0")
 	requireSeries(t, page, `cardbridge_self_service_users{status="active"}`, "3")
 	requireSeries(t, page, `cardbridge_self_service_users{status="provisioning"}`, "0")
+	requireSeries(t, page, `cardbridge_sealed_passwords{key="current"}`, "3")
+	requireSeries(t, page, `cardbridge_sealed_passwords{key="previous"}`, "0")
+	tel, _ = newTelemetry(t, false)
+	require.NoError(t, tel.WatchStore(fakeStats{previous: 5}))
+	requireSeries(t, scrape(t, tel), `cardbridge_sealed_passwords{key="previous"}`, "5")
 
 	// A database that does not answer costs its own series, not the scrape.
 	tel, _ = newTelemetry(t, false)
@@ -287,6 +302,43 @@ func TestWatchStore(t *testing.T) {
 	requireSeries(t, page, `cardbridge_store_stats_up`, "0")
 	require.NotContains(t, page, "cardbridge_outbox_backlog ")
 	require.Contains(t, page, "cardbridge_requests_in_flight 0")
+}
+
+// The sealed-password counts come from the store, against the key the
+// store was told is current; a rotation shows as previous > 0 until the
+// passwords are resealed.
+func TestWatchStoreCountsSealedPasswordsFromTheStore(t *testing.T) {
+	ctx := context.Background()
+	url := testenv.DatabaseURL(t)
+	open := func(keyID string) *store.Store {
+		s, err := store.Open(ctx, store.Options{URL: secret.New(url), SealingKey: keyID})
+		require.NoError(t, err)
+		t.Cleanup(s.Close)
+		return s
+	}
+	s := open("k-old")
+	require.NoError(t, s.MigrateUp(ctx, io.Discard))
+	tel, _ := newTelemetry(t, false)
+	require.NoError(t, tel.WatchStore(s))
+	page := scrape(t, tel)
+	requireSeries(t, page, `cardbridge_sealed_passwords{key="current"}`, "0")
+	requireSeries(t, page, `cardbridge_sealed_passwords{key="previous"}`, "0")
+
+	for i, key := range []string{"k-old", "k-old", "", "k-new"} {
+		_, err := s.RecordProvisioning(ctx, store.SelfServiceUser{ClientID: int64(i + 1), Username: fmt.Sprint("u", i), PasswordSealed: []byte("x"), SealingKey: key})
+		require.NoError(t, err)
+	}
+	page = scrape(t, tel)
+	requireSeries(t, page, `cardbridge_sealed_passwords{key="current"}`, "2")
+	requireSeries(t, page, `cardbridge_sealed_passwords{key="previous"}`, "2")
+
+	// After the rotation to k-new.
+	tel, _ = newTelemetry(t, false)
+	require.NoError(t, tel.WatchStore(open("k-new")))
+	page = scrape(t, tel)
+	requireSeries(t, page, `cardbridge_sealed_passwords{key="current"}`, "1")
+	requireSeries(t, page, `cardbridge_sealed_passwords{key="previous"}`, "3")
+	requireSeries(t, page, `cardbridge_store_stats_up`, "1")
 }
 
 func TestWatchProbes(t *testing.T) {

@@ -16,12 +16,16 @@ type StoreStats interface {
 	OutboxBacklog(ctx context.Context) (int64, time.Duration, error)
 	PendingDeadLetters(ctx context.Context) (map[string]int64, error)
 	SelfServiceUserCounts(ctx context.Context) (map[string]int64, error)
+	// SealedPasswordCounts counts the self-service passwords recorded as
+	// sealed under the current key, and the others (an older key, or one
+	// not recorded).
+	SealedPasswordCounts(ctx context.Context) (current, previous int64, err error)
 }
 
 // WatchStore exports the shared state read from the store at each scrape:
 // the outbox backlog and the age of its oldest event, the dead letters not
-// replayed, and the self-service users. Every process reports the same
-// values; alert on their max.
+// replayed, the self-service users, and their passwords by sealing key.
+// Every process reports the same values; alert on their max.
 func (t *Telemetry) WatchStore(s StoreStats) error {
 	return t.Register(&storeCollector{s: s, log: t.log})
 }
@@ -37,6 +41,8 @@ var (
 		"Dead letters not replayed, by reason (all processes).", []string{"reason"}, nil)
 	descUsers = prometheus.NewDesc("cardbridge_self_service_users",
 		"MBanq self-service users, by status (provisioning, active).", []string{"status"}, nil)
+	descSealed = prometheus.NewDesc("cardbridge_sealed_passwords",
+		"Self-service passwords by the key that sealed them: current (CARDBRIDGE_SECRET_KEY) or previous (an older or unrecorded key). The old keys can go once previous is 0.", []string{"key"}, nil)
 )
 
 // storeCollector queries at scrape time rather than on a timer: the values
@@ -47,7 +53,7 @@ type storeCollector struct {
 }
 
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descStoreUp, descBacklog, descOldest, descDeadLetters, descUsers} {
+	for _, d := range []*prometheus.Desc{descStoreUp, descBacklog, descOldest, descDeadLetters, descUsers, descSealed} {
 		ch <- d
 	}
 }
@@ -58,11 +64,15 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	n, oldest, err := c.s.OutboxBacklog(ctx)
 	var dead, users map[string]int64
+	var current, previous int64
 	if err == nil {
 		dead, err = c.s.PendingDeadLetters(ctx)
 	}
 	if err == nil {
 		users, err = c.s.SelfServiceUserCounts(ctx)
+	}
+	if err == nil {
+		current, previous, err = c.s.SealedPasswordCounts(ctx)
 	}
 	if err != nil {
 		c.log.Warn("reading store statistics for metrics", "err", err)
@@ -89,4 +99,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	for s, v := range byStatus {
 		ch <- prometheus.MustNewConstMetric(descUsers, prometheus.GaugeValue, float64(v), s)
 	}
+	// Both always, so "previous > 0" sees the rise from zero at a rotation.
+	ch <- prometheus.MustNewConstMetric(descSealed, prometheus.GaugeValue, float64(current), "current")
+	ch <- prometheus.MustNewConstMetric(descSealed, prometheus.GaugeValue, float64(previous), "previous")
 }
