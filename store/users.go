@@ -100,15 +100,15 @@ func (s *Store) ActivateUser(ctx context.Context, clientID, mbanqUserID int64) e
 	return nil
 }
 
-// ResealPassword replaces a user's sealed password old with sealed, sealed
+// ResealPassword replaces a user's sealed password old with sealed, made
 // under the key whose fingerprint is keyID, for key rotation. sealed may be
 // old itself, to record the key of a password already sealed under the
 // current one.
 //
 // It is a compare-and-swap: it writes only while the row still holds old,
-// and reports whether it did. A false means another process resealed the
-// password meanwhile; its value stands, since ours was made from a
-// ciphertext that is no longer there.
+// and reports whether it did. False means another process resealed the
+// password meanwhile (or the row is gone); that value stands, since ours
+// was made from a ciphertext that is no longer there.
 func (s *Store) ResealPassword(ctx context.Context, clientID int64, old, sealed []byte, keyID string) (bool, error) {
 	tag, err := s.pool.Exec(ctx, `
 		UPDATE self_service_users SET password_sealed = $3, sealing_key = NULLIF($4, ''), updated_at = now()
@@ -120,7 +120,7 @@ func (s *Store) ResealPassword(ctx context.Context, clientID int64, old, sealed 
 }
 
 // SealingKeyCounts counts the self-service users by the fingerprint of the
-// key that sealed their password ("" for unknown). One index-free scan of a
+// key that sealed their password ("" for unknown). One sequential scan of a
 // table with a row per client, cheap enough for every metrics scrape.
 func (s *Store) SealingKeyCounts(ctx context.Context) (map[string]int64, error) {
 	return s.countBy(ctx, "counting sealed passwords by key",
