@@ -172,7 +172,6 @@ func TestChaos(t *testing.T) {
 		"CARDBRIDGE_SECRET_KEY=" + base64.StdEncoding.EncodeToString(key),
 		"HTTP_ADDR=127.0.0.1:0",
 		"CARDBRIDGE_ACK_WAIT=3s",
-		"CARDBRIDGE_MAX_DELIVER=50",
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=warn",
 	}}
