@@ -6,8 +6,10 @@
 //
 // A replay is safe to repeat. A request that has a card is refused
 // (store.ErrAlreadyIssued), never ordered twice; and when the republish
-// fails after the store released the request, replaying the same dead
-// letter again (by id) finishes the job.
+// fails after the store released the request, the dead letter stays listed
+// as pending, and replaying it again (by id) finishes the job. Which
+// Idempotency-Key the card order uses is the store's decision (see
+// store.Replay).
 package replay
 
 import (
@@ -21,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cardbridge/cardbridge/consumer"
+	"github.com/cardbridge/cardbridge/event"
 	"github.com/cardbridge/cardbridge/store"
 )
 
@@ -65,6 +68,12 @@ type Result struct {
 // error, only when ctx ends; a failure of one dead letter does not stop
 // the others. Its error is otherwise that of listing the dead letters.
 func Matching(ctx context.Context, st Store, js Publisher, f store.DeadLetterFilter) ([]Result, error) {
+	if f.ID == 0 && f.Kind == "" && f.Reason != event.ReasonDuplicateConflict {
+		// A filter by source or time means the requests' own failures; a
+		// duplicate_conflict is not replayable (store.ErrNotReplayable),
+		// and is selected only when asked for by its reason.
+		f.Kind = store.DeadLetterOutcome
+	}
 	letters, err := st.DeadLetters(ctx, f)
 	if err != nil {
 		return nil, err
@@ -110,6 +119,9 @@ var ErrAlreadyIssued = store.ErrAlreadyIssued
 
 // Refused reports whether err is a deliberate refusal rather than a
 // failure: the request already has a card, so replaying it would order a
-// second one. Retrying a refused replay changes nothing; retrying a failed
-// one may succeed.
-func Refused(err error) bool { return errors.Is(err, store.ErrAlreadyIssued) }
+// second one, or the dead letter is a duplicate_conflict, which has no
+// request of its own to re-drive. Retrying a refused replay changes
+// nothing; retrying a failed one may succeed.
+func Refused(err error) bool {
+	return errors.Is(err, store.ErrAlreadyIssued) || errors.Is(err, store.ErrNotReplayable)
+}

@@ -27,6 +27,9 @@ type DeadLetterFilter struct {
 	Source string
 	Since  time.Time // recorded at or after
 	Until  time.Time // recorded before
+	// Kind selects one kind (DeadLetterOutcome, DeadLetterConflict); ""
+	// selects both.
+	Kind string
 	// IncludeReplayed also selects dead letters already replayed whose
 	// replay reached an outcome. A replay that has not (its republish
 	// failed, or it is being handled) is selected either way, so that it
@@ -69,6 +72,9 @@ func (s *Store) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLett
 	}
 	if f.Source != "" {
 		add("source = $%d", f.Source)
+	}
+	if f.Kind != "" {
+		add("kind = $%d", f.Kind)
 	}
 	if !f.Since.IsZero() {
 		add("recorded_at >= $%d", f.Since)
