@@ -110,6 +110,7 @@ func New(cfg Config, s *store.Store, bank *mbanq.Client, box *secret.Box) (*Cons
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger.With("component", "consumer")
+	cfg.observer().Paused("") // running, until a fault of the deployment says otherwise
 	return &Consumer{
 		cfg:       cfg,
 		store:     s,

@@ -28,12 +28,14 @@ func (o consumerObserver) Delivery(_ context.Context, deliveries uint64) consume
 func (o consumerObserver) UserProvisioned(int64) { o.t.m.provisioned.Inc() }
 
 // Paused sets cardbridge_consumer_paused: one series at 1, labelled with
-// the fault, while paused; none at 1 while running.
+// the fault, while paused; one at 0 with an empty reason while running.
 func (o consumerObserver) Paused(code string) {
 	o.t.m.paused.Reset()
-	if code != "" {
-		o.t.m.paused.WithLabelValues(code).Set(1)
+	if code == "" {
+		o.t.m.paused.WithLabelValues("").Set(0)
+		return
 	}
+	o.t.m.paused.WithLabelValues(code).Set(1)
 }
 
 // observation follows one delivery. The consumer calls its methods from

@@ -61,7 +61,7 @@ func newMetrics() *metrics {
 		}, []string{"reason"}),
 		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cardbridge_consumer_paused",
-			Help: "1 while this process is paused by a fault of the deployment (the reason label names it: invalid_tenant, oauth_client_refused, admin_login_refused, secret_key, self_service_role, permission_missing, bank_unreachable, bank_tls, bank_redirect...); no series at 1 while it runs.",
+			Help: "1 while this process is paused by a fault of the deployment (the reason label names it: invalid_tenant, oauth_client_refused, admin_login_refused, secret_key, self_service_role, permission_missing, bank_unreachable, bank_tls, bank_redirect...); 0, with an empty reason, while it runs.",
 		}, []string{"reason"}),
 		provisioned: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cardbridge_self_service_users_provisioned_total",
