@@ -95,3 +95,25 @@ func TestSecretKeysReadsOnlyTheKeys(t *testing.T) {
 	require.ErrorContains(t, err, "CARDBRIDGE_SECRET_KEY_PREVIOUS[0]")
 	require.NotContains(t, err.Error(), "secret-ish")
 }
+
+func TestRetryBudgetIsTime(t *testing.T) {
+	c, err := FromEnv(env(valid()))
+	require.NoError(t, err)
+	require.Equal(t, 24*time.Hour, c.RetryFor)
+	require.Equal(t, 5*time.Minute, c.RetryDelayMax)
+	require.Empty(t, c.Warnings)
+
+	m := valid()
+	m["CARDBRIDGE_RETRY_FOR"], m["CARDBRIDGE_RETRY_DELAY_MAX"] = "36h", "1m"
+	m["CARDBRIDGE_MAX_DELIVER"] = "20"
+	c, err = FromEnv(env(m))
+	require.NoError(t, err)
+	require.Equal(t, 36*time.Hour, c.RetryFor)
+	require.Equal(t, time.Minute, c.RetryDelayMax)
+	require.Len(t, c.Warnings, 1, "the old setting is named, not silently ignored")
+	require.Contains(t, c.Warnings[0], "CARDBRIDGE_RETRY_FOR")
+
+	m["CARDBRIDGE_RETRY_FOR"] = "20"
+	_, err = FromEnv(env(m))
+	require.ErrorContains(t, err, "CARDBRIDGE_RETRY_FOR")
+}
