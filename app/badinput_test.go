@@ -82,7 +82,11 @@ func TestBadInputGetsARecordedOutcome(t *testing.T) {
 	add("data failing the schema", structured(with(validEvent(i), "data", map[string]any{"clientId": "one"})), i, event.ReasonSchemaInvalid)
 	i = id()
 	add("oversized payload", structured(with(validEvent(i), "data", map[string]any{
-		"employee": map[string]any{"id": "E-7", "firstName": strings.Repeat("A", 100<<10), "lastName": "T"}, "clientId": 1})), "", event.ReasonInvalidEvent)
+		"employee": map[string]any{"id": "E-7", "firstName": strings.Repeat("A", 100<<10), "lastName": "T"}, "clientId": 1})), i, event.ReasonInvalidEvent)
+	i = id()
+	add("oversized binary payload", raw(map[string]string{
+		"ce-specversion": "1.0", "ce-id": i, "ce-source": erp, "ce-type": event.TypeCardRequested,
+		"content-type": "application/json"}, []byte(`{"pad":"`+strings.Repeat("B", 100<<10)+`"}`)), i, event.ReasonInvalidEvent)
 	add("invalid UTF-8 in a binary header", raw(map[string]string{
 		"ce-specversion": "1.0", "ce-id": "\xff\xfe", "ce-source": erp, "ce-type": event.TypeCardRequested,
 		"content-type": "application/json"}, []byte(`{}`)), "", event.ReasonInvalidEvent)

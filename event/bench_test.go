@@ -1,7 +1,10 @@
 package event
 
 import (
+	"strings"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/cardbridge/cardbridge/schemas"
 )
@@ -51,6 +54,32 @@ func BenchmarkValidateIssued(b *testing.B) {
 	for b.Loop() {
 		if err := schemas.ValidateIssued(o.Data); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeOversized is the cost of refusing a 1 MB structured
+// message while still reading its request's id and source.
+func BenchmarkDecodeOversized(b *testing.B) {
+	h := nats.Header{"Content-Type": {"application/cloudevents+json"}}
+	body := []byte(`{"specversion":"1.0","id":"req-1","source":"urn:erp:acme","type":"employee.card.requested","data":{"pad":"` + strings.Repeat("x", 1<<20) + `"}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(h, body); err == nil {
+			b.Fatal("accepted")
+		}
+	}
+}
+
+// BenchmarkDecodeOversizedNested is the same with 1 MB of nested arrays
+// before the attributes: the scan cannot jump over strings.
+func BenchmarkDecodeOversizedNested(b *testing.B) {
+	h := nats.Header{"Content-Type": {"application/cloudevents+json"}}
+	body := []byte(`{"data":` + strings.Repeat("[", 1<<19) + strings.Repeat("]", 1<<19) + `,"specversion":"1.0","id":"req-1","source":"urn:erp:acme"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(h, body); err == nil {
+			b.Fatal("accepted")
 		}
 	}
 }

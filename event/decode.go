@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -47,7 +48,9 @@ func Decode(h nats.Header, body []byte) (*Request, error) {
 // typed nil inside a non-nil error interface.
 func decode(h nats.Header, body []byte) (*Request, *DecodeError) {
 	if size(h, body) > MaxEventSize {
-		return nil, invalid("message is larger than %d bytes", MaxEventSize)
+		e := invalid("message is larger than %d bytes", MaxEventSize)
+		recoverOversized(h, body, e)
+		return nil, e
 	}
 	m, derr := newIncoming(h, body)
 	if derr != nil {
@@ -75,6 +78,148 @@ func decode(h nats.Header, body []byte) (*Request, *DecodeError) {
 		return nil, derr
 	}
 	return fromEvent(m, ev)
+}
+
+// maxScan bounds how much of an oversized structured body is scanned for
+// its attributes: NATS's default max_payload, so every message a default
+// server takes is scanned whole.
+const maxScan = 1 << 20
+
+// recoverOversized finds what an oversized message says of its request, so
+// that it can be answered: from the headers (binary mode), or from the
+// top-level attributes of a structured body, which is scanned once without
+// decoding (data included, wherever it is), within its first maxScan bytes.
+func recoverOversized(h nats.Header, body []byte, e *DecodeError) {
+	if size(h, nil) > MaxEventSize {
+		return
+	}
+	m, derr := newIncoming(h, nil)
+	if derr != nil {
+		return
+	}
+	if m.encoding == binding.EncodingBinary {
+		m.recover(e)
+		return
+	}
+	attrs := topLevelStrings(body[:min(len(body), maxScan)], "id", "source", "subject", "type", "traceparent", "tracestate")
+	e.ID = usableAttribute(attrs["id"])
+	e.Source = usableAttribute(attrs["source"])
+	e.Subject = usableAttribute(attrs["subject"])
+	e.Type = usableAttribute(attrs["type"])
+	e.TraceParent, e.TraceState = m.traceContext(attrs["traceparent"], attrs["tracestate"])
+}
+
+// topLevelStrings reads the short string members named in names from a
+// JSON object, skipping every other member without decoding it. It stops
+// at the first thing that is not JSON and returns what it found before.
+func topLevelStrings(b []byte, names ...string) map[string]string {
+	out := map[string]string{}
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return out
+	}
+	for i = skipSpace(b, i+1); i < len(b) && b[i] == '"'; i = skipSpace(b, i+1) {
+		keyEnd := stringEnd(b, i)
+		if keyEnd < 0 {
+			return out
+		}
+		colon := skipSpace(b, keyEnd)
+		if colon >= len(b) || b[colon] != ':' {
+			return out
+		}
+		start := skipSpace(b, colon+1)
+		end := valueEnd(b, start)
+		if end < 0 {
+			return out
+		}
+		var key, value string
+		if keyEnd-i <= 32 && end-start <= 8*MaxAttributeLength && b[start] == '"' &&
+			json.Unmarshal(b[i:keyEnd], &key) == nil && slices.Contains(names, key) &&
+			json.Unmarshal(b[start:end], &value) == nil {
+			out[key] = value
+		}
+		i = skipSpace(b, end)
+		if i >= len(b) || b[i] != ',' {
+			return out
+		}
+	}
+	return out
+}
+
+// isDelimiter reports a byte that ends a number or a literal.
+func isDelimiter(c byte) bool {
+	switch c {
+	case ',', '}', ']', ' ', '\t', '\r', '\n':
+		return true
+	}
+	return false
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index after the JSON string starting at b[i], or
+// -1 when it does not end.
+func stringEnd(b []byte, i int) int {
+	for j := i + 1; ; {
+		k := bytes.IndexByte(b[j:], '"')
+		if k < 0 {
+			return -1
+		}
+		q := j + k
+		escapes := 0
+		for p := q - 1; p > i && b[p] == '\\'; p-- {
+			escapes++
+		}
+		if escapes%2 == 0 {
+			return q + 1
+		}
+		j = q + 1
+	}
+}
+
+// valueEnd returns the index after the JSON value starting at b[i], however
+// deeply nested (no recursion), or -1 when it does not end.
+func valueEnd(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				e := stringEnd(b, j)
+				if e < 0 {
+					return -1
+				}
+				j = e - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return -1
+	}
+	j := i
+	for j < len(b) && !isDelimiter(b[j]) {
+		j++
+	}
+	if j == i {
+		return -1
+	}
+	return j
 }
 
 // size is what the message costs us to hold: body, header names and values.

@@ -142,7 +142,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"structured unknown data field", structured(), structuredBody(func(s string) string { return strings.Replace(s, `"clientId":7`, `"clientId":7,"spendLimit":100`, 1) }), ReasonSchemaInvalid, "req-0001"},
 		{"structured subject contradicts data", structured(), structuredBody(func(s string) string { return strings.Replace(s, `"subject":"E-42"`, `"subject":"E-43"`, 1) }), ReasonSchemaInvalid, "req-0001"},
 		{"structured batch", nats.Header{"content-type": {"application/cloudevents-batch+json"}}, []byte(`[]`), ReasonUnsupportedEvent, ""},
-		{"oversized", binaryHeader(), []byte(`{"pad":"` + strings.Repeat("x", MaxEventSize) + `"}`), ReasonInvalidEvent, ""},
+		{"oversized", binaryHeader(), []byte(`{"pad":"` + strings.Repeat("x", MaxEventSize) + `"}`), ReasonInvalidEvent, "req-0001"},
 
 		{"binary missing id", without(binaryHeader(), "ce-id"), []byte(validData), ReasonInvalidEvent, ""},
 		{"binary missing source", without(binaryHeader(), "ce-source"), []byte(validData), ReasonInvalidEvent, "req-0001"},
@@ -184,3 +184,43 @@ func TestDecodeErrorCorrelation(t *testing.T) {
 }
 
 func with3(h nats.Header, name, value string) nats.Header { h.Set(name, value); return h }
+
+// An oversized message is refused before any parsing, but what it says of
+// its request is still read (headers, or the start of a structured body), so
+// the request can be answered.
+func TestDecodeOversizedKeepsTheRequest(t *testing.T) {
+	big := strings.Repeat("x", MaxEventSize)
+	for name, tc := range map[string]struct {
+		h      nats.Header
+		body   string
+		wantID string
+	}{
+		"binary": {nats.Header{"Ce-Specversion": {"1.0"}, "Ce-Id": {"req-1"}, "Ce-Source": {"urn:erp:acme"}, "Ce-Type": {TypeCardRequested},
+			"Content-Type": {"application/json"}}, `{"pad":"` + big + `"}`, "req-1"},
+		"structured, attributes first": {nats.Header{"Content-Type": {"application/cloudevents+json"}},
+			`{"specversion":"1.0","id":"req-2","source":"urn:erp:acme","type":"employee.card.requested","data":{"a":[1,{"b":"` + big + `"}]}}`, "req-2"},
+		"structured, nested members skipped": {nats.Header{"Content-Type": {"application/cloudevents+json"}},
+			`{"x":{"id":"no"},"y":[{"source":"no"}],"id":"req-3","source":"urn:erp:acme","data":"` + big + `"}`, "req-3"},
+		"structured, attributes after the data": {nats.Header{"Content-Type": {"application/cloudevents+json"}},
+			`{"data":{"s":"` + big + `","q":"\"}","n":[[1,2],{"id":"no"}]},"id":"late","source":"urn:erp:acme"}`, "late"},
+		"structured, cut": {nats.Header{"Content-Type": {"application/cloudevents+json"}},
+			`{"id":"req-4","source":"urn:erp:acme","data":"` + big, "req-4"},
+		"not JSON": {nats.Header{"Content-Type": {"application/cloudevents+json"}}, big, ""},
+		"structured, id not a string": {nats.Header{"Content-Type": {"application/cloudevents+json"}},
+			`{"id":{"deep":["req"]},"source":"urn:erp:acme","data":"` + big + `"}`, ""},
+		"structured, deep nesting": {nats.Header{"Content-Type": {"application/cloudevents+json"}},
+			`{"data":` + strings.Repeat("[", MaxEventSize) + strings.Repeat("]", MaxEventSize) + `,"id":"req-5","source":"urn:erp:acme"}`, "req-5"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Decode(tc.h, []byte(tc.body))
+			var de *DecodeError
+			require.ErrorAs(t, err, &de)
+			require.Equal(t, ReasonInvalidEvent, de.Reason)
+			require.Contains(t, de.Message, "larger than")
+			require.Equal(t, tc.wantID, de.Ref().ID)
+			if tc.wantID != "" {
+				require.Equal(t, "urn:erp:acme", de.Ref().Source)
+			}
+		})
+	}
+}
