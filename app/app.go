@@ -124,6 +124,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		MaxInFlight:       cfg.MaxInFlight,
 		RetryFor:          cfg.RetryFor,
 		MaxRetryDelay:     cfg.RetryDelayMax,
+		KeyRetention:      cfg.BankKeyRetention,
 		AckWait:           cfg.NATS.AckWait,
 		Admin:             mbanq.Credentials{Username: cfg.MBanq.AdminUsername, Password: cfg.MBanq.AdminPassword},
 		OfficeID:          cfg.MBanq.OfficeID,

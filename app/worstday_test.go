@@ -606,3 +606,116 @@ func TestNULInAHeaderOfABadMessageGetsOneOutcome(t *testing.T) {
 	(&bundle{js: s.js, store: p.svc.Store()}).settle(t)
 	require.EqualValues(t, 1, s.consumerInfo(t).Delivered.Consumer, "on its first delivery")
 }
+
+// The review's double card: an order's answer is garbled (the card exists
+// under its key), the operator edits the binding, and the next try sends
+// the key with another body. The bank's "key reused" is no refusal of the
+// order: the request ends as bank_outcome_unknown, never bank_rejected, and
+// its replay (with the binding restored) finds the one card.
+func TestKeyReusedWithAnotherBodyIsNotARefusal(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, nil)
+	cfg := s.cfg
+	cfg.RetryFor, cfg.RetryDelayMax, cfg.MBanq.MaxAttempts = 2*time.Second, 50*time.Millisecond, 1
+	p := s.start(t, cfg)
+	st := p.svc.Store()
+	s.bind(t, st, 1)
+	first := s.publish(t, 1) // provisions the user
+	s.outcomes(t, 1)
+
+	require.NoError(t, s.sb.SetFaults(sandbox.Faults{GarbledResponseNext: 1, Paths: []string{"/v1/cards"}}))
+	reqs := s.publish(t, 1)
+	require.Eventually(t, func() bool { return s.sb.Stats().GarbledResponses == 1 }, 20*time.Second, 5*time.Millisecond)
+	require.NoError(t, st.AddBinding(ctx, store.Binding{Source: erp, ClientID: 1, SavingsAccountID: 1, CardProductID: 3}))
+
+	f := s.outcomes(t, 2)[1].Data.(event.Failed)
+	require.Equal(t, event.ReasonBankOutcomeUnknown, f.Reason, f.Message)
+	require.Len(t, s.sb.Cards(), 2, "the garbled order's card exists")
+	require.Greater(t, s.sb.Stats().IdempotencyConflicts, int64(0), "the key came back with another body")
+
+	s.bind(t, st, 1) // the operator restores the binding, then replays
+	results, err := replay.Matching(ctx, st, s.js, store.DeadLetterFilter{Reason: event.ReasonBankOutcomeUnknown})
+	require.NoError(t, err)
+	require.Len(t, results, 1)
+	require.NoError(t, results[0].Err)
+	outs := s.outcomes(t, 3)
+	requireIssuedOnce(t, s.sb, append(outs[:1], outs[2]), append(first, reqs...))
+}
+
+// A request naming a client the bank does not have fails as bank_rejected:
+// it does not pause the process for everyone else.
+func TestUnknownClientFailsItsRequestWithoutPausing(t *testing.T) {
+	s := newStack(t, nil)
+	p := s.start(t, s.cfg)
+	st := p.svc.Store()
+	s.bind(t, st, 1)
+	require.NoError(t, st.AddBinding(context.Background(), store.Binding{Source: erp, ClientID: 99, SavingsAccountID: 1, CardProductID: 1}))
+	bad := request(erp, 99)
+	m, err := event.EncodeRequest(bad, event.Binary)
+	require.NoError(t, err)
+	_, err = s.js.PublishMsg(context.Background(), m.NATS())
+	require.NoError(t, err)
+	good := s.publish(t, 3)
+	outs := s.outcomes(t, 4)
+	var failed []event.Failed
+	for _, o := range outs {
+		if o.Type == event.TypeCardFailed {
+			failed = append(failed, o.Data.(event.Failed))
+		}
+	}
+	require.Len(t, failed, 1)
+	require.Equal(t, event.ReasonBankRejected, failed[0].Reason)
+	require.Equal(t, bad.ID, failed[0].RequestID)
+	requireIssuedOnce(t, s.sb, outs, good)
+	require.Zero(t, p.logLines("consumer paused: a fault of the deployment, not of the requests; nothing is failed, messages are handed back and the fault is probed until it clears"))
+}
+
+// Time the process spends paused does not spend the retry budget: a
+// request that failed at the bank, waited out a pause longer than its
+// budget, and fails once more is still retried, and issued.
+func TestPauseDoesNotSpendTheRetryBudget(t *testing.T) {
+	var addr string
+	var srv *http.Server
+	var orders atomic.Int64
+	var bank http.Handler
+	serve := func() {
+		ln, err := net.Listen("tcp", addr)
+		require.NoError(t, err)
+		addr = ln.Addr().String()
+		srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// The first two orders that reach the bank get a 503.
+			if r.Method == http.MethodPost && r.URL.Path == "/v1/cards" && orders.Add(1) <= 2 {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = io.WriteString(w, `{"httpStatusCode":"503","userMessageGlobalisationCode":"error.msg.platform.service.unavailable"}`)
+				return
+			}
+			bank.ServeHTTP(w, r)
+		})}
+		go func() { _ = srv.Serve(ln) }()
+	}
+	addr = "127.0.0.1:0"
+	s := newStack(t, func(h http.Handler) string {
+		bank = h
+		serve()
+		return "http://" + addr
+	})
+	t.Cleanup(func() { _ = srv.Close() })
+	cfg := s.cfg
+	// The budget (3s) is shorter than the pause (5s); a wait between two
+	// tries counts for at most 2*(RetryDelayMax+AckWait) = 2.2s.
+	cfg.RetryFor, cfg.RetryDelayMax, cfg.NATS.AckWait, cfg.MBanq.MaxAttempts = 3*time.Second, 100*time.Millisecond, time.Second, 1
+	p := s.start(t, cfg)
+	s.bind(t, p.svc.Store(), 1)
+	reqs := s.publish(t, 1)
+	require.Eventually(t, func() bool { return orders.Load() == 1 }, 20*time.Second, 5*time.Millisecond, "the first try met a 503")
+	require.NoError(t, srv.Close())
+	p.waitPaused(t, mbanq.FaultUnreachable)
+	pausedAt := time.Now()
+	// The outage itself: the bank stays away for longer than the budget.
+	time.Sleep(5 * time.Second)
+	serve()
+	outs := s.outcomes(t, 1)
+	require.Greater(t, time.Since(pausedAt), cfg.RetryFor, "the request outlived its budget in wall time")
+	require.EqualValues(t, 3, orders.Load(), "a second 503 after the pause, then the card")
+	requireIssuedOnce(t, s.sb, outs, reqs)
+}

@@ -45,6 +45,11 @@ type Config struct {
 	// failed at the bank or in our database (CARDBRIDGE_RETRY_DELAY_MAX,
 	// default 5m).
 	RetryDelayMax time.Duration
+	// BankKeyRetention is how long the bank is trusted to remember an
+	// Idempotency-Key (CARDBRIDGE_BANK_KEY_RETENTION, default 24h): a
+	// request whose order's answer is unknown is asked again under its key
+	// only for that long.
+	BankKeyRetention time.Duration
 	// Warnings are settings that were read but are no longer used; the
 	// process logs them at start rather than refusing to start.
 	Warnings []string
@@ -161,6 +166,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.duration("CARDBRIDGE_ACK_WAIT", &c.NATS.AckWait)
 	p.duration("CARDBRIDGE_RETRY_FOR", &c.RetryFor)
 	p.duration("CARDBRIDGE_RETRY_DELAY_MAX", &c.RetryDelayMax)
+	p.duration("CARDBRIDGE_BANK_KEY_RETENTION", &c.BankKeyRetention)
 	if strings.TrimSpace(getenv("CARDBRIDGE_MAX_DELIVER")) != "" {
 		c.Warnings = append(c.Warnings, "CARDBRIDGE_MAX_DELIVER is no longer used: the retry budget is the time spent trying the bank, CARDBRIDGE_RETRY_FOR (default 24h)")
 	}

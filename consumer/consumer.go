@@ -31,6 +31,9 @@ type Config struct {
 	// MaxRetryDelay caps the delay between deliveries of a request that
 	// failed (default 5 minutes).
 	MaxRetryDelay time.Duration
+	// KeyRetention is how long the bank is trusted to remember an
+	// Idempotency-Key (default mbanq.DefaultKeyRetention); see Policy.
+	KeyRetention time.Duration
 	// ProbeInterval is the first wait before a paused process probes the
 	// fault that paused it (default 1s); it doubles up to 30s.
 	ProbeInterval time.Duration
@@ -118,7 +121,8 @@ func New(cfg Config, s *store.Store, bank *mbanq.Client, box *secret.Box) (*Cons
 		log:       log,
 		users:     newUserDirectory(s, bank, box, cfg, log),
 		bankSlots: make(chan struct{}, cfg.MaxInFlight),
-		policy:    Policy{RetryFor: cfg.RetryFor, MaxDelay: cfg.MaxRetryDelay},
+		policy:    Policy{RetryFor: cfg.RetryFor, MaxDelay: cfg.MaxRetryDelay, KeyRetention: cfg.KeyRetention},
+		gate:      gate{observe: cfg.observer().Paused},
 	}, nil
 }
 

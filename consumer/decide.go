@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/mbanq"
 )
 
 // This file is the one place that decides what becomes of a message:
@@ -76,8 +77,12 @@ type Facts struct {
 	// processes, this delivery included (store.BankRetries.Spent).
 	Spent time.Duration
 	// Unknown says some try at the bank may have been acted on without its
-	// answer being learnt (store.BankRetries.Unknown).
+	// answer being learnt (store.BankRetries.Unknown, or the last call's
+	// own mbanq.OutcomeUnknown).
 	Unknown bool
+	// UnknownFor is how long ago the first such try was made
+	// (store.BankRetries.UnknownFor).
+	UnknownFor time.Duration
 	// RetryAfter is the pause the bank asked for, if any.
 	RetryAfter time.Duration
 	// Holds is how many times this delivery was already held.
@@ -147,6 +152,12 @@ type Policy struct {
 	RetryFor time.Duration
 	// MaxDelay caps the delay between deliveries (default 5 minutes).
 	MaxDelay time.Duration
+	// KeyRetention is how long the bank is trusted to remember an
+	// Idempotency-Key (CARDBRIDGE_BANK_KEY_RETENTION, default
+	// mbanq.DefaultKeyRetention). A request whose order's answer is unknown
+	// is asked again under its key only for that long; after, asking again
+	// could make a second card.
+	KeyRetention time.Duration
 }
 
 // Constants of the decision.
@@ -175,10 +186,20 @@ func (p Policy) Decide(f Facts) Decision {
 	case FaultRequest:
 		return Decision{Action: Term, Fail: f.Reason}
 	case FaultRejected:
+		if f.Unknown {
+			// A refusal after a try whose answer is unknown proves nothing
+			// of that try (the bank may not have remembered it under its
+			// key): a card may exist, and a new key could order another.
+			return Decision{Action: Term, Fail: event.ReasonBankOutcomeUnknown}
+		}
 		return Decision{Action: Term, Fail: event.ReasonBankRejected}
 	case FaultBank, FaultBankUnknown, FaultReauth:
+		unknown := f.Fault == FaultBankUnknown || f.Unknown
+		if unknown && f.UnknownFor >= p.keyRetention() {
+			return Decision{Action: Term, Fail: event.ReasonBankOutcomeUnknown}
+		}
 		if f.Spent >= p.RetryFor {
-			if f.Fault == FaultBankUnknown || f.Unknown {
+			if unknown {
 				return Decision{Action: Term, Fail: event.ReasonBankOutcomeUnknown}
 			}
 			return Decision{Action: Term, Fail: event.ReasonRetriesExhausted}
@@ -212,6 +233,13 @@ func (p Policy) backoff(deliveries uint64) time.Duration {
 		deliveries = 1
 	}
 	return min(time.Second<<min(deliveries-1, 20), p.maxDelay())
+}
+
+func (p Policy) keyRetention() time.Duration {
+	if p.KeyRetention <= 0 {
+		return mbanq.DefaultKeyRetention
+	}
+	return p.KeyRetention
 }
 
 func (p Policy) maxDelay() time.Duration {

@@ -39,6 +39,13 @@ type adminCall struct{ err error }
 func (e adminCall) Error() string { return e.err.Error() }
 func (e adminCall) Unwrap() error { return e.err }
 
+// orderCall marks an error of the card order itself (POST /v1/cards): a
+// call cut short there may have been acted on by the bank.
+type orderCall struct{ err error }
+
+func (e orderCall) Error() string { return e.err.Error() }
+func (e orderCall) Unwrap() error { return e.err }
+
 // errPaused is returned for a request that reached the bank step while
 // the process is paused: it is handed back untouched.
 var errPaused = errors.New("paused by a fault of the deployment")
@@ -67,6 +74,11 @@ func faultOf(err error) Fault {
 		return FaultInfra
 	}
 	admin := errors.As(err, new(adminCall))
+	if admin && mbanq.HasCode(err, mbanq.CodeClientIDInvalid) {
+		// The bank has no such client: the request's (and its binding's)
+		// fault, not the deployment's.
+		return FaultRejected
+	}
 	switch mbanq.Classify(err) {
 	case mbanq.ClassPermanent:
 		return FaultRejected
@@ -96,14 +108,14 @@ func deploymentFault(err error) (code, message string) {
 		return FaultSecretKey, "no configured key (CARDBRIDGE_SECRET_KEY, CARDBRIDGE_SECRET_KEY_PREVIOUS) opens a stored self-service password: " + err.Error()
 	case errors.Is(err, mbanq.ErrNoSelfServiceRole):
 		return FaultSelfServiceRole, err.Error()
-	case errors.Is(err, mbanq.ErrUserMismatch):
+	case errors.Is(err, mbanq.ErrUserMismatch), errors.Is(err, mbanq.ErrUserNotFound):
 		return FaultUserMismatch, err.Error()
 	}
 	if code := mbanq.ConfigFault(err); code != "" {
 		return code, err.Error()
 	}
 	var be *mbanq.Error
-	if errors.As(err, new(adminCall)) && errors.As(err, &be) {
+	if errors.As(err, new(adminCall)) && errors.As(err, &be) && !mbanq.HasCode(err, mbanq.CodeClientIDInvalid) {
 		switch mbanq.Classify(err) {
 		case mbanq.ClassReauth, mbanq.ClassPermanent:
 			if be.Login {
@@ -122,9 +134,16 @@ func failure(reason string, cause error, f Facts) event.Failure {
 		return event.Failure{Reason: reason, Message: fmt.Sprintf(
 			"the bank failed every try for %s, the retry budget (last: %s)", f.Spent.Round(1e9), safeMessage(cause))}
 	case event.ReasonBankOutcomeUnknown:
-		return event.Failure{Reason: reason, Message: fmt.Sprintf(
-			"the bank's answer to the card order is not known after %s of trying (last: %s); a card may exist: a replay asks again under the same Idempotency-Key and finds it",
+		ef := event.Failure{Reason: reason, Message: fmt.Sprintf(
+			"the bank's answer to the card order is not known after %s of trying (last: %s); a card may exist: a replay asks again under the same Idempotency-Key and finds it while the bank remembers the key",
 			f.Spent.Round(1e9), safeMessage(cause))}
+		var be *mbanq.Error
+		if f.Fault == FaultRejected && errors.As(cause, &be) {
+			ef.Message = fmt.Sprintf("the bank refused a later try (%s) after an earlier try's answer was lost; a card may exist: a replay asks again under the same Idempotency-Key (last: %s)",
+				be.Code, safeMessage(cause))
+			ef.BankErrorCode = be.Code
+		}
+		return ef
 	}
 	var ef event.Failure
 	if errors.As(cause, &ef) {

@@ -166,6 +166,13 @@ func (c *Consumer) admit(ctx context.Context, d *delivery, hash []byte) (dec Dec
 	} else {
 		c.log.Debug("duplicate delivery of a processed request", append(d.logAttrs(), "outcome", prev.Outcome)...)
 	}
+	if d.meta.NumDelivered > 1 {
+		// A delivery that failed at the bank while another committed the
+		// outcome may have left a record of its tries.
+		if err := c.store.ForgetBankRetries(ctx, d.ref.Source, d.ref.ID); err != nil {
+			c.log.Debug("deleting the tries at the bank of a processed request", append(d.logAttrs(), "err", err)...)
+		}
+	}
 	return Decision{Action: Ack}, true
 }
 
@@ -205,7 +212,7 @@ func (c *Consumer) order(ctx context.Context, d *delivery) (*store.CardOrder, er
 		if mbanq.Classify(err) == mbanq.ClassReauth {
 			c.users.forget(req.Data.ClientID)
 		}
-		return nil, fmt.Errorf("ordering card: %w", err)
+		return nil, orderCall{fmt.Errorf("ordering card: %w", err)}
 	}
 	return &store.CardOrder{
 		ClientID:         req.Data.ClientID,
@@ -242,20 +249,44 @@ func (c *Consumer) commitIssued(ctx context.Context, d *delivery) Decision {
 // failure when the decision is to give up.
 func (c *Consumer) settle(ctx context.Context, d *delivery, cause error) Decision {
 	f := Facts{Fault: faultOf(cause), Deliveries: d.meta.NumDelivered, RetryAfter: mbanq.RetryAfter(cause)}
-	switch f.Fault {
-	case FaultRequest:
+	// The card order may have been acted on without our hearing: a lost or
+	// unreadable answer, or a call cut short by shutdown.
+	unknown := errors.As(cause, new(orderCall)) &&
+		(mbanq.OutcomeUnknown(cause) || (f.Fault == FaultShutdown && d.bankTime > 0))
+	switch {
+	case f.Fault == FaultRequest:
 		f.Reason = failure("", cause, f).Reason
-	case FaultBank, FaultBankUnknown, FaultReauth:
-		// This delivery reached the bank: it spends the retry budget.
-		r, err := c.store.RecordBankFailure(ctx, store.BankFailure{
+	case f.Fault == FaultBank, f.Fault == FaultBankUnknown, f.Fault == FaultReauth,
+		unknown && (f.Fault == FaultShutdown || f.Fault == FaultDeployment):
+		// This delivery reached the bank: it spends the retry budget, and
+		// an unknown outcome is remembered for every later delivery.
+		rctx := ctx
+		if f.Fault == FaultShutdown {
+			var cancel context.CancelFunc
+			rctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+		}
+		r, err := c.store.RecordBankFailure(rctx, store.BankFailure{
 			Source: d.ref.Source, RequestID: d.ref.ID, Took: d.bankTime,
-			Unknown: f.Fault == FaultBankUnknown, Error: safeMessage(cause),
+			Unknown: unknown || f.Fault == FaultBankUnknown, Error: safeMessage(cause),
 		}, c.maxGap())
-		if err != nil {
+		if err != nil && f.Fault != FaultShutdown {
 			return c.decide(d, Facts{Fault: faultOf(err), Deliveries: f.Deliveries}, fmt.Errorf("%w (after: %v)", err, cause))
 		}
 		d.hadRetries = true
-		f.Spent, f.Unknown = r.Spent, r.Unknown
+		f.Spent, f.Unknown, f.UnknownFor = r.Spent, r.Unknown, r.UnknownFor
+	case f.Fault == FaultRejected:
+		// A refusal proves no card exists only if no earlier try's answer
+		// is unknown: in this call, or in an earlier delivery.
+		f.Unknown = unknown
+		if !unknown && (d.hadRetries || d.meta.NumDelivered > 1) {
+			r, _, err := c.store.BankRetriesOf(ctx, d.ref.Source, d.ref.ID)
+			if err != nil {
+				return c.decide(d, Facts{Fault: faultOf(err), Deliveries: f.Deliveries}, fmt.Errorf("%w (after: %v)", err, cause))
+			}
+			d.hadRetries = true
+			f.Unknown, f.Spent = r.Unknown, r.Spent
+		}
 	}
 	dec := c.decide(d, f, cause)
 	switch dec.Action {

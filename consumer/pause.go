@@ -33,6 +33,14 @@ type gate struct {
 	resumed chan struct{} // closed when a pause ends; nil while running
 	// stopFetch stops the current message iterator (set by Run).
 	stopFetch func()
+	// observe is told of every change (Observer.Paused), under the lock so
+	// that two changes cannot be told in the wrong order.
+	observe func(code string)
+	// The last pause, so that a fault that comes back at once is probed
+	// less and less often rather than every ProbeInterval.
+	lastCode     string
+	lastInterval time.Duration
+	lastResume   time.Time
 }
 
 // pause pauses the gate for code, unless it is paused already. It reports
@@ -45,22 +53,41 @@ func (g *gate) pause(code, message string, probe func(context.Context) error) bo
 	}
 	g.state = PauseState{Paused: true, Code: code, Message: message, Since: time.Now(), probe: probe}
 	g.resumed = make(chan struct{})
+	if g.observe != nil {
+		g.observe(code)
+	}
 	if g.stopFetch != nil {
 		g.stopFetch()
 	}
 	return true
 }
 
-// resume ends a pause.
-func (g *gate) resume() {
+// resume ends a pause that waited interval before its last probe.
+func (g *gate) resume(interval time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !g.state.Paused {
 		return
 	}
+	g.lastCode, g.lastInterval, g.lastResume = g.state.Code, interval, time.Now()
 	g.state = PauseState{}
 	close(g.resumed)
 	g.resumed = nil
+	if g.observe != nil {
+		g.observe("")
+	}
+}
+
+// firstInterval is the wait before the first probe of the pause for code:
+// first, or twice the last one when the same fault paused the process
+// again soon after it resumed.
+func (g *gate) firstInterval(code string, first time.Duration) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if code == g.lastCode && time.Since(g.lastResume) < 2*maxProbe {
+		return min(2*g.lastInterval, maxProbe)
+	}
+	return first
 }
 
 func (g *gate) get() PauseState {
@@ -97,7 +124,6 @@ func (c *Consumer) pause(code, message string, clientID int64) {
 	if !c.gate.pause(code, message, c.probeFor(code, clientID)) {
 		return
 	}
-	c.cfg.observer().Paused(code)
 	c.log.Error("consumer paused: a fault of the deployment, not of the requests; nothing is failed, messages are handed back and the fault is probed until it clears",
 		"fault", code, "detail", message)
 }
@@ -112,7 +138,7 @@ const (
 // waitForResume probes the fault of a paused process until it clears (or
 // ctx ends), then resumes.
 func (c *Consumer) waitForResume(ctx context.Context) {
-	interval := c.cfg.ProbeInterval
+	interval := c.gate.firstInterval(c.gate.get().Code, c.cfg.ProbeInterval)
 	for {
 		t := time.NewTimer(interval)
 		select {
@@ -132,8 +158,7 @@ func (c *Consumer) waitForResume(ctx context.Context) {
 			cancel()
 		}
 		if err == nil {
-			c.gate.resume()
-			c.cfg.observer().Paused("")
+			c.gate.resume(interval)
 			c.log.Info("consumer resumed: the fault of the deployment cleared, or is to be tried again", "fault", st.Code,
 				"probed", st.probe != nil, "paused_for", time.Since(st.Since).Round(time.Millisecond))
 			return

@@ -72,11 +72,14 @@ func (c Class) String() string {
 // not listed fall back to ClassRetry for 5xx and ClassPermanent for 4xx
 // (see classOfStatus); codeClasses overrides it for particular codes.
 var statusClasses = map[int]Class{
-	http.StatusBadRequest:          ClassPermanent,
-	http.StatusUnauthorized:        ClassReauth,
-	http.StatusForbidden:           ClassPermanent,
-	http.StatusNotFound:            ClassPermanent,
-	http.StatusConflict:            ClassPermanent,
+	http.StatusBadRequest:   ClassPermanent,
+	http.StatusUnauthorized: ClassReauth,
+	http.StatusForbidden:    ClassPermanent,
+	http.StatusNotFound:     ClassPermanent,
+	// A conflict on a POST is what idempotency layers answer for a key
+	// still being processed or used with another body: not a refusal of
+	// the operation, which may have happened.
+	http.StatusConflict:            ClassUnknown,
 	http.StatusUnprocessableEntity: ClassPermanent,
 	http.StatusRequestTimeout:      ClassRetry,
 	http.StatusTooEarly:            ClassRetry, // the same key is still being processed
@@ -97,6 +100,13 @@ var codeClasses = map[string]Class{
 	CodeUnauthorizedClient: ClassConfig,
 	CodeNotAuthorized:      ClassConfig, // a user of ours lacks a permission
 	CodeMalformedResponse:  ClassUnknown,
+	// The key was used with another body (the binding changed between two
+	// tries, say): whatever the first try did stands, unknown to us.
+	CodeIdempotencyKeyReused: ClassUnknown,
+	// The user's own credentials, not the request: a fresh login or a new
+	// password may fix them.
+	CodeInvalidGrant:     ClassReauth,
+	CodePasswordOutdated: ClassReauth,
 }
 
 func classOfStatus(status int, code string) Class {

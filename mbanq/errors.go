@@ -22,9 +22,22 @@ const (
 	CodeDomainRuleViolation   = "validation.msg.domain.rule.violation"
 
 	// OAuth2 (RFC 6749 section 5.2) codes of the token endpoint, read from
-	// its "error" field: the client id or secret is not accepted.
+	// its "error" field: the client id or secret is not accepted, or the
+	// user's credentials are not.
 	CodeInvalidClient      = "invalid_client"
 	CodeUnauthorizedClient = "unauthorized_client"
+	CodeInvalidGrant       = "invalid_grant"
+
+	// CodeClientIDInvalid names a client the bank does not have (in the
+	// errors of a 404).
+	CodeClientIDInvalid = "error.msg.client.id.invalid"
+	// CodePasswordOutdated: the user's password expired; every call but an
+	// update of the user is refused with it [fineract].
+	CodePasswordOutdated = "error.msg.password.outdated"
+	// CodeIdempotencyKeyReused: the Idempotency-Key was used before with
+	// another body. MBanq's code for it is [unknown]; this is the
+	// sandbox's, which follows Fineract's naming.
+	CodeIdempotencyKeyReused = "error.msg.idempotency.key.reused"
 
 	// CodeMalformedResponse is set by this package, not by MBanq, when a
 	// successful answer cannot be decoded.
@@ -61,8 +74,10 @@ type Error struct {
 	Err error
 	// OutcomeUnknown is set on the last error of a call when an earlier
 	// attempt of the call may have been acted on without its answer being
-	// learnt: a later transient failure does not tell what happened, so
-	// the call's outcome stays unknown (ClassUnknown).
+	// learnt. A later transient failure does not tell what happened, so it
+	// classifies as ClassUnknown; a later refusal is classified by itself,
+	// but the caller must not take it as proof that nothing happened (the
+	// bank may not have remembered the first attempt under its key).
 	OutcomeUnknown bool
 	// Login is set on errors of the token endpoint: the user's credentials
 	// (or the OAuth client's) were being checked, no API call was made.
@@ -162,6 +177,16 @@ func IsDuplicateUsername(err error) bool { return HasCode(err, CodeDuplicateUser
 func IsNotFound(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.HTTPStatus == http.StatusNotFound
+}
+
+// OutcomeUnknown reports whether some attempt of the call that returned err
+// may have been acted on by MBanq without its answer being learnt.
+func OutcomeUnknown(err error) bool {
+	var e *Error
+	if errors.As(err, &e) && e.OutcomeUnknown {
+		return true
+	}
+	return Classify(err) == ClassUnknown
 }
 
 // RetryAfter returns the delay MBanq asked for before the next attempt

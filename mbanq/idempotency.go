@@ -2,6 +2,7 @@ package mbanq
 
 import (
 	"github.com/google/uuid"
+	"time"
 )
 
 // idempotencyNamespace scopes the keys made by IdempotencyKey.
@@ -20,3 +21,10 @@ func IdempotencyKey(parts ...string) string {
 	}
 	return uuid.NewSHA1(idempotencyNamespace, b).String()
 }
+
+// DefaultKeyRetention is how long MBanq is trusted to remember an
+// Idempotency-Key and answer a repeat from it. MBanq does not say
+// [unknown, see shared/docs/mbanq-api.md]; Fineract keeps them until they
+// are purged, and the sandbox keeps them 24 hours. A caller that asks again
+// under a key after longer may get a second operation.
+const DefaultKeyRetention = 24 * time.Hour

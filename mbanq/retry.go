@@ -61,7 +61,7 @@ func (s *Session) call(ctx context.Context, r request, out any) error {
 				continue
 			}
 		}
-		if Classify(err) == ClassUnknown && r.method != http.MethodGet {
+		if r.method != http.MethodGet && OutcomeUnknown(err) {
 			unknown = true
 		}
 		if !retryInCall(err) || attempt >= c.cfg.MaxAttempts {
@@ -87,8 +87,9 @@ func (s *Session) call(ctx context.Context, r request, out any) error {
 }
 
 // markUnknown returns the last error of a call whose earlier attempts left
-// the outcome unknown, so that it classifies as ClassUnknown unless it is a
-// definite answer itself.
+// the outcome unknown (Error.OutcomeUnknown): a transient failure then
+// classifies as ClassUnknown, and a refusal keeps its class but says that
+// something may have happened before it.
 func markUnknown(err error, unknown bool) error {
 	var e *Error
 	if !unknown || !errors.As(err, &e) || e.OutcomeUnknown {

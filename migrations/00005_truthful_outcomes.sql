@@ -15,6 +15,9 @@ CREATE TABLE bank_retries (
     -- Some attempt may have been acted on by the bank without its answer
     -- being learnt; it stays so until a definite answer ends the request.
     unknown    boolean     NOT NULL,
+    -- When the first try whose answer is unknown was made: the bank must
+    -- still remember its Idempotency-Key when it is asked again.
+    unknown_since timestamptz,
     last_error text        NOT NULL,
     PRIMARY KEY (source, request_id)
 );

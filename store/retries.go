@@ -2,8 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // BankFailure is one delivery of a request that reached the bank and failed
@@ -32,6 +35,9 @@ type BankRetries struct {
 	Attempts int
 	// Unknown says some failed delivery may have been acted on by the bank.
 	Unknown bool
+	// UnknownFor is how long ago the first such delivery was made, by the
+	// database's clock: the bank must still remember its key.
+	UnknownFor time.Duration
 }
 
 // RecordBankFailure adds f to the request's retry record and returns the
@@ -39,21 +45,56 @@ type BankRetries struct {
 // counted as time spent trying (the longest retry delay, plus a margin).
 // The clock is the database's, so processes with skewed clocks agree.
 func (s *Store) RecordBankFailure(ctx context.Context, f BankFailure, maxGap time.Duration) (BankRetries, error) {
-	var r BankRetries
-	var spentMS int64
-	err := s.pool.QueryRow(ctx, `
-		INSERT INTO bank_retries AS r (source, request_id, spent_ms, attempts, unknown, last_error)
-		VALUES ($1, $2, $3, 1, $4, $5)
+	r, err := scanRetries(s.pool.QueryRow(ctx, `
+		INSERT INTO bank_retries AS r (source, request_id, spent_ms, attempts, unknown, unknown_since, last_error)
+		VALUES ($1, $2, $3, 1, $4, CASE WHEN $4 THEN now() END, $5)
 		ON CONFLICT (source, request_id) DO UPDATE SET
 			spent_ms = r.spent_ms + least(greatest((extract(epoch FROM now() - r.last_at) * 1000)::bigint, 0), $6::bigint),
 			last_at = now(), attempts = r.attempts + 1,
-			unknown = r.unknown OR EXCLUDED.unknown, last_error = EXCLUDED.last_error
-		RETURNING spent_ms, attempts, unknown`,
-		cleanText(f.Source), cleanText(f.RequestID), f.Took.Milliseconds(), f.Unknown, cleanText(f.Error), maxGap.Milliseconds()).
-		Scan(&spentMS, &r.Attempts, &r.Unknown)
+			unknown = r.unknown OR EXCLUDED.unknown,
+			unknown_since = coalesce(r.unknown_since, EXCLUDED.unknown_since),
+			last_error = EXCLUDED.last_error
+		RETURNING `+retriesColumns,
+		cleanText(f.Source), cleanText(f.RequestID), f.Took.Milliseconds(), f.Unknown, cleanText(f.Error), maxGap.Milliseconds()))
 	if err != nil {
 		return BankRetries{}, fmt.Errorf("recording a failed try at the bank: %w", err)
 	}
+	return r, nil
+}
+
+// BankRetriesOf returns the request's record of failed tries at the bank;
+// found is false when it has none.
+func (s *Store) BankRetriesOf(ctx context.Context, source, id string) (r BankRetries, found bool, err error) {
+	r, err = scanRetries(s.pool.QueryRow(ctx, `SELECT `+retriesColumns+` FROM bank_retries WHERE source = $1 AND request_id = $2`,
+		cleanText(source), cleanText(id)))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return BankRetries{}, false, nil
+	}
+	if err != nil {
+		return BankRetries{}, false, fmt.Errorf("reading the tries at the bank: %w", err)
+	}
+	return r, true, nil
+}
+
+// ForgetBankRetries deletes the request's record of failed tries: for a
+// request whose outcome was committed by another delivery meanwhile.
+func (s *Store) ForgetBankRetries(ctx context.Context, source, id string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM bank_retries WHERE source = $1 AND request_id = $2`, cleanText(source), cleanText(id)); err != nil {
+		return fmt.Errorf("deleting the tries at the bank: %w", err)
+	}
+	return nil
+}
+
+const retriesColumns = `spent_ms, attempts, unknown,
+	coalesce((extract(epoch FROM now() - unknown_since) * 1000)::bigint, 0)`
+
+func scanRetries(row pgx.Row) (BankRetries, error) {
+	var r BankRetries
+	var spentMS, unknownMS int64
+	if err := row.Scan(&spentMS, &r.Attempts, &r.Unknown, &unknownMS); err != nil {
+		return BankRetries{}, err
+	}
 	r.Spent = time.Duration(spentMS) * time.Millisecond
+	r.UnknownFor = time.Duration(unknownMS) * time.Millisecond
 	return r, nil
 }
