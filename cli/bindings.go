@@ -10,25 +10,12 @@ import (
 )
 
 func bindingsCmd(ctx context.Context, args []string, env Env) error {
-	if len(args) == 0 || args[0] == "--help" || args[0] == "-h" {
-		fmt.Fprintln(env.Stdout, "Usage: cardbridge bindings add|list|remove [flags]   (DATABASE_URL names the database)")
-		fmt.Fprintln(env.Stdout, "  add    --source S --client-id N --savings-account-id N --card-product-id N")
-		fmt.Fprintln(env.Stdout, "  list")
-		fmt.Fprintln(env.Stdout, "  remove --source S --client-id N")
-		if len(args) == 0 {
-			return usagef("want add, list or remove")
-		}
-		return nil
-	}
-	switch args[0] {
-	case "add":
-		return bindingsAdd(ctx, args[1:], env)
-	case "list":
-		return bindingsList(ctx, args[1:], env)
-	case "remove":
-		return bindingsRemove(ctx, args[1:], env)
-	}
-	return usagef("unknown bindings action %q: want add, list or remove", args[0])
+	return dispatch(ctx, args, env, "bindings",
+		"Usage: cardbridge bindings add|list|remove [flags]   (DATABASE_URL names the database)\n"+
+			"  add    --source S --client-id N --savings-account-id N --card-product-id N\n"+
+			"  list\n"+
+			"  remove --source S --client-id N\n",
+		action{"add", bindingsAdd}, action{"list", bindingsList}, action{"remove", bindingsRemove})
 }
 
 func bindingsAdd(ctx context.Context, args []string, env Env) error {

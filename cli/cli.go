@@ -154,3 +154,33 @@ func oneLine(err error) string {
 
 // databaseURL is DATABASE_URL, or the local server of a development machine.
 func databaseURL(env Env) string { return env.getenvOr("DATABASE_URL", config.DefaultDatabaseURL) }
+
+// action is one subcommand of a command with several (bindings, keys).
+type action struct {
+	name string
+	run  func(ctx context.Context, args []string, env Env) error
+}
+
+// dispatch runs the action args[0] names with the rest of args. --help
+// prints usage; no action, or an unknown one, is a usage error naming the
+// actions.
+func dispatch(ctx context.Context, args []string, env Env, command, usage string, actions ...action) error {
+	names := make([]string, len(actions))
+	for i, a := range actions {
+		names[i] = a.name
+	}
+	want := "want " + strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+	if len(args) == 0 || args[0] == "--help" || args[0] == "-h" {
+		fmt.Fprint(env.Stdout, usage)
+		if len(args) == 0 {
+			return usagef("%s", want)
+		}
+		return nil
+	}
+	for _, a := range actions {
+		if a.name == args[0] {
+			return a.run(ctx, args[1:], env)
+		}
+	}
+	return usagef("unknown %s action %q: %s", command, args[0], want)
+}

@@ -15,24 +15,13 @@ import (
 )
 
 func keysCmd(ctx context.Context, args []string, env Env) error {
-	if len(args) == 0 || args[0] == "--help" || args[0] == "-h" {
-		fmt.Fprintln(env.Stdout, "Usage: cardbridge keys status|reseal [--dry-run]")
-		fmt.Fprintln(env.Stdout, "  status              count the self-service passwords by the key they need")
-		fmt.Fprintln(env.Stdout, "  reseal [--dry-run]  seal every password a previous key opens under the current key")
-		fmt.Fprintln(env.Stdout, "\nCARDBRIDGE_SECRET_KEY and CARDBRIDGE_SECRET_KEY_PREVIOUS are the keys, as for run;")
-		fmt.Fprintln(env.Stdout, "DATABASE_URL names the database. No password or key is ever printed.")
-		if len(args) == 0 {
-			return usagef("want status or reseal")
-		}
-		return nil
-	}
-	switch args[0] {
-	case "status":
-		return keysStatus(ctx, args[1:], env)
-	case "reseal":
-		return keysReseal(ctx, args[1:], env)
-	}
-	return usagef("unknown keys action %q: want status or reseal", args[0])
+	return dispatch(ctx, args, env, "keys",
+		"Usage: cardbridge keys status|reseal [--dry-run]\n"+
+			"  status              count the self-service passwords by the key they need\n"+
+			"  reseal [--dry-run]  seal every password a previous key opens under the current key\n"+
+			"\nCARDBRIDGE_SECRET_KEY and CARDBRIDGE_SECRET_KEY_PREVIOUS are the keys, as for run;\n"+
+			"DATABASE_URL names the database. No password or key is ever printed.\n",
+		action{"status", keysStatus}, action{"reseal", keysReseal})
 }
 
 // keyring is the Box the environment's keys make, and the fingerprints of

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // User provisioning states.
@@ -154,20 +156,12 @@ func (s *Store) SealedPasswordCounts(ctx context.Context) (current, previous int
 func (s *Store) UsersNotSealedUnder(ctx context.Context, keyID string) ([]SelfServiceUser, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+userColumns+` FROM self_service_users
 		WHERE sealing_key IS DISTINCT FROM $1 ORDER BY client_id`, keyID)
-	if err != nil {
-		return nil, fmt.Errorf("listing passwords not sealed under the current key: %w", err)
-	}
-	defer rows.Close()
-	var out []SelfServiceUser
-	for rows.Next() {
-		u, err := scanUser(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing passwords not sealed under the current key: %w", err)
+	if err == nil {
+		var out []SelfServiceUser
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (SelfServiceUser, error) { return scanUser(r) })
+		if err == nil {
+			return out, nil
 		}
-		out = append(out, u)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing passwords not sealed under the current key: %w", err)
-	}
-	return out, nil
+	return nil, fmt.Errorf("listing passwords not sealed under the current key: %w", err)
 }

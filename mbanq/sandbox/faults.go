@@ -219,6 +219,12 @@ func (fi *faultInjector) decide(path string) decision {
 
 // loseResponse decides whether the answer to a processed POST is dropped.
 func (fi *faultInjector) loseResponse(path string) bool {
+	return fi.strike(path, &fi.f.LostResponseNext, &fi.f.LostResponseRate)
+}
+
+// strike decides whether a fault given by a counter (next, consumed first)
+// and a rate strikes a request to path.
+func (fi *faultInjector) strike(path string, next *int, rate *float64) bool {
 	if !fi.enabled.Load() {
 		return false
 	}
@@ -227,16 +233,16 @@ func (fi *faultInjector) loseResponse(path string) bool {
 	if !fi.matches(path) {
 		return false
 	}
-	lose := false
+	hit := false
 	switch {
-	case fi.f.LostResponseNext > 0:
-		fi.f.LostResponseNext--
-		lose = true
-	case fi.f.LostResponseRate > 0:
-		lose = fi.rng.Float64() < fi.f.LostResponseRate
+	case *next > 0:
+		*next--
+		hit = true
+	case *rate > 0:
+		hit = fi.rng.Float64() < *rate
 	}
 	fi.refreshEnabled()
-	return lose
+	return hit
 }
 
 // garbling is the form of a garbled answer.
@@ -257,26 +263,11 @@ func (g garbling) String() string {
 // how. The forms rotate rather than being drawn, so that GarbledResponseNext
 // of 3 gives each form once, in a known order.
 func (fi *faultInjector) garble(path string) garbling {
-	if !fi.enabled.Load() {
+	if !fi.strike(path, &fi.f.GarbledResponseNext, &fi.f.GarbledResponseRate) {
 		return garbleNone
 	}
 	fi.mu.Lock()
 	defer fi.mu.Unlock()
-	if !fi.matches(path) {
-		return garbleNone
-	}
-	hit := false
-	switch {
-	case fi.f.GarbledResponseNext > 0:
-		fi.f.GarbledResponseNext--
-		hit = true
-	case fi.f.GarbledResponseRate > 0:
-		hit = fi.rng.Float64() < fi.f.GarbledResponseRate
-	}
-	fi.refreshEnabled()
-	if !hit {
-		return garbleNone
-	}
 	g := garbleEmptyJSON + garbling(fi.garbled%3)
 	fi.garbled++
 	return g
