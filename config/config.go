@@ -72,6 +72,9 @@ type MBanq struct {
 	AdminPassword     secret.String
 	OfficeID          int64
 	SelfServiceRoleID int64 // 0: discover from the roles list
+	// AllowPlainHTTP accepts an http:// BaseURL to a host other than the
+	// loopback (MBANQ_ALLOW_PLAIN_HTTP=true), for a sandbox.
+	AllowPlainHTTP bool
 	// MaxAttempts is the number of tries of one MBanq call within a
 	// delivery (default 4). Not read from the environment; tests set 1 to
 	// see each failure as a delivery.
@@ -150,6 +153,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	c.MBanq.AdminPassword = secret.New(p.required("MBANQ_ADMIN_PASSWORD"))
 	p.positiveInt64("MBANQ_OFFICE_ID", &c.MBanq.OfficeID)
 	p.positiveInt64("MBANQ_SELF_SERVICE_ROLE_ID", &c.MBanq.SelfServiceRoleID)
+	p.boolean("MBANQ_ALLOW_PLAIN_HTTP", &c.MBanq.AllowPlainHTTP)
 
 	c.SecretKey, c.PreviousSecretKeys = p.secretKeys()
 	p.optional("CARDBRIDGE_SOURCE", &c.Source)

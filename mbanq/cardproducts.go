@@ -58,7 +58,7 @@ func (s *Session) CardProducts(ctx context.Context) ([]CardProduct, error) {
 		TotalFilteredRecords flexInt           `json:"totalFilteredRecords"`
 		PageItems            []cardProductWire `json:"pageItems"`
 	}
-	if err := s.call(ctx, request{op: "list card products", method: http.MethodGet, path: "/v1/cardproducts"}, &w); err != nil {
+	if err := s.call(ctx, request{op: "list card products", method: http.MethodGet, path: "/v1/cardproducts", list: true}, &w); err != nil {
 		return nil, err
 	}
 	products := make([]CardProduct, len(w.PageItems))

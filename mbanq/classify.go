@@ -100,6 +100,9 @@ var codeClasses = map[string]Class{
 	CodeUnauthorizedClient: ClassConfig,
 	CodeNotAuthorized:      ClassConfig, // a user of ours lacks a permission
 	CodeMalformedResponse:  ClassUnknown,
+	// An answer past its cap was not read: whatever it said (a success, a
+	// refusal) is unknown.
+	CodeAnswerTooLarge: ClassUnknown,
 	// The key was used with another body (the binding changed between two
 	// tries, say): whatever the first try did stands, unknown to us.
 	CodeIdempotencyKeyReused: ClassUnknown,

@@ -62,6 +62,10 @@ type Config struct {
 	// RequestTimeout bounds each attempt, the response body included
 	// (default 15s).
 	RequestTimeout time.Duration
+	// AllowPlainHTTP lets BaseURL be http:// on a host that is not the
+	// loopback, for a sandbox on a private network: the client secret,
+	// passwords and tokens then cross it in clear.
+	AllowPlainHTTP bool
 }
 
 // withDefaults returns a copy of c with the optional fields filled in.
@@ -98,7 +102,11 @@ func (c Config) validate() error {
 	if c.BaseURL == "" {
 		errs = append(errs, errors.New("BaseURL is required"))
 	} else if u, err := url.Parse(c.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("BaseURL %q is not an http(s) URL", c.BaseURL))
+		errs = append(errs, fmt.Errorf("BaseURL %q is not an http(s) URL", redactURL(c.BaseURL)))
+	} else if u.User != nil {
+		errs = append(errs, fmt.Errorf("BaseURL %q carries credentials; MBanq takes them in the token request only", u.Redacted()))
+	} else if u.Scheme == "http" && !loopback(u.Hostname()) && !c.AllowPlainHTTP {
+		errs = append(errs, fmt.Errorf("BaseURL %q is plain http to another host: the client secret, passwords and tokens would cross the network in clear; use https (or allow plain http for a sandbox)", u.Redacted()))
 	}
 	if c.TenantID == "" {
 		errs = append(errs, errors.New("TenantID is required"))
@@ -144,4 +152,23 @@ func defaultHTTPClient() *http.Client {
 		// answered to the caller as a fault of the configuration.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+}
+
+// loopback reports whether host names this machine.
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// redactURL is raw with any password masked, or a placeholder when it does
+// not parse, so that an error never repeats a secret.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(an unparseable URL)"
+	}
+	return u.Redacted()
 }

@@ -2,9 +2,14 @@ package mbanq_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cardbridge/cardbridge/mbanq"
@@ -363,5 +368,72 @@ func TestConfigValidationNamesFields(t *testing.T) {
 	}
 	for _, f := range []string{"BaseURL", "TenantID", "ClientID", "ClientSecret", "MaxAttempts"} {
 		equal(t, contains(err.Error(), f), true, f+" named in "+err.Error())
+	}
+}
+
+// Plain http is refused to anything but the loopback unless allowed, and a
+// base URL with credentials is refused without repeating them.
+func TestBaseURLMustKeepSecretsOffTheWire(t *testing.T) {
+	cfg := func(base string, allow bool) mbanq.Config {
+		return mbanq.Config{BaseURL: base, TenantID: "t", ClientID: "c", ClientSecret: secret.New("s"), AllowPlainHTTP: allow}
+	}
+	for _, ok := range []mbanq.Config{
+		cfg("https://api.cloud.mbanq.com", false),
+		cfg("http://127.0.0.1:8090", false),
+		cfg("http://localhost:8090/", false),
+		cfg("http://[::1]:8090", false),
+		cfg("http://sandbox:8090", true),
+	} {
+		_, err := mbanq.New(ok)
+		must(t, err)
+	}
+	_, err := mbanq.New(cfg("http://bank.example:8080", false))
+	equal(t, err != nil && contains(err.Error(), "plain http"), true, "plain http refused: "+errString(err))
+	_, err = mbanq.New(cfg("https://user:hunter2@bank.example", false))
+	equal(t, err != nil && contains(err.Error(), "credentials"), true, "credentials refused: "+errString(err))
+	equal(t, contains(errString(err), "hunter2"), false, "the password is not repeated")
+}
+
+// An answer past its cap fails the call, naming the cap, without reading
+// the rest: the bank cannot make the process buffer megabytes.
+func TestAnswerPastItsCapIsRefusedUnread(t *testing.T) {
+	var written atomic.Int64
+	huge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/oauth/token" {
+			_, _ = io.WriteString(w, `{"access_token":"t","expires_in":3600}`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		chunk := []byte(strings.Repeat(" ", 64<<10))
+		for range 16 << 10 { // up to 1 GiB, unless the client hangs up
+			n, err := w.Write(chunk)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(huge.Close)
+	c := clientFor(t, huge.URL, func(cfg *mbanq.Config) { cfg.MaxAttempts = 1 })
+	s := c.As(mbanq.Credentials{Username: "u", Password: secret.New(userPassword)})
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for range 40 {
+		wg.Go(func() {
+			_, err := s.OrderCard(context.Background(), mbanq.OrderCardRequest{ProductID: 1, SavingsAccountID: 1, ClientID: 1}, "k")
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		var e *mbanq.Error
+		equal(t, errors.As(err, &e), true, "an *Error: "+errString(err))
+		equal(t, e.Code, mbanq.CodeAnswerTooLarge, "code")
+		equal(t, contains(err.Error(), "larger than 65536 bytes"), true, "the cap is named: "+err.Error())
+		equal(t, mbanq.Classify(err), mbanq.ClassUnknown, "an unread answer to a POST is unknown")
+	}
+	if w := written.Load(); w > 40*(8<<20) {
+		t.Errorf("the server wrote %d bytes: the client kept reading past its cap", w)
 	}
 }

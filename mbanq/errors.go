@@ -42,6 +42,9 @@ const (
 	// CodeMalformedResponse is set by this package, not by MBanq, when a
 	// successful answer cannot be decoded.
 	CodeMalformedResponse = "mbanq.client.malformed.response"
+	// CodeAnswerTooLarge is set by this package when an answer exceeds the
+	// cap of its call; it is not read further.
+	CodeAnswerTooLarge = "mbanq.client.answer.too.large"
 )
 
 // Error is the one error type of the package. It describes an answer of

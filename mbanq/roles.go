@@ -45,7 +45,7 @@ func rolesFromWire(ws []roleWire) []Role {
 // Roles lists the tenant's roles (admin only).
 func (s *Session) Roles(ctx context.Context) ([]Role, error) {
 	var ws []roleWire
-	if err := s.call(ctx, request{op: "list roles", method: http.MethodGet, path: "/v1/roles"}, &ws); err != nil {
+	if err := s.call(ctx, request{op: "list roles", method: http.MethodGet, path: "/v1/roles", list: true}, &ws); err != nil {
 		return nil, err
 	}
 	return rolesFromWire(ws), nil

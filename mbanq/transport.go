@@ -17,8 +17,18 @@ import (
 	"github.com/cardbridge/cardbridge/secret"
 )
 
-// maxResponseBody bounds what is read of an answer (a users list can be long).
-const maxResponseBody = 16 << 20
+// Caps on what is read of an answer. An answer past its cap fails the call
+// with CodeAnswerTooLarge rather than being cut short or held in memory:
+// a bank or proxy that answers with megabytes must not take the process's
+// memory, whatever the concurrency.
+const (
+	// maxAnswer bounds the answer of a call on one resource (a card, a
+	// user, a token) and of every error.
+	maxAnswer = 64 << 10
+	// maxListAnswer bounds a list (roles, card products, users); a tenant's
+	// users list is the longest, read only to recover a user.
+	maxListAnswer = 8 << 20
+)
 
 const userAgent = "cardbridge-mbanq/1"
 
@@ -33,6 +43,16 @@ type request struct {
 	idemKey string
 	// public marks a call made without a bearer token (the token request).
 	public bool
+	// list marks a call whose answer is a list, read up to maxListAnswer.
+	list bool
+}
+
+// answerCap is how much of r's answer may be read.
+func (r *request) answerCap() int64 {
+	if r.list {
+		return maxListAnswer
+	}
+	return maxAnswer
 }
 
 // encode returns the body and its content type, once for all attempts.
@@ -94,11 +114,17 @@ func (c *Client) exchange(ctx context.Context, r *request, body []byte, contentT
 	}
 	resent := sends.Load() > 1 && r.method != http.MethodGet
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+	limit := r.answerCap()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return c.noAnswer(ctx, r, err)
 	}
 	requestID := resp.Header.Get("x-request-id")
+	if int64(len(data)) > limit {
+		// Not read further: closing the body drops the connection.
+		return &Error{Op: r.op, HTTPStatus: resp.StatusCode, Code: CodeAnswerTooLarge, RequestID: requestID,
+			Message: fmt.Sprintf("the answer is larger than %d bytes", limit), OutcomeUnknown: resent}
+	}
 	c.log.LogAttrs(ctx, slog.LevelDebug, "mbanq call",
 		slog.String("op", r.op),
 		slog.String("method", r.method),

@@ -197,7 +197,7 @@ func (s *Session) GetUser(ctx context.Context, id int64) (User, error) {
 // ListUsers returns all users (admin only).
 func (s *Session) ListUsers(ctx context.Context) ([]User, error) {
 	var ws []userWire
-	if err := s.call(ctx, request{op: "list users", method: http.MethodGet, path: "/v1/users"}, &ws); err != nil {
+	if err := s.call(ctx, request{op: "list users", method: http.MethodGet, path: "/v1/users", list: true}, &ws); err != nil {
 		return nil, err
 	}
 	users := make([]User, len(ws))
