@@ -719,3 +719,83 @@ func TestPauseDoesNotSpendTheRetryBudget(t *testing.T) {
 	require.EqualValues(t, 3, orders.Load(), "a second 503 after the pause, then the card")
 	requireIssuedOnce(t, s.sb, outs, reqs)
 }
+
+// A message whose failure Postgres refuses to store is tried three times,
+// then terminated with an error line and a metric: it cannot hold its place
+// for ever, and the requests behind it are issued.
+func TestUnstorableMessageIsDroppedAfterThreeDeliveries(t *testing.T) {
+	s := newStack(t, nil)
+	cfg := s.cfg
+	cfg.RetryDelayMax = 50 * time.Millisecond
+	p := s.start(t, cfg)
+	st := p.svc.Store()
+	s.bind(t, st, 1)
+	// A value the database refuses, injected for real: a constraint that
+	// this one request id breaks.
+	_, err := st.Pool().Exec(context.Background(), `ALTER TABLE processed_requests ADD CONSTRAINT refuse_one CHECK (request_id <> 'unstorable-1')`)
+	require.NoError(t, err)
+	_, err = s.js.PublishMsg(context.Background(), structured(with(validEvent("unstorable-1"), "data", map[string]any{"clientId": "one"})))
+	require.NoError(t, err)
+	reqs := s.publish(t, 3)
+	outs := s.outcomes(t, 3)
+	requireIssuedOnce(t, s.sb, outs, reqs)
+	require.Eventually(t, func() bool {
+		return strings.Contains(p.metrics(t), "\ncardbridge_messages_dropped_total 1\n")
+	}, 20*time.Second, 20*time.Millisecond)
+	require.Equal(t, 1, p.logLines("message terminated without a record: Postgres refuses what it carries; it stays in the request stream"))
+	(&bundle{js: s.js, store: st}).settle(t)
+	require.EqualValues(t, 3, s.outcomeCount(t), "no outcome for the dropped message")
+	require.EqualValues(t, 3+3, s.consumerInfo(t).Delivered.Consumer, "three deliveries of it, one of each request")
+}
+
+// A flood of poison of every kind ahead of valid requests: every poison
+// message is recorded, answered when it names a request, and the valid
+// requests behind them are issued.
+func TestPoisonFloodIsRecordedAndDoesNotStopIssuance(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, nil)
+	p := s.start(t, s.cfg)
+	st := p.svc.Store()
+	s.bind(t, st, 1)
+	const n = 1000
+	answered := 0
+	for i := range n {
+		id := fmt.Sprintf("poison-%d", i)
+		var msg *nats.Msg
+		switch i % 8 {
+		case 0:
+			msg = raw(map[string]string{"content-type": "application/cloudevents+json"}, []byte("junk \x00\xff"))
+		case 1:
+			msg = raw(map[string]string{"ce-specversion": "1.0", "ce-id": id, "ce-source": erp, "ce-type": event.TypeCardRequested,
+				"content-type": "application/json", "x-junk": "a\x00b"}, []byte(`{"clientId":1}`))
+			answered++
+		case 2:
+			msg = raw(map[string]string{"ce-specversion": "1.0", "ce-id": "\xff\xfe", "ce-source": erp, "ce-type": event.TypeCardRequested}, []byte(`{}`))
+		case 3:
+			msg = raw(map[string]string{"ce-specversion": "1.0", "ce-id": id, "ce-source": erp, "ce-type": event.TypeCardRequested,
+				"content-type": "application/json"}, []byte(`{"pad":"`+strings.Repeat("x", 70<<10)+`"}`))
+			answered++
+		case 4:
+			msg = structured(without(validEvent(id), "id"))
+		case 5:
+			msg = structured(with(validEvent(id), "type", "employee.card.cancelled"))
+			answered++
+		case 6:
+			msg = structured(with(validEvent(id), "data", map[string]any{"clientId": "one"}))
+			answered++
+		case 7:
+			msg = raw(nil, []byte(strings.Repeat("{", 1000)))
+		}
+		_, err := s.js.PublishMsg(ctx, msg)
+		require.NoError(t, err)
+	}
+	reqs := s.publish(t, 20)
+	outs := s.outcomes(t, answered+len(reqs))
+	requireIssuedOnce(t, s.sb, outs, reqs)
+	(&bundle{js: s.js, store: st}).settle(t)
+	require.EqualValues(t, answered+len(reqs), s.outcomeCount(t))
+	var dead int
+	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT count(*) FROM dead_letters`).Scan(&dead))
+	require.Equal(t, n, dead, "every poison message is recorded")
+	require.EqualValues(t, n+len(reqs), s.consumerInfo(t).Delivered.Consumer, "each on its first delivery")
+}

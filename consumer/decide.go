@@ -55,9 +55,14 @@ const (
 	FaultUnrecorded
 	// FaultShutdown: the process is stopping.
 	FaultShutdown
+	// FaultUnstorable: the message's failure could not be recorded because
+	// Postgres refuses something in it. It is tried a few times (the
+	// refusal might be a passing one), then terminated without a record,
+	// with a log line and a metric, so that it cannot hold its place.
+	FaultUnstorable
 )
 
-var faultNames = [...]string{"none", "request", "rejected", "bank", "bank_unknown", "reauth", "deployment", "infra", "unrecorded", "shutdown"}
+var faultNames = [...]string{"none", "request", "rejected", "bank", "bank_unknown", "reauth", "deployment", "infra", "unrecorded", "shutdown", "unstorable"}
 
 func (f Fault) String() string {
 	if int(f) < len(faultNames) {
@@ -113,9 +118,13 @@ const (
 	// HandBack: nothing is committed; the message is handed back at once
 	// (Nak), for another process or a fresh session.
 	HandBack
+	// Drop: nothing could be committed; the message is terminated (Term)
+	// with an error log line and cardbridge_messages_dropped_total. It
+	// stays in the request stream for a person to look at.
+	Drop
 )
 
-var actionNames = [...]string{"ack", "term", "retry", "hold", "pause", "hand_back"}
+var actionNames = [...]string{"ack", "term", "retry", "hold", "pause", "hand_back", "drop"}
 
 func (a Action) String() string {
 	if int(a) < len(actionNames) {
@@ -171,6 +180,9 @@ const (
 	// committed is held before it is handed back: a stalled database must
 	// not keep messages from healthy processes for long.
 	maxHolds = 3
+	// maxUnstorableDeliveries bounds the deliveries of a message whose
+	// failure Postgres refuses to store.
+	maxUnstorableDeliveries = 3
 	// pauseHandBack is the delay of a message handed back by a pausing
 	// process, so that it does not bounce straight back to a process that
 	// is about to stop fetching.
@@ -221,6 +233,11 @@ func (p Policy) Decide(f Facts) Decision {
 		return Decision{Action: Retry, Delay: p.backoff(f.Deliveries)}
 	case FaultShutdown:
 		return Decision{Action: HandBack}
+	case FaultUnstorable:
+		if f.Deliveries < maxUnstorableDeliveries {
+			return Decision{Action: Retry, Delay: p.backoff(f.Deliveries)}
+		}
+		return Decision{Action: Drop}
 	}
 	// An unknown fault is a bug; retrying loses nothing.
 	return Decision{Action: Retry, Delay: p.backoff(f.Deliveries)}

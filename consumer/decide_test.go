@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cardbridge/cardbridge/event"
@@ -62,6 +63,8 @@ func TestFaultOf(t *testing.T) {
 		{"password outdated", bank(400, mbanq.CodePasswordOutdated), FaultReauth},
 		{"user creation answer lost", adminCall{&mbanq.Error{Err: &net.OpError{Op: "read", Err: errors.New("reset")}}}, FaultBank},
 		{"paused", errPaused, FaultDeployment},
+		{"Postgres refuses a value", fmt.Errorf("recording outcomes: %w", &pgconn.PgError{Code: "23514"}), FaultUnstorable},
+		{"Postgres is down", fmt.Errorf("recording outcomes: %w", &pgconn.PgError{Code: "57P01"}), FaultInfra},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			require.Equal(t, tc.want, faultOf(tc.err), "%v", tc.err)
@@ -123,6 +126,8 @@ var decisionCases = []struct {
 	{"card ordered, its commit failed", Facts{Fault: FaultUnrecorded}, "nothing yet: the commit is tried again"},
 	{"same, three holds later", Facts{Fault: FaultUnrecorded, Holds: maxHolds, Deliveries: 1}, "nothing: the next delivery asks the bank again under the same key"},
 	{"shutdown while in flight", Facts{Fault: FaultShutdown}, "nothing"},
+	{"the failure cannot be stored (Postgres refuses a value in it), 1st delivery", Facts{Fault: FaultUnstorable, Deliveries: 1}, "nothing"},
+	{"same, 3rd delivery", Facts{Fault: FaultUnstorable, Deliveries: 3}, "nothing: terminated, logged and counted (`cardbridge_messages_dropped_total`); it stays in the stream"},
 }
 
 func TestDecide(t *testing.T) {
@@ -149,6 +154,8 @@ func TestDecide(t *testing.T) {
 		{Action: Hold, Delay: time.Second},
 		{Action: Retry, Delay: time.Second},
 		{Action: HandBack},
+		{Action: Retry, Delay: time.Second},
+		{Action: Drop},
 	}
 	require.Len(t, want, len(decisionCases))
 	for i, c := range decisionCases {

@@ -8,6 +8,7 @@ import (
 	"github.com/cardbridge/cardbridge/event"
 	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/secret"
+	"github.com/cardbridge/cardbridge/store"
 )
 
 // Faults of the deployment found by the consumer itself, beside those the
@@ -70,6 +71,9 @@ func faultOf(err error) Fault {
 	}
 	var be *mbanq.Error
 	if !errors.As(err, &be) {
+		if store.Unstorable(err) {
+			return FaultUnstorable
+		}
 		// Not the bank: the database, NATS, or our own plumbing.
 		return FaultInfra
 	}

@@ -59,6 +59,11 @@ func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
 			break
 		}
 		err = msg.NakWithDelay(dec.Delay)
+	case Drop:
+		c.log.Error("message terminated without a record: Postgres refuses what it carries; it stays in the request stream",
+			append(d.logAttrs(), "subject", d.msg.Subject())...)
+		d.obs.Dropped()
+		err = msg.Term()
 	default: // HandBack
 		err = msg.Nak()
 	}

@@ -37,6 +37,9 @@ type Observation interface {
 	// delivery acknowledged without an Outcome found the request already
 	// processed.
 	Outcome(outcome, reason string)
+	// Dropped is told that the message was terminated without any record
+	// (Decision Drop).
+	Dropped()
 	// Settled is called once the message has been acknowledged,
 	// terminated or handed back; disposition is the Action applied ("ack",
 	// "term", "retry", "pause", "hand_back"), and err the error of that
@@ -63,4 +66,5 @@ func (nopObserver) Request(ctx context.Context, _ string, ref event.RequestRef) 
 	return ctx, ref
 }
 func (nopObserver) Outcome(string, string) {}
+func (nopObserver) Dropped()               {}
 func (nopObserver) Settled(string, error)  {}

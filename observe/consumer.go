@@ -99,13 +99,15 @@ func (d *observation) Outcome(outcome, reason string) {
 	}
 }
 
+func (d *observation) Dropped() { d.t.m.dropped.Inc() }
+
 func (d *observation) Settled(disposition string, err error) {
 	outcome := d.outcome
 	if outcome == "" {
 		switch disposition {
 		case "ack":
 			outcome = OutcomeDuplicate
-		case "term":
+		case "term", "drop":
 			outcome = OutcomeFailed
 		default:
 			outcome = OutcomeRetry

@@ -26,6 +26,7 @@ type metrics struct {
 	deadLetters *prometheus.CounterVec // reason
 	provisioned prometheus.Counter
 	paused      *prometheus.GaugeVec // reason
+	dropped     prometheus.Counter
 
 	bankDuration *prometheus.HistogramVec // endpoint, status
 	tokenGrants  *prometheus.CounterVec   // grant, result
@@ -63,6 +64,10 @@ func newMetrics() *metrics {
 			Name: "cardbridge_consumer_paused",
 			Help: "1 while this process is paused by a fault of the deployment (the reason label names it: invalid_tenant, oauth_client_refused, admin_login_refused, secret_key, self_service_role, permission_missing, bank_unreachable, bank_tls, bank_redirect...); 0, with an empty reason, while it runs.",
 		}, []string{"reason"}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cardbridge_messages_dropped_total",
+			Help: "Request messages terminated without any record, because Postgres refused to store what they carry (after 3 deliveries); they stay in the request stream. Should stay 0.",
+		}),
 		provisioned: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cardbridge_self_service_users_provisioned_total",
 			Help: "MBanq self-service users this process created (or adopted) for a client.",
@@ -87,7 +92,7 @@ func newMetrics() *metrics {
 		}, []string{"result"}),
 	}
 	m.reg.MustRegister(
-		m.requests, m.duration, m.deliveries, m.inFlight, m.deadLetters, m.provisioned, m.paused,
+		m.requests, m.duration, m.deliveries, m.inFlight, m.deadLetters, m.provisioned, m.paused, m.dropped,
 		m.bankDuration, m.tokenGrants, m.relayDuration, m.relayEvents,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cardbridge/cardbridge/secret"
@@ -106,6 +107,22 @@ func notFound(err error) error {
 		return ErrNotFound
 	}
 	return err
+}
+
+// Unstorable reports whether err is Postgres refusing a value of the row
+// being written (a data exception, a violated constraint, a value past a
+// limit: SQLSTATE classes 22, 23 and 54), rather than the database failing:
+// writing the same row again will fail again.
+func Unstorable(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || len(pe.Code) < 2 {
+		return false
+	}
+	switch pe.Code[:2] {
+	case "22", "23", "54":
+		return true
+	}
+	return false
 }
 
 // cleanText makes a string storable in a Postgres text column, which refuses
