@@ -153,6 +153,8 @@ func (s *Service) topology() broker.Topology {
 	t.OutcomeStream = s.cfg.NATS.OutcomeStream
 	t.Consumer = s.cfg.NATS.Consumer
 	t.AckWait = s.cfg.NATS.AckWait
+	t.RequestMaxBytes = s.cfg.NATS.RequestMaxBytes
+	t.OutcomeMaxAge = s.cfg.NATS.OutcomeRetention
 	return t
 }
 

@@ -742,7 +742,7 @@ func TestUnstorableMessageIsDroppedAfterThreeDeliveries(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return strings.Contains(p.metrics(t), "\ncardbridge_messages_dropped_total 1\n")
 	}, 20*time.Second, 20*time.Millisecond)
-	require.Equal(t, 1, p.logLines("message terminated without a record: Postgres refuses what it carries; it stays in the request stream"))
+	require.Equal(t, 1, p.logLines("message terminated without a record: Postgres refuses what it carries"))
 	(&bundle{js: s.js, store: st}).settle(t)
 	require.EqualValues(t, 3, s.outcomeCount(t), "no outcome for the dropped message")
 	require.EqualValues(t, 3+3, s.consumerInfo(t).Delivered.Consumer, "three deliveries of it, one of each request")
@@ -798,4 +798,64 @@ func TestPoisonFloodIsRecordedAndDoesNotStopIssuance(t *testing.T) {
 	require.NoError(t, st.Pool().QueryRow(ctx, `SELECT count(*) FROM dead_letters`).Scan(&dead))
 	require.Equal(t, n, dead, "every poison message is recorded")
 	require.EqualValues(t, n+len(reqs), s.consumerInfo(t).Delivered.Consumer, "each on its first delivery")
+}
+
+// The streams cardbridge creates keep what waits and let go of what is
+// done: the request stream is a bounded work queue that refuses new
+// requests when full rather than dropping waiting ones, the outcome stream
+// keeps events for the configured retention.
+func TestStreamsHaveLimitsThatNeverDropAWaitingRequest(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, nil)
+	cfg := s.cfg
+	cfg.NATS.RequestMaxBytes, cfg.NATS.OutcomeRetention = 64<<10, 48*time.Hour
+	p := s.start(t, cfg)
+	s.bind(t, p.svc.Store(), 1)
+	reqs := s.publish(t, 5)
+	requireIssuedOnce(t, s.sb, s.outcomes(t, 5), reqs)
+	(&bundle{js: s.js, store: p.svc.Store()}).settle(t)
+
+	requests, err := s.js.Stream(ctx, "ERP")
+	require.NoError(t, err)
+	info, err := requests.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, jetstream.WorkQueuePolicy, info.Config.Retention)
+	require.Equal(t, jetstream.DiscardNew, info.Config.Discard)
+	require.Zero(t, info.Config.MaxAge, "no age limit: a request waits as long as it must")
+	require.Zero(t, info.State.Msgs, "processed requests have left the stream")
+	cards, err := s.js.Stream(ctx, "CARDS")
+	require.NoError(t, err)
+	cinfo, err := cards.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 48*time.Hour, cinfo.Config.MaxAge)
+	require.EqualValues(t, 5, cinfo.State.Msgs)
+
+	// Paused (a wrong tenant), requests wait; when the stream is full, a
+	// new publish is refused and nothing waiting is dropped.
+	p.stop()
+	bad := cfg
+	bad.MBanq.TenantID = "typo"
+	p = s.start(t, bad)
+	pad := strings.Repeat("x", 4<<10)
+	published := 0
+	for {
+		r := request(erp, 1)
+		r.Data.Reference = "" // keep the schema happy; the pad goes in a header
+		m, err := event.EncodeRequest(r, event.Binary)
+		require.NoError(t, err)
+		msg := m.NATS()
+		msg.Header.Set("x-pad", pad)
+		if _, err := s.js.PublishMsg(ctx, msg); err != nil {
+			require.ErrorContains(t, err, "maximum bytes exceeded")
+			break
+		}
+		published++
+		require.Less(t, published, 100, "the stream never filled")
+	}
+	info, err = requests.Info(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, published, info.State.Msgs, "every waiting request kept")
+	p.stop()
+	s.start(t, cfg)
+	require.Len(t, s.outcomes(t, 5+published), 5+published, "each waiting request answered")
 }

@@ -22,6 +22,12 @@ type Topology struct {
 	Consumer        string   // cardbridge
 	AckWait         time.Duration
 	MaxAckPending   int
+	// RequestMaxBytes bounds the request stream's storage. A full stream
+	// refuses new requests (the ERP's publish fails) rather than dropping
+	// one that waits.
+	RequestMaxBytes int64
+	// OutcomeMaxAge is how long outcome events are kept for subscribers.
+	OutcomeMaxAge time.Duration
 }
 
 // DefaultTopology is the contract's naming.
@@ -35,8 +41,16 @@ func DefaultTopology() Topology {
 		Consumer:        "cardbridge",
 		AckWait:         60 * time.Second,
 		MaxAckPending:   10000,
+		RequestMaxBytes: DefaultRequestMaxBytes,
+		OutcomeMaxAge:   DefaultOutcomeMaxAge,
 	}
 }
+
+// Defaults of the streams' limits.
+const (
+	DefaultRequestMaxBytes = 1 << 30
+	DefaultOutcomeMaxAge   = 30 * 24 * time.Hour
+)
 
 // DuplicateWindow is how long JetStream remembers a Nats-Msg-Id on the
 // outcome stream. An outcome is published again only when its outbox row
@@ -54,12 +68,22 @@ const DuplicateWindow = 2 * time.Minute
 // Ensure creates the streams and the durable consumer when they are
 // missing. Existing ones are used as they are: an operator may have tuned
 // them, and cardbridge must not undo that on every start.
+//
+// The streams it creates have limits that never drop a request that has
+// not been processed: the request stream is a work queue (a request leaves
+// it once acknowledged or terminated, its outcome committed) with no age
+// limit, so a request waits as long as its retry budget and any pause
+// need; its size is bounded, and a full stream refuses new requests rather
+// than discarding waiting ones. Outcome events are kept for OutcomeMaxAge.
 func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.Consumer, error) {
 	if err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:       t.RequestStream,
 		Subjects:   t.RequestSubjects,
 		Storage:    jetstream.FileStorage,
 		Duplicates: DuplicateWindow,
+		Retention:  jetstream.WorkQueuePolicy,
+		MaxBytes:   t.RequestMaxBytes,
+		Discard:    jetstream.DiscardNew,
 	}); err != nil {
 		return nil, err
 	}
@@ -68,6 +92,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.
 		Subjects:   t.OutcomeSubjects,
 		Storage:    jetstream.FileStorage,
 		Duplicates: DuplicateWindow,
+		MaxAge:     t.OutcomeMaxAge,
 	}); err != nil {
 		return nil, err
 	}
@@ -84,10 +109,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.
 		FilterSubject: t.RequestSubject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       t.AckWait,
-		// No delivery limit at the server: cardbridge counts deliveries
-		// itself and records retries_exhausted on the last one. A server
-		// limit would drop a message silently if that last delivery could
-		// not reach the database.
+		// No delivery limit at the server: cardbridge decides when to give
+		// up (consumer.Policy.Decide) and records the outcome first. A
+		// server limit would drop a message silently.
 		MaxDeliver:    -1,
 		MaxAckPending: t.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,

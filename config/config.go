@@ -88,6 +88,12 @@ type NATS struct {
 	OutcomeStream  string        // CARDBRIDGE_OUTCOME_STREAM, default CARDS
 	Consumer       string        // CARDBRIDGE_CONSUMER, default cardbridge
 	AckWait        time.Duration // CARDBRIDGE_ACK_WAIT, default 60s
+	// RequestMaxBytes bounds the request stream cardbridge creates
+	// (CARDBRIDGE_REQUEST_STREAM_MAX_BYTES, default 1 GiB).
+	RequestMaxBytes int64
+	// OutcomeRetention is how long the outcome stream cardbridge creates
+	// keeps events (CARDBRIDGE_OUTCOME_RETENTION, default 30 days).
+	OutcomeRetention time.Duration
 }
 
 // Defaults for the optional settings.
@@ -127,11 +133,13 @@ func Defaults() Config {
 		RetryDelayMax: DefaultRetryDelayMax,
 		MBanq:         MBanq{OfficeID: 1},
 		NATS: NATS{
-			RequestStream:  DefaultRequestStream,
-			RequestSubject: DefaultRequestSubject,
-			OutcomeStream:  DefaultOutcomeStream,
-			Consumer:       DefaultConsumer,
-			AckWait:        DefaultAckWait,
+			RequestStream:    DefaultRequestStream,
+			RequestSubject:   DefaultRequestSubject,
+			OutcomeStream:    DefaultOutcomeStream,
+			Consumer:         DefaultConsumer,
+			AckWait:          DefaultAckWait,
+			RequestMaxBytes:  1 << 30,
+			OutcomeRetention: 30 * 24 * time.Hour,
 		},
 	}
 }
@@ -168,6 +176,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.optional("CARDBRIDGE_OUTCOME_STREAM", &c.NATS.OutcomeStream)
 	p.optional("CARDBRIDGE_CONSUMER", &c.NATS.Consumer)
 	p.duration("CARDBRIDGE_ACK_WAIT", &c.NATS.AckWait)
+	p.positiveInt64("CARDBRIDGE_REQUEST_STREAM_MAX_BYTES", &c.NATS.RequestMaxBytes)
+	p.duration("CARDBRIDGE_OUTCOME_RETENTION", &c.NATS.OutcomeRetention)
 	p.duration("CARDBRIDGE_RETRY_FOR", &c.RetryFor)
 	p.duration("CARDBRIDGE_RETRY_DELAY_MAX", &c.RetryDelayMax)
 	p.duration("CARDBRIDGE_BANK_KEY_RETENTION", &c.BankKeyRetention)

@@ -119,8 +119,8 @@ const (
 	// (Nak), for another process or a fresh session.
 	HandBack
 	// Drop: nothing could be committed; the message is terminated (Term)
-	// with an error log line and cardbridge_messages_dropped_total. It
-	// stays in the request stream for a person to look at.
+	// with an error log line naming its stream sequence, subject, size and
+	// header names, and cardbridge_messages_dropped_total.
 	Drop
 )
 

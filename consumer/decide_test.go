@@ -127,7 +127,7 @@ var decisionCases = []struct {
 	{"same, three holds later", Facts{Fault: FaultUnrecorded, Holds: maxHolds, Deliveries: 1}, "nothing: the next delivery asks the bank again under the same key"},
 	{"shutdown while in flight", Facts{Fault: FaultShutdown}, "nothing"},
 	{"the failure cannot be stored (Postgres refuses a value in it), 1st delivery", Facts{Fault: FaultUnstorable, Deliveries: 1}, "nothing"},
-	{"same, 3rd delivery", Facts{Fault: FaultUnstorable, Deliveries: 3}, "nothing: terminated, logged and counted (`cardbridge_messages_dropped_total`); it stays in the stream"},
+	{"same, 3rd delivery", Facts{Fault: FaultUnstorable, Deliveries: 3}, "nothing: terminated, logged and counted (`cardbridge_messages_dropped_total`); the log names its stream sequence"},
 }
 
 func TestDecide(t *testing.T) {

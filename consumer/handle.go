@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -60,8 +61,8 @@ func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
 		}
 		err = msg.NakWithDelay(dec.Delay)
 	case Drop:
-		c.log.Error("message terminated without a record: Postgres refuses what it carries; it stays in the request stream",
-			append(d.logAttrs(), "subject", d.msg.Subject())...)
+		c.log.Error("message terminated without a record: Postgres refuses what it carries",
+			append(d.logAttrs(), "subject", d.msg.Subject(), "size", len(d.msg.Data()), "headers", headerNames(d.msg.Headers()))...)
 		d.obs.Dropped()
 		err = msg.Term()
 	default: // HandBack
@@ -401,4 +402,15 @@ func payloadHash(req *event.Request) []byte {
 	b, _ := json.Marshal(req.Data) // a decoded RequestData always marshals
 	h := sha256.Sum256(b)
 	return h[:]
+}
+
+// headerNames lists a message's header names, sorted, for a log line that
+// must not repeat values (they may carry personal data).
+func headerNames(h map[string][]string) []string {
+	names := make([]string, 0, len(h))
+	for k := range h {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return names
 }

@@ -66,7 +66,7 @@ func newMetrics() *metrics {
 		}, []string{"reason"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cardbridge_messages_dropped_total",
-			Help: "Request messages terminated without any record, because Postgres refused to store what they carry (after 3 deliveries); they stay in the request stream. Should stay 0.",
+			Help: "Request messages terminated without any record, because Postgres refused to store what they carry (after 3 deliveries); the log line names each. Should stay 0.",
 		}),
 		provisioned: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cardbridge_self_service_users_provisioned_total",
