@@ -126,6 +126,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		RetryFor:          cfg.RetryFor,
 		MaxRetryDelay:     cfg.RetryDelayMax,
 		KeyRetention:      cfg.BankKeyRetention,
+		Retention:         cfg.Retention,
 		AckWait:           cfg.NATS.AckWait,
 		Admin:             mbanq.Credentials{Username: cfg.MBanq.AdminUsername, Password: cfg.MBanq.AdminPassword},
 		OfficeID:          cfg.MBanq.OfficeID,
@@ -188,6 +189,10 @@ func (s *Service) Run(ctx context.Context) error {
 		return s.relay.Run(relayCtx)
 	})
 	g.Go(func() error {
+		s.purge(gctx)
+		return nil
+	})
+	g.Go(func() error {
 		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("HTTP server: %w", err)
 		}
@@ -230,4 +235,32 @@ func trimNewline(p []byte) []byte {
 		p = p[:len(p)-1]
 	}
 	return p
+}
+
+// purgeEvery is how often a process purges what the retention says is too
+// old; every process does, and they share the work.
+const purgeEvery = time.Hour
+
+// purge deletes, each purgeEvery until ctx ends (the first time a minute
+// after start), the records older than the retention (store.Purge).
+func (s *Service) purge(ctx context.Context) {
+	r := store.Retention{Rows: s.cfg.Retention, DeadLetterBodies: s.cfg.DeadLetterBodyRetention}
+	t := time.NewTimer(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p, err := s.store.Purge(ctx, r)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.log.Warn("purging records past their retention", "err", err)
+		case p != store.Purged{}:
+			s.log.Info("purged records past their retention", "requests", p.Requests, "dead_letters", p.DeadLetters,
+				"dead_letter_bodies", p.Bodies, "retry_records", p.Retries)
+		}
+		t.Reset(purgeEvery)
+	}
 }

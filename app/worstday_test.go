@@ -859,3 +859,55 @@ func TestStreamsHaveLimitsThatNeverDropAWaitingRequest(t *testing.T) {
 	s.start(t, cfg)
 	require.Len(t, s.outcomes(t, 5+published), 5+published, "each waiting request answered")
 }
+
+// The retention's invariant, end to end: a request is issued, its records
+// age past CARDBRIDGE_RETENTION and are purged, then the ERP publishes the
+// same request again (the same source, id and data, and the CloudEvent
+// time it had, by then older than the retention). It is refused as
+// request_expired: no second card.
+func TestPurgedRequestSentAgainIsRefusedNotOrderedTwice(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, nil)
+	cfg := s.cfg
+	cfg.Retention, cfg.DeadLetterBodyRetention = 48*time.Hour, 24*time.Hour
+	p := s.start(t, cfg)
+	st := p.svc.Store()
+	s.bind(t, st, 1)
+	req := request(erp, 1)
+	req.Time = time.Now().Add(-time.Hour)
+	m, err := event.EncodeRequest(req, event.Binary)
+	require.NoError(t, err)
+	_, err = s.js.PublishMsg(ctx, m.NATS())
+	require.NoError(t, err)
+	require.Equal(t, event.TypeCardIssued, s.outcomes(t, 1)[0].Type)
+	(&bundle{js: s.js, store: st}).settle(t)
+
+	// Two days and more go by: the records age past the retention.
+	_, err = st.Pool().Exec(ctx, `UPDATE processed_requests SET processed_at = now() - interval '49 hours'`)
+	require.NoError(t, err)
+	purged, err := st.Purge(ctx, store.Retention{Rows: cfg.Retention, DeadLetterBodies: cfg.DeadLetterBodyRetention})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, purged.Requests)
+
+	req.Time = req.Time.Add(-49 * time.Hour) // as old as it would be by then
+	m, err = event.EncodeRequest(req, event.Binary)
+	require.NoError(t, err)
+	again := m.NATS()
+	// Days later, JetStream's duplicate window (2 minutes) has long passed.
+	again.Header.Set(jetstream.MsgIDHeader, "resent-"+req.ID)
+	_, err = s.js.PublishMsg(ctx, again)
+	require.NoError(t, err)
+	// Its card.failed has the request's own event id, which JetStream
+	// drops here as a duplicate of the card.issued (days later it would
+	// not, and subscribers deduplicating by id keep the first answer):
+	// the record says what happened.
+	var row store.ProcessedRequest
+	require.Eventually(t, func() bool {
+		row, err = st.ProcessedRequest(ctx, erp, req.ID)
+		return err == nil
+	}, 20*time.Second, 20*time.Millisecond)
+	require.Equal(t, store.OutcomeFailed, row.Outcome)
+	require.Equal(t, event.ReasonRequestExpired, row.Reason)
+	(&bundle{js: s.js, store: st}).settle(t)
+	require.Len(t, s.sb.Cards(), 1, "one card")
+}

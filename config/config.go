@@ -50,6 +50,14 @@ type Config struct {
 	// request whose order's answer is unknown is asked again under its key
 	// only for that long.
 	BankKeyRetention time.Duration
+	// Retention is how long Postgres keeps a request's records: inbox,
+	// card order, dead letter (CARDBRIDGE_RETENTION, default 90 days, at
+	// least 2 days).
+	Retention time.Duration
+	// DeadLetterBodyRetention is how long a dead letter keeps the original
+	// message, with its personal data (CARDBRIDGE_DEAD_LETTER_BODY_RETENTION,
+	// default 30 days, at most Retention).
+	DeadLetterBodyRetention time.Duration
 	// Warnings are settings that were read but are no longer used; the
 	// process logs them at start rather than refusing to start.
 	Warnings []string
@@ -98,18 +106,20 @@ type NATS struct {
 
 // Defaults for the optional settings.
 const (
-	DefaultSource         = "urn:cardbridge"
-	DefaultHTTPAddr       = ":8080"
-	DefaultRequestStream  = "ERP"
-	DefaultRequestSubject = "employee.card.requested"
-	DefaultOutcomeStream  = "CARDS"
-	DefaultConsumer       = "cardbridge"
-	DefaultAckWait        = 60 * time.Second
-	DefaultRetryFor       = 24 * time.Hour
-	DefaultRetryDelayMax  = 5 * time.Minute
-	DefaultMaxInFlight    = 256
-	DefaultDatabaseURL    = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	DefaultNATSURL        = "nats://127.0.0.1:4222"
+	DefaultSource                  = "urn:cardbridge"
+	DefaultHTTPAddr                = ":8080"
+	DefaultRequestStream           = "ERP"
+	DefaultRequestSubject          = "employee.card.requested"
+	DefaultOutcomeStream           = "CARDS"
+	DefaultConsumer                = "cardbridge"
+	DefaultAckWait                 = 60 * time.Second
+	DefaultRetryFor                = 24 * time.Hour
+	DefaultRetryDelayMax           = 5 * time.Minute
+	DefaultRetention               = 90 * 24 * time.Hour
+	DefaultDeadLetterBodyRetention = 30 * 24 * time.Hour
+	DefaultMaxInFlight             = 256
+	DefaultDatabaseURL             = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	DefaultNATSURL                 = "nats://127.0.0.1:4222"
 )
 
 // Error lists every problem found in the environment.
@@ -125,13 +135,15 @@ func (e *Error) Error() string {
 // the required ones empty.
 func Defaults() Config {
 	return Config{
-		Source:        DefaultSource,
-		HTTPAddr:      DefaultHTTPAddr,
-		LogLevel:      slog.LevelInfo,
-		MaxInFlight:   DefaultMaxInFlight,
-		RetryFor:      DefaultRetryFor,
-		RetryDelayMax: DefaultRetryDelayMax,
-		MBanq:         MBanq{OfficeID: 1},
+		Source:                  DefaultSource,
+		HTTPAddr:                DefaultHTTPAddr,
+		LogLevel:                slog.LevelInfo,
+		MaxInFlight:             DefaultMaxInFlight,
+		RetryFor:                DefaultRetryFor,
+		RetryDelayMax:           DefaultRetryDelayMax,
+		Retention:               DefaultRetention,
+		DeadLetterBodyRetention: DefaultDeadLetterBodyRetention,
+		MBanq:                   MBanq{OfficeID: 1},
 		NATS: NATS{
 			RequestStream:    DefaultRequestStream,
 			RequestSubject:   DefaultRequestSubject,
@@ -181,6 +193,14 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.duration("CARDBRIDGE_RETRY_FOR", &c.RetryFor)
 	p.duration("CARDBRIDGE_RETRY_DELAY_MAX", &c.RetryDelayMax)
 	p.duration("CARDBRIDGE_BANK_KEY_RETENTION", &c.BankKeyRetention)
+	p.duration("CARDBRIDGE_RETENTION", &c.Retention)
+	p.duration("CARDBRIDGE_DEAD_LETTER_BODY_RETENTION", &c.DeadLetterBodyRetention)
+	if c.Retention < 48*time.Hour {
+		p.problem("CARDBRIDGE_RETENTION: %s is less than 48h; records must outlive every redelivery, and requests older than it less a day are refused", c.Retention)
+	}
+	if c.DeadLetterBodyRetention > c.Retention {
+		p.problem("CARDBRIDGE_DEAD_LETTER_BODY_RETENTION: %s is longer than CARDBRIDGE_RETENTION (%s), which deletes the dead letters", c.DeadLetterBodyRetention, c.Retention)
+	}
 	if strings.TrimSpace(getenv("CARDBRIDGE_MAX_DELIVER")) != "" {
 		c.Warnings = append(c.Warnings, "CARDBRIDGE_MAX_DELIVER is no longer used: the retry budget is the time spent trying the bank, CARDBRIDGE_RETRY_FOR (default 24h)")
 	}

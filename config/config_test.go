@@ -117,3 +117,15 @@ func TestRetryBudgetIsTime(t *testing.T) {
 	_, err = FromEnv(env(m))
 	require.ErrorContains(t, err, "CARDBRIDGE_RETRY_FOR")
 }
+
+func TestRetentionSettings(t *testing.T) {
+	c, err := FromEnv(env(valid()))
+	require.NoError(t, err)
+	require.Equal(t, 90*24*time.Hour, c.Retention)
+	require.Equal(t, 30*24*time.Hour, c.DeadLetterBodyRetention)
+	m := valid()
+	m["CARDBRIDGE_RETENTION"], m["CARDBRIDGE_DEAD_LETTER_BODY_RETENTION"] = "24h", "72h"
+	_, err = FromEnv(env(m))
+	require.ErrorContains(t, err, "CARDBRIDGE_RETENTION: 24h0m0s is less than 48h")
+	require.ErrorContains(t, err, "CARDBRIDGE_DEAD_LETTER_BODY_RETENTION")
+}

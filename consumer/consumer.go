@@ -31,6 +31,12 @@ type Config struct {
 	// MaxRetryDelay caps the delay between deliveries of a request that
 	// failed (default 5 minutes).
 	MaxRetryDelay time.Duration
+	// Retention is how long the store keeps a request's records
+	// (CARDBRIDGE_RETENTION); 0 keeps them for ever. A request whose
+	// CloudEvent time is older than Retention less a day is refused as
+	// request_expired: it could be one already answered whose records were
+	// purged.
+	Retention time.Duration
 	// KeyRetention is how long the bank is trusted to remember an
 	// Idempotency-Key (default mbanq.DefaultKeyRetention); see Policy.
 	KeyRetention time.Duration

@@ -130,6 +130,9 @@ func (c *Consumer) process(ctx context.Context, d *delivery) Decision {
 	if dec, done := c.admit(ctx, d, hash); done {
 		return dec
 	}
+	if err := c.expired(req); err != nil {
+		return c.settle(ctx, d, err)
+	}
 	card, err := c.order(ctx, d)
 	if err != nil {
 		return c.settle(ctx, d, err)
@@ -180,6 +183,21 @@ func (c *Consumer) admit(ctx context.Context, d *delivery, hash []byte) (dec Dec
 		}
 	}
 	return Decision{Action: Ack}, true
+}
+
+// expired refuses a request too old for the store to remember whether it
+// was answered (see store.Purge for the invariant).
+func (c *Consumer) expired(req *event.Request) error {
+	if c.cfg.Retention <= 0 || req.Time.IsZero() {
+		return nil
+	}
+	limit := c.cfg.Retention - 24*time.Hour
+	if time.Since(req.Time) <= limit {
+		return nil
+	}
+	return event.Failure{Reason: event.ReasonRequestExpired, Message: fmt.Sprintf(
+		"the request's time (%s) is older than cardbridge keeps its records (%s less a day): send a new request",
+		req.Time.UTC().Format(time.RFC3339), c.cfg.Retention)}
 }
 
 // order checks the binding and orders the card at MBanq, holding one of

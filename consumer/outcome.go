@@ -76,8 +76,15 @@ func (c *Consumer) failedCompletion(d *delivery, f event.Failure) (store.Complet
 	return comp, nil
 }
 
-// deadLetter keeps the delivery's original message and why it failed.
+// deadLetter keeps the delivery's original message and why it failed. A
+// body larger than event.MaxEventSize (refused unread) is kept cut to that
+// size: enough to see what it was, not enough to fill the table.
 func (d *delivery) deadLetter(f event.Failure) *store.DeadLetter {
+	data := d.msg.Data()
+	if len(data) > event.MaxEventSize {
+		data = data[:event.MaxEventSize]
+		f.Message += fmt.Sprintf(" (the body, %d bytes, is kept cut to %d)", len(d.msg.Data()), event.MaxEventSize)
+	}
 	return &store.DeadLetter{
 		Source:     d.ref.Source,
 		RequestID:  d.ref.ID,
@@ -86,7 +93,7 @@ func (d *delivery) deadLetter(f event.Failure) *store.DeadLetter {
 		BankCode:   f.BankErrorCode,
 		Subject:    d.msg.Subject(),
 		Header:     d.msg.Headers(),
-		Data:       d.msg.Data(),
+		Data:       data,
 		StreamSeq:  d.meta.Sequence.Stream,
 		Deliveries: d.meta.NumDelivered,
 		FirstSeen:  d.meta.Timestamp,

@@ -33,6 +33,12 @@ const (
 	// under the same Idempotency-Key, so an existing card is found, not
 	// ordered a second time.
 	ReasonBankOutcomeUnknown = "bank_outcome_unknown"
+	// ReasonRequestExpired: the request's CloudEvent time is older than
+	// cardbridge keeps its records (CARDBRIDGE_RETENTION, less a day): it
+	// could be a request already answered whose record was purged, so it
+	// is refused rather than risk a second card. Send a new request (a new
+	// id, a current time).
+	ReasonRequestExpired = "request_expired"
 	// ReasonDuplicateConflict: a request with the same (source, id) but
 	// different data was already accepted; the first one stands.
 	ReasonDuplicateConflict = "duplicate_conflict"
@@ -48,6 +54,7 @@ var reasons = []string{
 	ReasonRetriesExhausted,
 	ReasonDuplicateConflict,
 	ReasonBankOutcomeUnknown,
+	ReasonRequestExpired,
 }
 
 // Reasons returns every failure reason code, in a fixed order.

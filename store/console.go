@@ -133,11 +133,22 @@ func (s *Store) RecentDeadLetters(ctx context.Context, limit int) ([]DeadLetterS
 	return out, nil
 }
 
+// pendingDeadLettersSQL counts through the partial indexes of migration
+// 00007: the never-replayed dead letters, and the replayed ones probed for
+// an outcome; it reads neither all of the table nor all of the inbox.
+const pendingDeadLettersSQL = `
+SELECT reason, count(*) FROM (
+    SELECT reason FROM dead_letters WHERE replayed_at IS NULL
+    UNION ALL
+    SELECT d.reason FROM dead_letters d WHERE d.replayed_at IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM processed_requests p WHERE p.source = d.source AND p.request_id = d.request_id)
+) pending GROUP BY reason`
+
 // PendingDeadLetters counts the dead letters that still need a person
 // (never replayed, or replayed without an outcome since), by reason.
 func (s *Store) PendingDeadLetters(ctx context.Context) (map[string]int64, error) {
 	return s.countBy(ctx, "counting dead letters",
-		`SELECT reason, count(*) FROM dead_letters WHERE `+pendingDeadLetter+` GROUP BY reason`)
+		pendingDeadLettersSQL)
 }
 
 // SelfServiceUserCounts counts the self-service users, by status.

@@ -14,6 +14,11 @@ import (
 // must never be ordered twice.
 var ErrAlreadyIssued = errors.New("request already has a card")
 
+// ErrBodyPurged is returned by Replay for a dead letter whose original
+// message was purged (Retention.DeadLetterBodies): there is nothing left to
+// republish; the ERP must send the request again.
+var ErrBodyPurged = errors.New("the dead letter's message was purged after its retention; the ERP must send the request again")
+
 // ErrNotReplayable is returned by Replay for a dead letter that is not a
 // request's outcome: a duplicate_conflict records a second message that
 // reused a request id with other data; the first request stands, and the
@@ -40,13 +45,13 @@ type DeadLetterFilter struct {
 
 const deadLetterColumns = `id, source, request_id, reason, message, coalesce(bank_code, ''), msg_subject,
 	msg_headers, msg_data, stream_seq, deliveries, first_seen_at, recorded_at, replayed_at, replay_count,
-	kind, order_key_generation`
+	kind, order_key_generation, body_purged_at`
 
 func scanDeadLetter(row interface{ Scan(...any) error }) (DeadLetter, error) {
 	var d DeadLetter
 	err := row.Scan(&d.ID, &d.Source, &d.RequestID, &d.Reason, &d.Message, &d.BankCode, &d.Subject,
 		&d.Header, &d.Data, &d.StreamSeq, &d.Deliveries, &d.FirstSeen, &d.RecordedAt, &d.ReplayedAt, &d.ReplayCount,
-		&d.Kind, &d.OrderKeyGeneration)
+		&d.Kind, &d.OrderKeyGeneration, &d.BodyPurgedAt)
 	return d, err
 }
 
@@ -136,6 +141,9 @@ func (s *Store) Replay(ctx context.Context, id int64) (DeadLetter, error) {
 		}
 		if d.Kind != DeadLetterOutcome {
 			return fmt.Errorf("replaying dead letter %d: %w", id, ErrNotReplayable)
+		}
+		if d.BodyPurgedAt != nil {
+			return fmt.Errorf("replaying dead letter %d: %w", id, ErrBodyPurged)
 		}
 		var outcome, reason string
 		err = tx.QueryRow(ctx, `SELECT outcome, coalesce(reason, '') FROM processed_requests

@@ -91,6 +91,9 @@ type DeadLetter struct {
 	// OrderKeyGeneration is the generation of the card order's
 	// Idempotency-Key; see Store.Replay.
 	OrderKeyGeneration int
+	// BodyPurgedAt is when the original message (Header, Data) was
+	// cleared by the retention; nil while it is kept.
+	BodyPurgedAt *time.Time
 }
 
 // Kinds of dead letter.

@@ -1,0 +1,83 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Retention says how long the store keeps what it records.
+type Retention struct {
+	// Rows: inbox rows, card orders, dead letters and retry records older
+	// than this are deleted.
+	Rows time.Duration
+	// DeadLetterBodies: the original message a dead letter keeps (headers
+	// and body, which carry employees' names and emails) is cleared after
+	// this; the dead letter itself (ids, reason, message) stays until Rows.
+	DeadLetterBodies time.Duration
+}
+
+// Purged counts what one Purge removed.
+type Purged struct {
+	Requests, DeadLetters, Bodies, Retries int64
+}
+
+// purgeBatch bounds one statement of a purge, so that it holds its locks
+// for a short time and never competes for long with commits.
+const purgeBatch = 1000
+
+// Purge deletes what r says is too old, a batch at a time, until nothing
+// is left or ctx ends. Several processes may purge at once; they share the
+// work (SKIP LOCKED).
+//
+// The invariant that keeps a purged request from being ordered twice: a
+// request is redelivered only while it has no committed outcome (the
+// request stream is a work queue; an outcome's commit comes before its
+// acknowledgement, and a lost acknowledgement brings the message back
+// within AckWait), so its inbox row is minutes old, never as old as Rows;
+// and a request an ERP publishes again later is refused as
+// request_expired once its CloudEvent time is older than Rows less a day
+// (consumer.Config.Retention), before its inbox row can be gone.
+func (s *Store) Purge(ctx context.Context, r Retention) (Purged, error) {
+	var p Purged
+	steps := []struct {
+		n   *int64
+		sql string
+		age time.Duration
+	}{
+		{&p.Requests, `
+			WITH old AS (
+			    SELECT source, request_id FROM processed_requests
+			    WHERE processed_at < now() - $1::interval LIMIT $2 FOR UPDATE SKIP LOCKED
+			), orders AS (
+			    DELETE FROM card_orders c USING old WHERE c.source = old.source AND c.request_id = old.request_id
+			)
+			DELETE FROM processed_requests p USING old WHERE p.source = old.source AND p.request_id = old.request_id`, r.Rows},
+		{&p.DeadLetters, `
+			DELETE FROM dead_letters WHERE id IN (
+			    SELECT id FROM dead_letters WHERE recorded_at < now() - $1::interval LIMIT $2 FOR UPDATE SKIP LOCKED)`, r.Rows},
+		{&p.Bodies, `
+			UPDATE dead_letters SET msg_data = '', msg_headers = '{}', body_purged_at = now() WHERE id IN (
+			    SELECT id FROM dead_letters WHERE recorded_at < now() - $1::interval AND body_purged_at IS NULL
+			    LIMIT $2 FOR UPDATE SKIP LOCKED)`, r.DeadLetterBodies},
+		{&p.Retries, `
+			DELETE FROM bank_retries WHERE (source, request_id) IN (
+			    SELECT source, request_id FROM bank_retries WHERE last_at < now() - $1::interval LIMIT $2 FOR UPDATE SKIP LOCKED)`, r.Rows},
+	}
+	for _, st := range steps {
+		if st.age <= 0 {
+			continue
+		}
+		for {
+			tag, err := s.pool.Exec(ctx, st.sql, st.age, purgeBatch)
+			if err != nil {
+				return p, fmt.Errorf("purging: %w", err)
+			}
+			*st.n += tag.RowsAffected()
+			if tag.RowsAffected() < purgeBatch {
+				break
+			}
+		}
+	}
+	return p, nil
+}

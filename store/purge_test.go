@@ -1,0 +1,68 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/internal/testenv"
+	"github.com/cardbridge/cardbridge/store"
+)
+
+// Purge removes what is older than the retention, and only that: the inbox
+// with its card orders, dead letters and retry records after Rows, the
+// messages dead letters keep (personal data) after DeadLetterBodies.
+func TestPurgeKeepsOnlyWhatTheRetentionAllows(t *testing.T) {
+	ctx := context.Background()
+	s := testenv.Store(t)
+	age := func(table, column, id string, d time.Duration) {
+		_, err := s.Pool().Exec(ctx, `UPDATE `+table+` SET `+column+` = now() - $1::interval WHERE request_id = $2`, d, id)
+		require.NoError(t, err)
+	}
+	for _, id := range []string{"old-issued", "young-issued"} {
+		c := completion("urn:erp:acme", id, true)
+		_, err := s.Complete(ctx, c)
+		require.NoError(t, err)
+	}
+	for _, id := range []string{"old-failed", "mid-failed", "young-failed"} {
+		_, err := s.Complete(ctx, failed(id, event.ReasonUnboundSource))
+		require.NoError(t, err)
+	}
+	_, err := s.RecordBankFailure(ctx, store.BankFailure{Source: "urn:erp:acme", RequestID: "old-retry", Error: "503"}, time.Minute)
+	require.NoError(t, err)
+	age("processed_requests", "processed_at", "old-issued", 100*24*time.Hour)
+	age("processed_requests", "processed_at", "old-failed", 100*24*time.Hour)
+	age("dead_letters", "recorded_at", "old-failed", 100*24*time.Hour)
+	age("dead_letters", "recorded_at", "mid-failed", 40*24*time.Hour)
+	age("bank_retries", "last_at", "old-retry", 100*24*time.Hour)
+
+	p, err := s.Purge(ctx, store.Retention{Rows: 90 * 24 * time.Hour, DeadLetterBodies: 30 * 24 * time.Hour})
+	require.NoError(t, err)
+	require.Equal(t, store.Purged{Requests: 2, DeadLetters: 1, Bodies: 1, Retries: 1}, p)
+
+	_, err = s.ProcessedRequest(ctx, "urn:erp:acme", "old-issued")
+	require.ErrorIs(t, err, store.ErrNotFound)
+	_, err = s.CardOrder(ctx, "urn:erp:acme", "old-issued")
+	require.ErrorIs(t, err, store.ErrNotFound, "the card order went with its request")
+	_, err = s.CardOrder(ctx, "urn:erp:acme", "young-issued")
+	require.NoError(t, err)
+	for _, id := range []string{"mid-failed", "young-failed"} {
+		_, err = s.ProcessedRequest(ctx, "urn:erp:acme", id)
+		require.NoError(t, err, id)
+	}
+	mid := deadLetterOf(t, s, "mid-failed")
+	require.NotNil(t, mid.BodyPurgedAt)
+	require.Empty(t, mid.Data, "personal data cleared")
+	require.Empty(t, mid.Header)
+	require.Equal(t, event.ReasonUnboundSource, mid.Reason, "the dead letter itself stays")
+	require.NotEmpty(t, deadLetterOf(t, s, "young-failed").Data)
+	_, err = s.Replay(ctx, mid.ID)
+	require.ErrorIs(t, err, store.ErrBodyPurged)
+
+	again, err := s.Purge(ctx, store.Retention{Rows: 90 * 24 * time.Hour, DeadLetterBodies: 30 * 24 * time.Hour})
+	require.NoError(t, err)
+	require.Equal(t, store.Purged{}, again, "nothing left to purge")
+}
