@@ -175,7 +175,7 @@ func externalBaselineSchema(ctx context.Context, cfg Config) (string, func(), er
 		if !existed && !cfg.KeepSchema {
 			_, _ = lock.Exec(ctx, "DROP SCHEMA IF EXISTS "+cfg.Schema+" CASCADE")
 		}
-		lock.Close(ctx)
+		releaseSchema(ctx, lock, cfg.Schema)
 	}
 	if err := lock.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", cfg.Schema).Scan(&existed); err != nil {
 		release()

@@ -38,3 +38,12 @@ func schemaLockKey(schema string) int64 {
 	h.Write([]byte("cardbridge bench schema " + schema))
 	return int64(h.Sum64())
 }
+
+// releaseSchema gives back the schema reserved on conn and closes it. The
+// lock is released explicitly before the connection closes: the server
+// frees a closed session's locks only when its backend has exited, which
+// can come after the next run already asked for the lock.
+func releaseSchema(ctx context.Context, conn *pgx.Conn, schema string) {
+	_, _ = conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", schemaLockKey(schema))
+	_ = conn.Close(ctx)
+}

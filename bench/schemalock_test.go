@@ -29,11 +29,11 @@ func TestLockSchemaRefusesASecondRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("another schema must stay free: %v", err)
 	}
-	other.Close(ctx)
-	first.Close(ctx)
+	releaseSchema(ctx, other, schema+"_other")
+	releaseSchema(ctx, first, schema)
 	again, err := lockSchema(ctx, dbURL, schema)
 	if err != nil {
 		t.Fatalf("the schema must be free once the first run ended: %v", err)
 	}
-	again.Close(ctx)
+	releaseSchema(ctx, again, schema)
 }

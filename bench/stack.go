@@ -378,7 +378,7 @@ func (s *stack) close() {
 				fmt.Fprintf(s.status, "bench: dropping schema %s: %v\n", s.cfg.Schema, err)
 			}
 		}
-		s.schemaLock.Close(ctx) // releases the lock
+		releaseSchema(ctx, s.schemaLock, s.cfg.Schema)
 		cancel()
 		s.schemaLock, s.dbURL = nil, ""
 	}
