@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -910,4 +911,53 @@ func TestPurgedRequestSentAgainIsRefusedNotOrderedTwice(t *testing.T) {
 	require.Equal(t, event.ReasonRequestExpired, row.Reason)
 	(&bundle{js: s.js, store: st}).settle(t)
 	require.Len(t, s.sb.Cards(), 1, "one card")
+}
+
+// An order whose answer was lost is not sent again once the bank may have
+// forgotten its key: checked before the next delivery's order, whenever
+// that delivery comes, not only after a try fails.
+func TestUnknownAnswerOlderThanTheKeyRetentionIsNotAskedAgain(t *testing.T) {
+	var (
+		mu        sync.Mutex
+		cut       bool        // orders are cut off without an answer
+		cutOrders []time.Time // when each cut order arrived
+	)
+	s := newStack(t, func(sb http.Handler) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			drop := cut && r.Method == http.MethodPost && r.URL.Path == "/v1/cards"
+			if drop {
+				cutOrders = append(cutOrders, time.Now())
+			}
+			mu.Unlock()
+			if drop {
+				panic(http.ErrAbortHandler) // the connection is lost, no answer
+			}
+			sb.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	})
+	cfg := s.cfg
+	// The margin is 2*(2s+1s) = 6s; a key kept 6.5s is given up 0.5s after
+	// the lost answer, before the retry a second later.
+	cfg.RetryDelayMax, cfg.NATS.AckWait, cfg.BankKeyRetention, cfg.MBanq.MaxAttempts = 2*time.Second, time.Second, 6500*time.Millisecond, 1
+	p := s.start(t, cfg)
+	s.bind(t, p.svc.Store(), 1)
+	s.publish(t, 1)
+	s.outcomes(t, 1)
+	mu.Lock()
+	cut = true
+	mu.Unlock()
+	s.publish(t, 1)
+	f := s.outcomes(t, 2)[1].Data.(event.Failed)
+	require.Equal(t, event.ReasonBankOutcomeUnknown, f.Reason)
+	require.Contains(t, f.Message, "not asked again")
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotEmpty(t, cutOrders)
+	for _, at := range cutOrders {
+		require.Less(t, at.Sub(cutOrders[0]), 500*time.Millisecond,
+			"every order was sent in the first delivery (net/http may resend once at once); none a second later")
+	}
 }

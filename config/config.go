@@ -116,6 +116,7 @@ const (
 	DefaultRetryFor                = 24 * time.Hour
 	DefaultRetryDelayMax           = 5 * time.Minute
 	DefaultRetention               = 90 * 24 * time.Hour
+	DefaultBankKeyRetention        = 24 * time.Hour
 	DefaultDeadLetterBodyRetention = 30 * 24 * time.Hour
 	DefaultMaxInFlight             = 256
 	DefaultDatabaseURL             = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
@@ -197,6 +198,13 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.duration("CARDBRIDGE_DEAD_LETTER_BODY_RETENTION", &c.DeadLetterBodyRetention)
 	if c.Retention < 48*time.Hour {
 		p.problem("CARDBRIDGE_RETENTION: %s is less than 48h; records must outlive every redelivery, and requests older than it less a day are refused", c.Retention)
+	}
+	keyRetention := c.BankKeyRetention
+	if keyRetention == 0 {
+		keyRetention = DefaultBankKeyRetention
+	}
+	if margin := 2 * (c.RetryDelayMax + c.NATS.AckWait); keyRetention <= margin {
+		p.problem("CARDBRIDGE_BANK_KEY_RETENTION: %s is not longer than %s (twice CARDBRIDGE_RETRY_DELAY_MAX and CARDBRIDGE_ACK_WAIT): an unknown answer could never be asked about", keyRetention, margin)
 	}
 	if c.DeadLetterBodyRetention > c.Retention {
 		p.problem("CARDBRIDGE_DEAD_LETTER_BODY_RETENTION: %s is longer than CARDBRIDGE_RETENTION (%s), which deletes the dead letters", c.DeadLetterBodyRetention, c.Retention)

@@ -118,6 +118,12 @@ func New(cfg Config, s *store.Store, bank *mbanq.Client, box *secret.Box) (*Cons
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.KeyRetention <= 0 {
+		cfg.KeyRetention = mbanq.DefaultKeyRetention
+	}
+	if m := KeyMargin(cfg.MaxRetryDelay, cfg.AckWait); cfg.KeyRetention <= m {
+		return nil, fmt.Errorf("consumer: KeyRetention %s must be longer than %s (twice the longest retry delay and AckWait)", cfg.KeyRetention, m)
+	}
 	log := cfg.Logger.With("component", "consumer")
 	cfg.observer().Paused("") // running, until a fault of the deployment says otherwise
 	return &Consumer{
@@ -127,8 +133,9 @@ func New(cfg Config, s *store.Store, bank *mbanq.Client, box *secret.Box) (*Cons
 		log:       log,
 		users:     newUserDirectory(s, bank, box, cfg, log),
 		bankSlots: make(chan struct{}, cfg.MaxInFlight),
-		policy:    Policy{RetryFor: cfg.RetryFor, MaxDelay: cfg.MaxRetryDelay, KeyRetention: cfg.KeyRetention},
-		gate:      gate{observe: cfg.observer().Paused},
+		policy: Policy{RetryFor: cfg.RetryFor, MaxDelay: cfg.MaxRetryDelay, KeyRetention: cfg.KeyRetention,
+			KeyMargin: KeyMargin(cfg.MaxRetryDelay, cfg.AckWait)},
+		gate: gate{observe: cfg.observer().Paused},
 	}, nil
 }
 
@@ -219,4 +226,11 @@ func (c *Consumer) fetch(ctx context.Context, cons jetstream.Consumer, handoff c
 			_ = msg.Nak()
 		}
 	}
+}
+
+// KeyMargin is how long before the bank's key retention ends a request whose
+// order's answer is unknown is given up: the longest a decision can take to
+// reach the bank (the longest retry delay, AckWait), twice over.
+func KeyMargin(maxRetryDelay, ackWait time.Duration) time.Duration {
+	return 2 * (maxRetryDelay + ackWait)
 }

@@ -167,6 +167,10 @@ type Policy struct {
 	// is asked again under its key only for that long; after, asking again
 	// could make a second card.
 	KeyRetention time.Duration
+	// KeyMargin is how long before KeyRetention ends an unknown answer is
+	// given up: a delivery decided on now may reach the bank that much
+	// later (the longest retry delay and AckWait, twice over).
+	KeyMargin time.Duration
 }
 
 // Constants of the decision.
@@ -207,7 +211,7 @@ func (p Policy) Decide(f Facts) Decision {
 		return Decision{Action: Term, Fail: event.ReasonBankRejected}
 	case FaultBank, FaultBankUnknown, FaultReauth:
 		unknown := f.Fault == FaultBankUnknown || f.Unknown
-		if unknown && f.UnknownFor >= p.keyRetention() {
+		if unknown && p.keyExpired(f.UnknownFor) {
 			return Decision{Action: Term, Fail: event.ReasonBankOutcomeUnknown}
 		}
 		if f.Spent >= p.RetryFor {
@@ -252,11 +256,15 @@ func (p Policy) backoff(deliveries uint64) time.Duration {
 	return min(time.Second<<min(deliveries-1, 20), p.maxDelay())
 }
 
-func (p Policy) keyRetention() time.Duration {
-	if p.KeyRetention <= 0 {
-		return mbanq.DefaultKeyRetention
+// keyExpired reports whether an answer unknown for that long may no longer
+// be asked about under its key: the bank may have forgotten it by the time
+// the next try reaches it.
+func (p Policy) keyExpired(unknownFor time.Duration) bool {
+	retention := p.KeyRetention
+	if retention <= 0 {
+		retention = mbanq.DefaultKeyRetention
 	}
-	return p.KeyRetention
+	return unknownFor >= retention-p.KeyMargin
 }
 
 func (p Policy) maxDelay() time.Duration {

@@ -58,7 +58,9 @@ func TestFaultOf(t *testing.T) {
 		{"user creation refused", adminCall{&mbanq.Error{HTTPStatus: 400, Code: mbanq.CodeValidationErrorsExist}}, FaultDeployment},
 		{"user creation: the bank has no such client", adminCall{&mbanq.Error{HTTPStatus: 404, Code: mbanq.CodeResourceNotFound,
 			Errors: []mbanq.FieldError{{Code: mbanq.CodeClientIDInvalid}}}}, FaultRejected},
-		{"user creation: the name is taken but the user cannot be found", adminCall{fmt.Errorf("recovering: %w", mbanq.ErrUserNotFound)}, FaultDeployment},
+		{"user creation: the name is taken but the user cannot be found", adminCall{fmt.Errorf("recovering: %w", mbanq.ErrUserNotFound)}, FaultBank},
+		{"user creation: the name is another client's user", adminCall{fmt.Errorf("recovering: %w", mbanq.ErrUserMismatch)}, FaultBank},
+		{"an unknown answer older than the bank's key retention", errKeyForgotten, FaultBankUnknown},
 		{"key reused with another body", bank(422, mbanq.CodeIdempotencyKeyReused), FaultBankUnknown},
 		{"password outdated", bank(400, mbanq.CodePasswordOutdated), FaultReauth},
 		{"user creation answer lost", adminCall{&mbanq.Error{Err: &net.OpError{Op: "read", Err: errors.New("reset")}}}, FaultBank},
@@ -171,6 +173,11 @@ func TestDecide(t *testing.T) {
 	require.Equal(t, event.ReasonBankOutcomeUnknown, p.Decide(Facts{Fault: FaultBankUnknown, Spent: DefaultRetryFor}).Fail)
 	// Holds grow, then the message is handed back.
 	require.Equal(t, Decision{Action: Hold, Delay: 4 * time.Second}, p.Decide(Facts{Fault: FaultUnrecorded, Holds: 2}))
+	// The key's retention is given up a margin early: the next try could
+	// reach the bank that much later.
+	margined := Policy{RetryFor: DefaultRetryFor, KeyRetention: time.Hour, KeyMargin: 10 * time.Minute}
+	require.Equal(t, Retry, margined.Decide(Facts{Fault: FaultBankUnknown, UnknownFor: 49 * time.Minute}).Action)
+	require.Equal(t, Decision{Action: Term, Fail: event.ReasonBankOutcomeUnknown}, margined.Decide(Facts{Fault: FaultBank, Unknown: true, UnknownFor: 50 * time.Minute}))
 	// A shorter budget gives up sooner.
 	short := Policy{RetryFor: time.Second, MaxDelay: 100 * time.Millisecond}
 	require.Equal(t, Term, short.Decide(Facts{Fault: FaultBank, Spent: time.Second}).Action)

@@ -27,9 +27,6 @@ const (
 	// FaultSelfServiceRole: the tenant has no self-service role to give
 	// new users; set MBANQ_SELF_SERVICE_ROLE_ID.
 	FaultSelfServiceRole = "self_service_role"
-	// FaultUserMismatch: the bank has a user with our self-service user's
-	// name that is not that client's self-service user.
-	FaultUserMismatch = "self_service_user_mismatch"
 )
 
 // adminCall marks an error of a call made as the NeoBank's admin, to
@@ -46,6 +43,11 @@ type orderCall struct{ err error }
 
 func (e orderCall) Error() string { return e.err.Error() }
 func (e orderCall) Unwrap() error { return e.err }
+
+// errKeyForgotten is the cause of a request given up before its order is
+// sent again: some try's answer is unknown, and for longer than the bank is
+// trusted to remember the key (Policy.KeyRetention).
+var errKeyForgotten = errors.New("not asked again: an earlier try's answer is unknown for longer than the bank is trusted to remember its Idempotency-Key (CARDBRIDGE_BANK_KEY_RETENTION); asking again could order a second card")
 
 // errPaused is returned for a request that reached the bank step while
 // the process is paused: it is handed back untouched.
@@ -66,8 +68,16 @@ func faultOf(err error) Fault {
 	if errors.As(err, &de) || errors.As(err, &f) {
 		return FaultRequest
 	}
+	if errors.Is(err, errKeyForgotten) {
+		return FaultBankUnknown
+	}
 	if code, _ := deploymentFault(err); code != "" {
 		return FaultDeployment
+	}
+	if errors.Is(err, mbanq.ErrUserMismatch) || errors.Is(err, mbanq.ErrUserNotFound) {
+		// One client's user needs a person; the others go on. Its
+		// requests are retried (spending their budget) until then.
+		return FaultBank
 	}
 	var be *mbanq.Error
 	if !errors.As(err, &be) {
@@ -112,8 +122,6 @@ func deploymentFault(err error) (code, message string) {
 		return FaultSecretKey, "no configured key (CARDBRIDGE_SECRET_KEY, CARDBRIDGE_SECRET_KEY_PREVIOUS) opens a stored self-service password: " + err.Error()
 	case errors.Is(err, mbanq.ErrNoSelfServiceRole):
 		return FaultSelfServiceRole, err.Error()
-	case errors.Is(err, mbanq.ErrUserMismatch), errors.Is(err, mbanq.ErrUserNotFound):
-		return FaultUserMismatch, err.Error()
 	}
 	if code := mbanq.ConfigFault(err); code != "" {
 		return code, err.Error()

@@ -92,8 +92,11 @@ type delivery struct {
 	issued *store.Completion
 	holds  int
 	// hadRetries: the request may have a record of failed tries at the
-	// bank, which its outcome's commit deletes.
+	// bank, which the commit of its card deletes.
 	hadRetries bool
+	// ordering is set once the card order's call began: cut short, it may
+	// have reached the bank.
+	ordering bool
 }
 
 func (d *delivery) logAttrs() []any {
@@ -132,6 +135,12 @@ func (c *Consumer) process(ctx context.Context, d *delivery) Decision {
 	}
 	if err := c.expired(req); err != nil {
 		return c.settle(ctx, d, err)
+	}
+	if r := d.adm.Retries; r != nil && r.Unknown && c.policy.keyExpired(r.UnknownFor) {
+		// Checked before the order is sent, not only after a try fails:
+		// a delivery that comes late (after a crash, a pause, a backlog)
+		// must not reach a bank that has forgotten the key.
+		return c.settle(ctx, d, errKeyForgotten)
 	}
 	card, err := c.order(ctx, d)
 	if err != nil {
@@ -174,13 +183,6 @@ func (c *Consumer) admit(ctx context.Context, d *delivery, hash []byte) (dec Dec
 		}
 	} else {
 		c.log.Debug("duplicate delivery of a processed request", append(d.logAttrs(), "outcome", prev.Outcome)...)
-	}
-	if d.meta.NumDelivered > 1 {
-		// A delivery that failed at the bank while another committed the
-		// outcome may have left a record of its tries.
-		if err := c.store.ForgetBankRetries(ctx, d.ref.Source, d.ref.ID); err != nil {
-			c.log.Debug("deleting the tries at the bank of a processed request", append(d.logAttrs(), "err", err)...)
-		}
 	}
 	return Decision{Action: Ack}, true
 }
@@ -227,6 +229,7 @@ func (c *Consumer) order(ctx context.Context, d *delivery) (*store.CardOrder, er
 		return nil, fmt.Errorf("self-service user of client %d: %w", req.Data.ClientID, err)
 	}
 	key := IdempotencyKey(req.Source, req.ID, d.adm.OrderKeyGeneration)
+	d.ordering = true
 	card, err := sess.OrderCard(ctx, mbanq.OrderCardRequest{
 		ProductID:        b.CardProductID,
 		SavingsAccountID: b.SavingsAccountID,
@@ -276,7 +279,7 @@ func (c *Consumer) settle(ctx context.Context, d *delivery, cause error) Decisio
 	// The card order may have been acted on without our hearing: a lost or
 	// unreadable answer, or a call cut short by shutdown.
 	unknown := errors.As(cause, new(orderCall)) &&
-		(mbanq.OutcomeUnknown(cause) || (f.Fault == FaultShutdown && d.bankTime > 0))
+		(mbanq.OutcomeUnknown(cause) || (f.Fault == FaultShutdown && d.ordering))
 	switch {
 	case f.Fault == FaultRequest:
 		f.Reason = failure("", cause, f).Reason
@@ -294,22 +297,21 @@ func (c *Consumer) settle(ctx context.Context, d *delivery, cause error) Decisio
 			Source: d.ref.Source, RequestID: d.ref.ID, Took: d.bankTime,
 			Unknown: unknown || f.Fault == FaultBankUnknown, Error: safeMessage(cause),
 		}, c.maxGap())
-		if err != nil && f.Fault != FaultShutdown {
-			return c.decide(d, Facts{Fault: faultOf(err), Deliveries: f.Deliveries}, fmt.Errorf("%w (after: %v)", err, cause))
+		if err != nil {
+			if f.Fault != FaultShutdown {
+				return c.decide(d, Facts{Fault: faultOf(err), Deliveries: f.Deliveries}, fmt.Errorf("%w (after: %v)", err, cause))
+			}
+			c.log.Error("recording that an order cut short by shutdown may have reached the bank", append(d.logAttrs(), "err", err)...)
 		}
 		d.hadRetries = true
 		f.Spent, f.Unknown, f.UnknownFor = r.Spent, r.Unknown, r.UnknownFor
 	case f.Fault == FaultRejected:
 		// A refusal proves no card exists only if no earlier try's answer
-		// is unknown: in this call, or in an earlier delivery.
+		// is unknown: in this call, or in any earlier delivery or replay
+		// (the record, read at admission).
 		f.Unknown = unknown
-		if !unknown && (d.hadRetries || d.meta.NumDelivered > 1) {
-			r, _, err := c.store.BankRetriesOf(ctx, d.ref.Source, d.ref.ID)
-			if err != nil {
-				return c.decide(d, Facts{Fault: faultOf(err), Deliveries: f.Deliveries}, fmt.Errorf("%w (after: %v)", err, cause))
-			}
-			d.hadRetries = true
-			f.Unknown, f.Spent = r.Unknown, r.Spent
+		if r := d.adm.Retries; r != nil {
+			f.Unknown, f.Spent = f.Unknown || r.Unknown, r.Spent
 		}
 	}
 	dec := c.decide(d, f, cause)

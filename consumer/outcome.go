@@ -34,7 +34,7 @@ func (c *Consumer) issuedCompletion(d *delivery, hash []byte, card *store.CardOr
 		Outcome:     store.OutcomeIssued,
 		Card:        card,
 		Event:       ev,
-		HadRetries:  d.hadRetries || d.meta.NumDelivered > 1,
+		HadRetries:  d.hadRetries || d.adm.Retries != nil,
 	}, nil
 }
 
@@ -47,7 +47,7 @@ func (c *Consumer) failedCompletion(d *delivery, f event.Failure) (store.Complet
 		RequestID:  d.ref.ID,
 		Outcome:    store.OutcomeFailed,
 		Reason:     f.Reason,
-		HadRetries: d.hadRetries || d.meta.NumDelivered > 1,
+		HadRetries: d.hadRetries || d.adm.Retries != nil,
 	}
 	if d.req != nil {
 		comp.PayloadHash = payloadHash(d.req)

@@ -33,6 +33,9 @@ type Admission struct {
 	// OrderKeyGeneration is the generation of the card order's
 	// Idempotency-Key (see Replay).
 	OrderKeyGeneration int
+	// Retries is the request's record of failed tries at the bank, nil
+	// when it has none.
+	Retries *BankRetries
 }
 
 const (
@@ -50,7 +53,8 @@ const admissionSQL = `
 SELECT q.i, p.payload_hash, p.outcome, p.reason, p.processed_at,
        b.savings_account_id, b.card_product_id, b.created_at,
        EXISTS (SELECT 1 FROM source_bindings k WHERE k.source = q.source),
-       coalesce(d.replay_count, 0), coalesce(d.order_key_generation, 0)
+       coalesce(d.replay_count, 0), coalesce(d.order_key_generation, 0),
+       r.spent_ms, r.attempts, r.unknown, r.unknown_ms
 FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS q(source, request_id, client_id, i)
 LEFT JOIN LATERAL (
     SELECT payload_hash, outcome, coalesce(reason, '') AS reason, processed_at FROM processed_requests
@@ -63,7 +67,12 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
     SELECT replay_count, order_key_generation FROM dead_letters
     WHERE source = q.source AND request_id = q.request_id AND kind = 'outcome' LIMIT 1
-) d ON true`
+) d ON true
+LEFT JOIN LATERAL (
+    SELECT spent_ms, attempts, unknown,
+           coalesce((extract(epoch FROM now() - unknown_since) * 1000)::bigint, 0) AS unknown_ms
+    FROM bank_retries WHERE source = q.source AND request_id = q.request_id LIMIT 1
+) r ON true`
 
 func newAdmitter(s *Store) *batcher[AdmissionQuery, Admission] {
 	return newBatcher(admitters, maxAdmissionBatch, s.admitMany)
@@ -103,12 +112,21 @@ func (s *Store) admitMany(ctx context.Context, qs []AdmissionQuery) ([]Admission
 			bAt     *time.Time
 			gen     int
 			keyGen  int
+			spent   *int64
+			tries   *int
+			unknown *bool
+			unkMS   *int64
 		)
-		if err := rows.Scan(&i, &hash, &outcome, &reason, &pAt, &acct, &product, &bAt, &known, &gen, &keyGen); err != nil {
+		if err := rows.Scan(&i, &hash, &outcome, &reason, &pAt, &acct, &product, &bAt, &known, &gen, &keyGen,
+			&spent, &tries, &unknown, &unkMS); err != nil {
 			return nil, fmt.Errorf("admitting requests: %w", err)
 		}
 		q := qs[i-1]
 		a := Admission{SourceKnown: known, Generation: gen, OrderKeyGeneration: keyGen}
+		if spent != nil {
+			a.Retries = &BankRetries{Spent: time.Duration(*spent) * time.Millisecond, Attempts: *tries, Unknown: *unknown,
+				UnknownFor: time.Duration(*unkMS) * time.Millisecond}
+		}
 		if outcome != nil {
 			p.Source, p.RequestID, p.PayloadHash, p.Outcome, p.Reason, p.ProcessedAt = q.Source, q.RequestID, hash, *outcome, *reason, *pAt
 			a.Processed = &p

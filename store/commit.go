@@ -71,9 +71,11 @@ WITH input AS (
         stream_seq = EXCLUDED.stream_seq, deliveries = EXCLUDED.deliveries,
         recorded_at = now(), replayed_at = NULL
 ), retries AS (
-    -- The request has its outcome: its retry budget is spent no more.
+    -- A card was issued: the record of failed tries is done with. A failed
+    -- outcome keeps it (whether some try's answer was unknown decides what
+    -- a replay may do; see Replay); the purge removes it with age.
     DELETE FROM bank_retries r USING won
-    WHERE won.had_retries AND r.source = won.source AND r.request_id = won.request_id
+    WHERE won.had_retries AND won.outcome = 'issued' AND r.source = won.source AND r.request_id = won.request_id
 )
 SELECT i FROM won`
 

@@ -124,9 +124,9 @@ func (s *Store) DeadLetters(ctx context.Context, f DeadLetterFilter) ([]DeadLett
 // ErrAlreadyIssued, a duplicate_conflict with ErrNotReplayable.
 //
 // The card order's Idempotency-Key moves to a new generation only when the
-// released outcome was a definite refusal by the bank (bank_rejected):
-// the bank remembers the refusal under the old key, and no card exists
-// under it. After any other outcome the key is kept, so that a card whose
+// released outcome was a definite refusal by the bank (bank_rejected) and
+// no try under the key ever had an unknown answer (bank_retries): the bank
+// remembers the refusal under the old key, and no card exists under it. After any other outcome the key is kept, so that a card whose
 // order had an unknown outcome is found, not ordered again. A replay of a
 // request whose earlier replay has no outcome yet releases nothing and
 // keeps the key, so two replays in flight order under one key: at most
@@ -163,9 +163,15 @@ func (s *Store) Replay(ctx context.Context, id int64) (DeadLetter, error) {
 			}
 			newKey = reason == reasonBankRejected
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM bank_retries WHERE source = $1 AND request_id = $2`, d.Source, d.RequestID); err != nil {
+		// A fresh retry budget; whether some try's answer under the key was
+		// unknown stays, and forbids a new key: a card may exist under it.
+		var unknown bool
+		err = tx.QueryRow(ctx, `UPDATE bank_retries SET spent_ms = 0, attempts = 0, last_at = now()
+			WHERE source = $1 AND request_id = $2 RETURNING unknown`, d.Source, d.RequestID).Scan(&unknown)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("replaying dead letter %d: %w", id, err)
 		}
+		newKey = newKey && !unknown
 		err = tx.QueryRow(ctx, `UPDATE dead_letters SET replayed_at = now(), replay_count = replay_count + 1,
 				order_key_generation = order_key_generation + CASE WHEN $2 THEN 1 ELSE 0 END
 			WHERE id = $1 RETURNING replayed_at, replay_count, order_key_generation`, id, newKey).

@@ -173,12 +173,44 @@ func TestRecordBankFailureAddsTimeAndKeepsUnknown(t *testing.T) {
 	require.True(t, r.Unknown)
 	require.Equal(t, 3, r.Attempts)
 
-	// The outcome's commit deletes the record.
-	c := failed("r1", event.ReasonRetriesExhausted)
+	// Admission reads it.
+	a := admit(t, s, "r1")
+	require.NotNil(t, a.Retries)
+	require.True(t, a.Retries.Unknown)
+	require.Equal(t, 3, a.Retries.Attempts)
+
+	// A failed outcome keeps the record (a replay must know of the unknown
+	// answer); the replay resets the budget and keeps the unknown; an
+	// issued card deletes it.
+	c := failed("r1", event.ReasonBankOutcomeUnknown)
 	c.HadRetries = true
 	_, err = s.Complete(ctx, c)
 	require.NoError(t, err)
-	var n int
-	require.NoError(t, s.Pool().QueryRow(ctx, `SELECT count(*) FROM bank_retries`).Scan(&n))
-	require.Zero(t, n)
+	_, err = s.Replay(ctx, deadLetterOf(t, s, "r1").ID)
+	require.NoError(t, err)
+	a = admit(t, s, "r1")
+	require.NotNil(t, a.Retries)
+	require.True(t, a.Retries.Unknown, "the replay keeps the unknown")
+	require.Zero(t, a.Retries.Spent, "and resets the budget")
+	issued := completion("urn:erp:acme", "r1", true)
+	issued.Event.EventID, issued.HadRetries = "ev-r1-issued", true
+	_, err = s.Complete(ctx, issued)
+	require.NoError(t, err)
+	require.Nil(t, admit(t, s, "r1").Retries, "an issued card deletes the record")
+}
+
+// A bank_rejected after an unknown answer under the same key (it cannot be
+// reported so by the consumer, but a record from an earlier delivery may
+// say so) does not move the key on at replay.
+func TestReplayKeepsTheKeyWhenAnAnswerWasUnknown(t *testing.T) {
+	ctx := context.Background()
+	s := testenv.Store(t)
+	_, err := s.RecordBankFailure(ctx, store.BankFailure{Source: "urn:erp:acme", RequestID: "r2", Unknown: true, Error: "timeout"}, time.Minute)
+	require.NoError(t, err)
+	c := failed("r2", event.ReasonBankRejected)
+	_, err = s.Complete(ctx, c)
+	require.NoError(t, err)
+	r, err := s.Replay(ctx, deadLetterOf(t, s, "r2").ID)
+	require.NoError(t, err)
+	require.Zero(t, r.OrderKeyGeneration, "a card may exist under the key")
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -35,8 +34,10 @@ type BankRetries struct {
 	Attempts int
 	// Unknown says some failed delivery may have been acted on by the bank.
 	Unknown bool
-	// UnknownFor is how long ago the first such delivery was made, by the
-	// database's clock: the bank must still remember its key.
+	// UnknownFor is how long ago the first such delivery was sent, by the
+	// database's clock: the bank must still remember its key. A record
+	// outlives a failed outcome (only an issued card deletes it) and a
+	// replay keeps it, so the unknown is never forgotten while it matters.
 	UnknownFor time.Duration
 }
 
@@ -47,12 +48,12 @@ type BankRetries struct {
 func (s *Store) RecordBankFailure(ctx context.Context, f BankFailure, maxGap time.Duration) (BankRetries, error) {
 	r, err := scanRetries(s.pool.QueryRow(ctx, `
 		INSERT INTO bank_retries AS r (source, request_id, spent_ms, attempts, unknown, unknown_since, last_error)
-		VALUES ($1, $2, $3, 1, $4, CASE WHEN $4 THEN now() END, $5)
+		VALUES ($1, $2, $3, 1, $4, CASE WHEN $4 THEN now() - make_interval(secs => $3::bigint / 1000.0) END, $5)
 		ON CONFLICT (source, request_id) DO UPDATE SET
 			spent_ms = r.spent_ms + least(greatest((extract(epoch FROM now() - r.last_at) * 1000)::bigint, 0), $6::bigint),
 			last_at = now(), attempts = r.attempts + 1,
 			unknown = r.unknown OR EXCLUDED.unknown,
-			unknown_since = coalesce(r.unknown_since, EXCLUDED.unknown_since),
+			unknown_since = coalesce(r.unknown_since, EXCLUDED.unknown_since),  -- when the first unknown try was sent
 			last_error = EXCLUDED.last_error
 		RETURNING `+retriesColumns,
 		cleanText(f.Source), cleanText(f.RequestID), f.Took.Milliseconds(), f.Unknown, cleanText(f.Error), maxGap.Milliseconds()))
@@ -60,29 +61,6 @@ func (s *Store) RecordBankFailure(ctx context.Context, f BankFailure, maxGap tim
 		return BankRetries{}, fmt.Errorf("recording a failed try at the bank: %w", err)
 	}
 	return r, nil
-}
-
-// BankRetriesOf returns the request's record of failed tries at the bank;
-// found is false when it has none.
-func (s *Store) BankRetriesOf(ctx context.Context, source, id string) (r BankRetries, found bool, err error) {
-	r, err = scanRetries(s.pool.QueryRow(ctx, `SELECT `+retriesColumns+` FROM bank_retries WHERE source = $1 AND request_id = $2`,
-		cleanText(source), cleanText(id)))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return BankRetries{}, false, nil
-	}
-	if err != nil {
-		return BankRetries{}, false, fmt.Errorf("reading the tries at the bank: %w", err)
-	}
-	return r, true, nil
-}
-
-// ForgetBankRetries deletes the request's record of failed tries: for a
-// request whose outcome was committed by another delivery meanwhile.
-func (s *Store) ForgetBankRetries(ctx context.Context, source, id string) error {
-	if _, err := s.pool.Exec(ctx, `DELETE FROM bank_retries WHERE source = $1 AND request_id = $2`, cleanText(source), cleanText(id)); err != nil {
-		return fmt.Errorf("deleting the tries at the bank: %w", err)
-	}
-	return nil
 }
 
 const retriesColumns = `spent_ms, attempts, unknown,
