@@ -290,6 +290,17 @@ func TestUpdateUserAndDuplicateRecovery(t *testing.T) {
 	_, err = b.admin.FindUserByUsername(ctx, "nobody")
 	equal(t, isErr(err, mbanq.ErrUserNotFound), true, "not found")
 
+	// Nor one that may also act for a client it was not made for: taking
+	// it over would hand that client's cards to the caller.
+	role, err := b.admin.SelfServiceRoleID(ctx)
+	must(t, err)
+	_, sharedID := b.selfService(t, "shared-cards", 1, 2)
+	_, err = b.admin.RecoverSelfServiceUser(ctx, selfServiceUser("shared-cards", role, 1))
+	equal(t, isErr(err, mbanq.ErrUserMismatch), true, "extra client: "+errString(err))
+	id, err = b.admin.RecoverSelfServiceUser(ctx, selfServiceUser("shared-cards", role, 2, 1))
+	must(t, err)
+	equal(t, id, sharedID, "exactly its clients, in any order")
+
 	err = b.admin.UpdateUser(ctx, userID, mbanq.UpdateUserRequest{Firstname: "Renamed"})
 	must(t, err)
 	u, err := b.admin.GetUser(ctx, userID)

@@ -42,8 +42,9 @@ func (s *Session) ResetPassword(ctx context.Context, userID int64, password secr
 // RecoverSelfServiceUser handles a duplicate username on CreateUser: the
 // user was most likely created by an earlier attempt whose answer, or whose
 // record of the password, was lost. It finds the user, checks that it is a
-// self-service user with access to every client in req.Clients, sets its
-// password to req.Password and returns its id.
+// self-service user whose clients are exactly req.Clients (a user that may
+// also act for another client is not ours to take over), sets its password
+// to req.Password and returns its id.
 func (s *Session) RecoverSelfServiceUser(ctx context.Context, req CreateUserRequest) (int64, error) {
 	u, err := s.FindUserByUsername(ctx, req.Username)
 	if err != nil {
@@ -55,6 +56,11 @@ func (s *Session) RecoverSelfServiceUser(ctx context.Context, req CreateUserRequ
 	for _, c := range req.Clients {
 		if !slices.Contains(u.Clients, c) {
 			return 0, fmt.Errorf("recovering user %q (id %d): no access to client %d: %w", u.Username, u.ID, c, ErrUserMismatch)
+		}
+	}
+	for _, c := range u.Clients {
+		if !slices.Contains(req.Clients, c) {
+			return 0, fmt.Errorf("recovering user %q (id %d): it also acts for client %d: %w", u.Username, u.ID, c, ErrUserMismatch)
 		}
 	}
 	if err := s.ResetPassword(ctx, u.ID, req.Password); err != nil {
