@@ -90,10 +90,12 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 				log.Warn("NATS disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", secret.RedactURL(nc.ConnectedUrl())) }),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS: %w", err)
+		// NATS_URL may carry a password or a token, and an error about a
+		// URL that does not parse quotes it whole.
+		return nil, fmt.Errorf("connecting to NATS at %s: %s", secret.RedactURL(cfg.NATSURL), secret.RedactURLIn(err.Error(), cfg.NATSURL))
 	}
 	// An acknowledgement that never comes (a leader change, say) must not
 	// hold its place among the client's pending publishes for ever.

@@ -9,6 +9,7 @@ import (
 	"github.com/cardbridge/cardbridge/console"
 	"github.com/cardbridge/cardbridge/observe"
 	"github.com/cardbridge/cardbridge/replay"
+	"github.com/cardbridge/cardbridge/secret"
 	"github.com/cardbridge/cardbridge/store"
 )
 
@@ -25,7 +26,7 @@ func (s *Service) startTelemetry(ctx context.Context) error {
 	}
 	s.telemetry = t
 	if t.Tracing() {
-		s.log.Info("tracing: exporting spans over OTLP", "endpoint", s.cfg.Operations.TracesURL)
+		s.log.Info("tracing: exporting spans over OTLP", "endpoint", secret.RedactURL(s.cfg.Operations.TracesURL))
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/cardbridge/cardbridge/app"
 	"github.com/cardbridge/cardbridge/event"
 	"github.com/cardbridge/cardbridge/internal/testenv"
 	"github.com/cardbridge/cardbridge/logging"
@@ -134,4 +135,18 @@ func TestNoSecretInLogsEventsErrorsOrDeadLetters(t *testing.T) {
 	for name, s := range secrets {
 		require.NotContains(t, text, s, "%s leaked", name)
 	}
+}
+
+// TestNATSPasswordNotInStartError: a process that cannot connect to NATS
+// names the server, not its password, even when the URL does not parse
+// (the parser's error quotes it whole).
+func TestNATSPasswordNotInStartError(t *testing.T) {
+	const password = "n4ts-pa55word-5e0a"
+	natsURL := "nats://cardbridge:" + password + "@bad host:4222"
+	cfg := testenv.Config(t, natsURL, "http://127.0.0.1:1", sandbox.DefaultSeed())
+	var logs testenv.LogBuffer
+	_, err := app.Start(context.Background(), cfg, logging.New(&logs, slog.LevelDebug, "json"))
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "connecting to NATS at nats://cardbridge:xxxxx@bad host:4222")
+	require.NotContains(t, err.Error()+logs.String(), password)
 }

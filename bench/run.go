@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cardbridge/cardbridge/secret"
 )
 
 // Run performs the benchmark cfg describes and returns its report; the
@@ -70,7 +72,7 @@ func Run(ctx context.Context, cfg Config, status io.Writer) (*Report, error) {
 	l := newLoad(cfg, r.Requests)
 	nc, err := nats.Connect(natsURL, nats.Name("cardbridge bench"), nats.Timeout(10*time.Second))
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS at %s: %w", natsURL, err)
+		return nil, fmt.Errorf("connecting to NATS at %s: %s", secret.RedactURL(natsURL), secret.RedactURLIn(err.Error(), natsURL))
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc,

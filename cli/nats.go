@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cardbridge/cardbridge/config"
+	"github.com/cardbridge/cardbridge/secret"
 )
 
 // natsURLFlag adds --nats-url, defaulting to NATS_URL or the local server.
@@ -21,7 +22,9 @@ func natsURLFlag(fs *flag.FlagSet, env Env) *string {
 func connect(url, name string) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := nats.Connect(url, nats.Name("cardbridge "+name), nats.Timeout(10*time.Second))
 	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to NATS at %s: %w", url, err)
+		// NATS_URL may carry a password or a token, and an error about a
+		// URL that does not parse quotes it whole.
+		return nil, nil, fmt.Errorf("connecting to NATS at %s: %s", secret.RedactURL(url), secret.RedactURLIn(err.Error(), url))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

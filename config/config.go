@@ -276,7 +276,7 @@ func (p *parser) url(name string) string {
 	}
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		p.problem("%s: %q is not an http(s) URL", name, v)
+		p.problem("%s: %q is not an http(s) URL", name, secret.RedactURL(v))
 	}
 	return strings.TrimRight(v, "/")
 }

@@ -57,7 +57,7 @@ func (p *parser) operations() Operations {
 		return o
 	}
 	if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		p.problem("%s: %q is not an http(s) URL", name, endpoint)
+		p.problem("%s: %q is not an http(s) URL", name, secret.RedactURL(endpoint))
 	}
 	for _, v := range []string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
 		if proto := strings.TrimSpace(p.getenv(v)); proto != "" && proto != "http/protobuf" {

@@ -47,3 +47,14 @@ func TestOperations(t *testing.T) {
 		})
 	}
 }
+
+func TestNoPasswordOfAURLInProblems(t *testing.T) {
+	m := valid()
+	m["MBANQ_BASE_URL"] = "ftp://bank:mb4nq-pa55-1f2e@mbanq.example"
+	m["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "grpc://otel:c0llector-pa55-8a7b@collector:4317"
+	_, err := FromEnv(env(m))
+	require.Error(t, err)
+	require.Contains(t, err.Error(), `MBANQ_BASE_URL: "ftp://bank:xxxxx@mbanq.example" is not an http(s) URL`)
+	require.Contains(t, err.Error(), `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "grpc://otel:xxxxx@collector:4317" is not an http(s) URL`)
+	require.NotContains(t, err.Error(), "pa55")
+}

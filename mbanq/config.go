@@ -102,7 +102,7 @@ func (c Config) validate() error {
 	if c.BaseURL == "" {
 		errs = append(errs, errors.New("BaseURL is required"))
 	} else if u, err := url.Parse(c.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("BaseURL %q is not an http(s) URL", redactURL(c.BaseURL)))
+		errs = append(errs, fmt.Errorf("BaseURL %q is not an http(s) URL", secret.RedactURL(c.BaseURL)))
 	} else if u.User != nil {
 		errs = append(errs, fmt.Errorf("BaseURL %q carries credentials; MBanq takes them in the token request only", u.Redacted()))
 	} else if u.Scheme == "http" && !loopback(u.Hostname()) && !c.AllowPlainHTTP {
@@ -161,14 +161,4 @@ func loopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// redactURL is raw with any password masked, or a placeholder when it does
-// not parse, so that an error never repeats a secret.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(an unparseable URL)"
-	}
-	return u.Redacted()
 }

@@ -20,6 +20,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/cardbridge/cardbridge/secret"
 )
 
 // Config says where telemetry goes.
@@ -64,7 +66,7 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 	if exp == nil && cfg.TracesURL != "" {
 		// The exporter would only log a bad URL and drop every span.
 		if u, err := url.Parse(cfg.TracesURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("OTLP traces endpoint %q is not an http(s) URL", cfg.TracesURL)
+			return nil, fmt.Errorf("OTLP traces endpoint %q is not an http(s) URL", secret.RedactURL(cfg.TracesURL))
 		}
 		var err error
 		// Headers, timeout, compression and certificates still come from
