@@ -48,7 +48,7 @@ func bindingsAdd(ctx context.Context, args []string, env Env) error {
 	if err := s.AddBinding(ctx, b); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "bound %s to client %d (savings account %d, card product %d)\n", b.Source, b.ClientID, b.SavingsAccountID, b.CardProductID)
+	fmt.Fprintf(env.Stdout, "bound %s to client %d (savings account %d, card product %d)\n", printable(b.Source), b.ClientID, b.SavingsAccountID, b.CardProductID)
 	return nil
 }
 
@@ -69,7 +69,7 @@ func bindingsList(ctx context.Context, args []string, env Env) error {
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SOURCE\tCLIENT\tSAVINGS ACCOUNT\tCARD PRODUCT\tCREATED")
 	for _, b := range bs {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", b.Source, b.ClientID, b.SavingsAccountID, b.CardProductID, b.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", printable(b.Source), b.ClientID, b.SavingsAccountID, b.CardProductID, b.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"))
 	}
 	return tw.Flush()
 }
@@ -95,6 +95,6 @@ func bindingsRemove(ctx context.Context, args []string, env Env) error {
 		}
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "removed binding of %s to client %d\n", *source, *clientID)
+	fmt.Fprintf(env.Stdout, "removed binding of %s to client %d\n", printable(*source), *clientID)
 	return nil
 }

@@ -148,8 +148,10 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// oneLine is an error's text on one line, fit for a terminal: errors may
+// quote what a publisher or the bank wrote.
 func oneLine(err error) string {
-	return strings.Join(strings.Fields(err.Error()), " ")
+	return printable(strings.Join(strings.Fields(err.Error()), " "))
 }
 
 // databaseURL is DATABASE_URL, or the local server of a development machine.

@@ -118,7 +118,7 @@ Publish a request from another terminal:
 
 	if *demo {
 		if err := devDemo(ctx, ns.URL(), env); err != nil {
-			fmt.Fprintf(env.Stderr, "demo request: %v\n", err)
+			fmt.Fprintf(env.Stderr, "demo request: %s\n", oneLine(err))
 		}
 	}
 	fmt.Fprintln(env.Stdout, "Press Ctrl-C to stop.")

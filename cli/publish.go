@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -70,7 +71,7 @@ func publishCmd(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return fmt.Errorf("publishing: %w", err)
 	}
-	fmt.Fprintf(env.Stdout, "published %s id=%s source=%s (stream %s, seq %d)\n", event.TypeCardRequested, r.ID, r.Source, ack.Stream, ack.Sequence)
+	fmt.Fprintf(env.Stdout, "published %s id=%s source=%s (stream %s, seq %d)\n", event.TypeCardRequested, printable(r.ID), printable(r.Source), printable(ack.Stream), ack.Sequence)
 	if outcomes == nil {
 		return nil
 	}
@@ -97,14 +98,23 @@ func awaitOutcome(ctx context.Context, sub *nats.Subscription, id string, timeou
 	}
 }
 
+// printOutcome prints an outcome event as indented JSON. JSON escapes C0
+// controls but not DEL, C1 controls or format characters, which the
+// request's own values (its id, source, employee) may hold: the compact
+// document goes through printable, whose escapes are JSON's, before it is
+// indented.
 func printOutcome(env Env, out event.Outcome) error {
-	b, err := json.MarshalIndent(map[string]any{
+	b, err := json.Marshal(map[string]any{
 		"type": out.Type, "id": out.ID, "source": out.Source, "subject": out.Subject,
 		"time": out.Time, "data": out.Data,
-	}, "", "  ")
+	})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "%s\n", b)
+	var indented bytes.Buffer
+	if err := json.Indent(&indented, []byte(printable(string(b))), "", "  "); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "%s\n", indented.Bytes())
 	return nil
 }

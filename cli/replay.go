@@ -50,7 +50,7 @@ func replayCmd(ctx context.Context, args []string, env Env) error {
 		}
 		fmt.Fprintln(tw, "ID\tSOURCE\tREQUEST\tREASON\tRECORDED\tREPLAYS")
 		for _, d := range dls {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\n", d.ID, d.Source, d.RequestID, d.Reason, d.RecordedAt.UTC().Format(time.RFC3339), d.ReplayCount)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\n", d.ID, printable(d.Source), printable(d.RequestID), printable(d.Reason), d.RecordedAt.UTC().Format(time.RFC3339), d.ReplayCount)
 		}
 		return nil
 	}
@@ -72,7 +72,7 @@ func replayCmd(ctx context.Context, args []string, env Env) error {
 			failed++
 			res = "not replayed: " + r.Err.Error()
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.DeadLetter.ID, r.DeadLetter.Source, r.DeadLetter.RequestID, r.DeadLetter.Reason, res)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.DeadLetter.ID, printable(r.DeadLetter.Source), printable(r.DeadLetter.RequestID), printable(r.DeadLetter.Reason), printable(res))
 	}
 	if f.ID != 0 && len(results) == 0 {
 		return fmt.Errorf("no dead letter %d", f.ID)
