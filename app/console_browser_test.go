@@ -70,3 +70,21 @@ func TestConsoleInABrowser(t *testing.T) {
 	require.Equal(t, 2, b.sandbox.CardCount(1))
 	browser.screenshot("console-after-replay")
 }
+
+// TestConsoleWithoutTokenInABrowser: on this machine, with no token, an
+// operator who types the bare address lands on the console, whose script
+// runs under the headers every answer now carries.
+func TestConsoleWithoutTokenInABrowser(t *testing.T) {
+	browser := startBrowser(t)
+	b := setup(t)
+	issued := request(erp, 1)
+	b.publish(t, issued, event.Binary)
+	b.outcomes(t, 1)
+	require.EqualValues(t, 1, b.settle(t))
+
+	browser.open("http://" + b.svc.HTTPAddr() + "/")
+	browser.waitText("#mode", "read-only", false, 10*time.Second)
+	require.True(t, strings.HasSuffix(browser.url(), "/console/"), browser.url())
+	require.Equal(t, "issued", browser.text(browser.find(`#requests tr[data-request-id="`+issued.ID+`"] .outcome`)))
+	browser.waitText("#live-status", "Updated", false, 10*time.Second)
+}

@@ -2,8 +2,10 @@ package app
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/cardbridge/cardbridge/console"
@@ -71,6 +73,11 @@ func (s *Service) mountOperations(mux *http.ServeMux) {
 	mux.Handle("GET /metrics", s.telemetry.Handler())
 
 	instance, _ := os.Hostname()
+	hosts := s.cfg.Operations.ConsoleHosts
+	if h, _, err := net.SplitHostPort(s.cfg.HTTPAddr); err == nil && h != "" && !net.ParseIP(h).IsUnspecified() {
+		// HTTP_ADDR's own name is one the console is reached by.
+		hosts = append(slices.Clip(hosts), h)
+	}
 	c := console.New(console.Config{
 		Data: s.store,
 		Live: s.live,
@@ -78,11 +85,13 @@ func (s *Service) mountOperations(mux *http.ServeMux) {
 			return replay.One(ctx, s.store, s.js, id)
 		},
 		Token:    s.cfg.Operations.ConsoleToken,
+		Hosts:    hosts,
 		Instance: instance,
 		Logger:   s.log,
 	})
 	mux.Handle(console.Prefix, c)
-	mode := "read-only"
+	mux.Handle("GET /{$}", c) // "/" leads to the console
+	mode := "read-only, this machine only (loopback connections): set CARDBRIDGE_CONSOLE_TOKEN to reach it from elsewhere"
 	if c.CanReplay() {
 		mode = "replay enabled"
 	}

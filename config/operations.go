@@ -1,7 +1,9 @@
 package config
 
 import (
+	"net"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/cardbridge/cardbridge/secret"
@@ -11,8 +13,14 @@ import (
 // console's credential and where traces go.
 type Operations struct {
 	// ConsoleToken guards the web console and enables its actions
-	// (CARDBRIDGE_CONSOLE_TOKEN). Empty: the console is read-only.
+	// (CARDBRIDGE_CONSOLE_TOKEN). Empty: the console is read-only and
+	// answers only on loopback connections.
 	ConsoleToken secret.String
+	// ConsoleHosts are the names, besides localhost, the loopback addresses
+	// and the address a connection reached, that the console answers to in
+	// the Host header (CARDBRIDGE_CONSOLE_HOSTS, comma separated): host, or
+	// host:port for that port only.
+	ConsoleHosts []string
 	// TracesURL is the OTLP/HTTP endpoint of traces, from the standard
 	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or OTEL_EXPORTER_OTLP_ENDPOINT
 	// plus /v1/traces. Empty: tracing is off and costs nothing.
@@ -34,6 +42,7 @@ func (p *parser) operations() Operations {
 		}
 		o.ConsoleToken = secret.New(tok)
 	}
+	o.ConsoleHosts = p.hosts("CARDBRIDGE_CONSOLE_HOSTS")
 
 	if disabled := strings.TrimSpace(p.getenv("OTEL_SDK_DISABLED")); strings.EqualFold(disabled, "true") {
 		return o
@@ -78,4 +87,34 @@ func OperationsFromEnv(getenv func(string) string) (Operations, error) {
 		return ops, &Error{Problems: p.problems}
 	}
 	return ops, nil
+}
+
+// hosts reads a comma-separated list of host names, each possibly with a
+// port, as they appear in a Host header.
+func (p *parser) hosts(name string) []string {
+	raw := strings.TrimSpace(p.getenv(name))
+	if raw == "" {
+		return nil
+	}
+	var hosts []string
+	for _, h := range strings.Split(raw, ",") {
+		h = strings.ToLower(strings.TrimSpace(h))
+		if h == "" {
+			continue
+		}
+		host := h
+		if hp, port, err := net.SplitHostPort(h); err == nil {
+			if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
+				p.problem("%s: %q: the port is not a number from 1 to 65535", name, h)
+				continue
+			}
+			host = hp
+		}
+		if host == "" || strings.ContainsAny(host, "/@?#\\ \t*") || strings.Contains(host, "://") {
+			p.problem("%s: %q is not a host name or host:port (e.g. cardbridge.internal or cardbridge.internal:8080)", name, h)
+			continue
+		}
+		hosts = append(hosts, h)
+	}
+	return hosts
 }

@@ -58,3 +58,19 @@ func TestNoPasswordOfAURLInProblems(t *testing.T) {
 	require.Contains(t, err.Error(), `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "grpc://otel:xxxxx@collector:4317" is not an http(s) URL`)
 	require.NotContains(t, err.Error(), "pa55")
 }
+
+func TestConsoleHosts(t *testing.T) {
+	o, err := OperationsFromEnv(env(map[string]string{"CARDBRIDGE_CONSOLE_HOSTS": " Cardbridge.Internal , ops.example:8443,,[2001:db8::1] "}))
+	require.NoError(t, err)
+	require.Equal(t, []string{"cardbridge.internal", "ops.example:8443", "[2001:db8::1]"}, o.ConsoleHosts)
+
+	o, err = OperationsFromEnv(env(nil))
+	require.NoError(t, err)
+	require.Empty(t, o.ConsoleHosts)
+
+	for _, bad := range []string{"https://cardbridge.internal", "cardbridge.internal/console", "*", "ops.example:http", "ops.example:0", "user@ops.example"} {
+		_, err := OperationsFromEnv(env(map[string]string{"CARDBRIDGE_CONSOLE_HOSTS": "ok.example," + bad}))
+		require.Error(t, err, bad)
+		require.Contains(t, err.Error(), "CARDBRIDGE_CONSOLE_HOSTS", bad)
+	}
+}

@@ -7,15 +7,27 @@
 // script embedded in the binary, so it works with no network and no build
 // step, and a strict Content-Security-Policy can forbid everything else.
 //
-// Access: without a token the console is read-only and open to whoever
-// reaches HTTP_ADDR, like /metrics. With a token (CARDBRIDGE_CONSOLE_TOKEN)
-// every console request needs it, as HTTP basic auth (any user name, the
-// token as password, so a browser can log in) or as a bearer token (for
-// scripts), and the replay action is enabled. The token is compared in
-// constant time. Browsers send basic credentials on their own, so the one
-// action, a POST, is also refused unless it comes from the console's own
-// origin (http.CrossOriginProtection): another site cannot make an
-// operator's browser replay anything.
+// Access: the console shows employee ids, sources and self-service user
+// names, so it is private by default. Without a token it is read-only and
+// answers only what arrives on a loopback connection, from this machine,
+// and not through a proxy (no Forwarded or X-Forwarded-* header); anyone
+// else gets a 403 that says to set CARDBRIDGE_CONSOLE_TOKEN. With a token
+// every console request needs it, from anywhere, as HTTP basic auth (any
+// user name, the token as password, so a browser can log in) or as a bearer
+// token (for scripts), and the replay action is enabled. The token is
+// compared in constant time. Browsers send basic credentials on their own,
+// so the one action, a POST, is also refused unless it comes from the
+// console's own origin (http.CrossOriginProtection): another site cannot
+// make an operator's browser replay anything.
+//
+// Whatever the token, a request must name the console by a name it knows
+// (the Host header): localhost, a loopback address, the address the
+// connection reached, or one of Config.Hosts (CARDBRIDGE_CONSOLE_HOSTS).
+// A page of another site whose name was rebound to this machine's address
+// (DNS rebinding) names its own site, and is refused.
+//
+// Every answer, refusals included, carries the security headers: a strict
+// Content-Security-Policy, no framing, no sniffing, no referrer, no caching.
 package console
 
 import (
@@ -29,6 +41,7 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -88,8 +101,14 @@ type Config struct {
 	// Replay performs the replay action; it is offered only when Token is
 	// set too.
 	Replay ReplayFunc
-	// Token guards the console; empty leaves it read-only and open.
+	// Token guards the console; empty leaves it read-only and answering
+	// only on loopback connections.
 	Token secret.String
+	// Hosts are the names the console may be asked for by (the Host
+	// header), besides localhost, the loopback addresses and the address
+	// the connection reached: a host name, or host:port to allow that port
+	// only. Case does not matter.
+	Hosts []string
 	// Instance names this process on the page (e.g. its host name).
 	Instance string
 	Logger   *slog.Logger
@@ -140,21 +159,142 @@ func New(cfg Config) *Console {
 		http.Error(w, "cross-origin request refused", http.StatusForbidden)
 	}))
 	mux.Handle("POST "+Prefix+"dead-letters/{id}/replay", csrf.Handler(http.HandlerFunc(c.serveReplay)))
-	c.handler = c.authorize(secureHeaders(mux))
+	c.handler = secureHeaders(c.checkHost(redirectRoot(c.authorize(mux))))
 	return c
 }
 
 // CanReplay reports whether the replay action is enabled.
 func (c *Console) CanReplay() bool { return !c.cfg.Token.IsZero() && c.cfg.Replay != nil }
 
-// ServeHTTP serves the console's paths under Prefix.
+// ServeHTTP serves the console's paths under Prefix, and "/", which leads
+// to the console: mount it on both.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) { c.handler.ServeHTTP(w, r) }
 
-// authorize lets a request through when no token is configured (then the
-// console has no actions) or when it carries the token.
+// redirectRoot sends "/" to the console.
+func redirectRoot(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			http.Redirect(w, r, Prefix, http.StatusFound)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// checkHost refuses a request that names the console by a name it does not
+// know: what a page of another site gets when its name was rebound to this
+// machine's address.
+func (c *Console) checkHost(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !c.knownHost(r) {
+			c.log.Debug("console: refused a request for an unknown host", "host", r.Host, "remote", r.RemoteAddr)
+			http.Error(w, fmt.Sprintf("the console is not served as %q: add that name to CARDBRIDGE_CONSOLE_HOSTS", r.Host), http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// knownHost reports whether r's Host names this console: localhost, a
+// loopback address, the address the connection reached, or one of
+// Config.Hosts.
+func (c *Console) knownHost(r *http.Request) bool {
+	name, port := splitHost(r.Host)
+	if name == "" {
+		return false
+	}
+	if name == "localhost" {
+		return true
+	}
+	if ip := net.ParseIP(name); ip != nil {
+		if ip.IsLoopback() {
+			return true
+		}
+		if local := localIP(r); local != nil && local.Equal(ip) {
+			return true
+		}
+	}
+	for _, h := range c.cfg.Hosts {
+		if hn, hp := splitHost(h); hn == name && (hp == "" || hp == port) {
+			return true
+		}
+	}
+	return false
+}
+
+// splitHost splits a Host header, or a name of Config.Hosts, into its host
+// name, lower-case, without brackets or a final dot, and its port, if any.
+func splitHost(hostport string) (name, port string) {
+	name = strings.ToLower(strings.TrimSpace(hostport))
+	if h, p, err := net.SplitHostPort(name); err == nil {
+		name, port = h, p
+	}
+	name = strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(name, "["), "]"), ".")
+	return name, port
+}
+
+// localIP is the address the request's connection reached, nil when the
+// server did not say.
+func localIP(r *http.Request) net.IP {
+	a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return nil
+	}
+	if tcp, ok := a.(*net.TCPAddr); ok {
+		return tcp.IP
+	}
+	h, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return nil
+	}
+	return net.ParseIP(h)
+}
+
+// localURL is the console's address on this machine's loopback interface,
+// at the port r reached.
+func localURL(r *http.Request) string {
+	port := "<HTTP_ADDR port>"
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if _, p, err := net.SplitHostPort(a.String()); err == nil {
+			port = p
+		}
+	}
+	return "http://127.0.0.1:" + port + Prefix
+}
+
+// fromThisMachine reports whether r came on a loopback connection, not
+// through a proxy: both ends of the connection are loopback addresses, and
+// no header says the request was forwarded (a proxy on this machine would
+// otherwise make every visitor look local).
+func fromThisMachine(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	remote, local := net.ParseIP(host), localIP(r)
+	if remote == nil || !remote.IsLoopback() || local == nil || !local.IsLoopback() {
+		return false
+	}
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-Ip"} {
+		if r.Header.Get(h) != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// authorize lets a request through when it carries the token, or, when no
+// token is configured (then the console has no actions), when it comes
+// from this machine.
 func (c *Console) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if c.cfg.Token.IsZero() {
+			if !fromThisMachine(r) {
+				c.log.Debug("console: refused a request from another machine (no CARDBRIDGE_CONSOLE_TOKEN)", "remote", r.RemoteAddr)
+				http.Error(w, "Without CARDBRIDGE_CONSOLE_TOKEN the console answers only on this machine, at "+localURL(r)+
+					", not through a proxy. Set CARDBRIDGE_CONSOLE_TOKEN (at least 16 characters, e.g. openssl rand -base64 24) to reach it from elsewhere, with the token as the basic-auth password.", http.StatusForbidden)
+				return
+			}
 			if r.Method != http.MethodGet && r.Method != http.MethodHead {
 				http.Error(w, "the console is read-only: set CARDBRIDGE_CONSOLE_TOKEN to enable actions", http.StatusForbidden)
 				return
@@ -186,7 +326,8 @@ func (c *Console) authorized(r *http.Request) bool {
 
 // secureHeaders forbids everything the page does not need: other origins'
 // scripts, styles and frames (no clickjacking of the replay button), and
-// caching of pages that show personal data.
+// caching of pages that show personal data. Every answer carries them,
+// refusals included.
 func secureHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -194,9 +335,7 @@ func secureHeaders(next http.Handler) http.Handler {
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "no-referrer")
-		if !strings.HasPrefix(r.URL.Path, Prefix+"static/") {
-			h.Set("Cache-Control", "no-store")
-		}
+		h.Set("Cache-Control", "no-store")
 		next.ServeHTTP(w, r)
 	})
 }

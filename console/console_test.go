@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -55,13 +56,14 @@ func (fakeData) OutboxBacklog(context.Context) (int64, time.Duration, error) {
 
 type bundle struct {
 	srv      *httptest.Server
+	console  *console.Console
 	replayed []int64
 }
 
-func newConsole(t *testing.T, tok string, data console.Data) *bundle {
+func newConsole(t *testing.T, tok string, data console.Data, hosts ...string) *bundle {
 	t.Helper()
 	b := &bundle{}
-	c := console.New(console.Config{
+	b.console = console.New(console.Config{
 		Data: data,
 		Live: func(context.Context) console.Live {
 			return console.Live{Time: time.Now(), OutcomesPublished: 12, InFlight: 2, Handled: map[string]int64{"issued": 10}}
@@ -77,10 +79,14 @@ func newConsole(t *testing.T, tok string, data console.Data) *bundle {
 			return store.DeadLetter{ID: id, ReplayCount: 1}, nil
 		},
 		Token:    secret.New(tok),
+		Hosts:    hosts,
 		Instance: "host-a",
 	})
+	// Mounted as app mounts it, beside an endpoint of its own.
 	mux := http.NewServeMux()
-	mux.Handle(console.Prefix, c)
+	mux.Handle(console.Prefix, b.console)
+	mux.Handle("GET /{$}", b.console)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
 	b.srv = httptest.NewServer(mux)
 	t.Cleanup(b.srv.Close)
 	return b
@@ -227,4 +233,204 @@ func TestLive(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.True(t, strings.Contains(resp.Header.Get("Content-Type"), "javascript"), resp.Header.Get("Content-Type"))
 	require.Contains(t, js, "/console/api/live")
+}
+
+// fromElsewhere serves one request to the console as if it had come from
+// remote to the address local of this machine, as http.Server would.
+func (b *bundle) fromElsewhere(t *testing.T, method, path, remote, local, auth string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(method, "http://"+local+path, nil)
+	req.RemoteAddr = remote
+	la, err := net.ResolveTCPAddr("tcp", local)
+	require.NoError(t, err)
+	req = req.WithContext(context.WithValue(req.Context(), http.LocalAddrContextKey, la))
+	if auth == "basic" {
+		req.SetBasicAuth("operator", token)
+	}
+	rec := httptest.NewRecorder()
+	b.console.ServeHTTP(rec, req)
+	return rec
+}
+
+// Without a token the console is private: only this machine, on a
+// loopback connection and not through a proxy, sees it.
+func TestWithoutTokenOnlyThisMachine(t *testing.T) {
+	b := newConsole(t, "", fakeData{})
+	for _, path := range []string{"/console/", "/console/api/live", "/console/static/console.js"} {
+		rec := b.fromElsewhere(t, http.MethodGet, path, "203.0.113.7:50000", "192.0.2.10:8080", "")
+		require.Equal(t, http.StatusForbidden, rec.Code, path)
+		require.Contains(t, rec.Body.String(), "Set CARDBRIDGE_CONSOLE_TOKEN")
+		require.Contains(t, rec.Body.String(), "http://127.0.0.1:8080/console/")
+		require.NotContains(t, rec.Body.String(), "r-issued")
+		require.NotContains(t, rec.Body.String(), "urn:erp:acme")
+		requireSecurityHeaders(t, rec.Result(), path)
+	}
+	// Another machine's connection, whatever name it uses.
+	rec := b.fromElsewhere(t, http.MethodGet, "/console/", "192.0.2.77:50000", "127.0.0.1:8080", "")
+	require.Equal(t, http.StatusForbidden, rec.Code)
+	// A loopback client of an address that is not: not a loopback connection.
+	rec = b.fromElsewhere(t, http.MethodGet, "/console/", "127.0.0.1:50000", "192.0.2.10:8080", "")
+	require.Equal(t, http.StatusForbidden, rec.Code)
+
+	// A proxy on this machine is not this machine's operator.
+	for _, h := range []string{"X-Forwarded-For", "Forwarded", "X-Real-Ip", "X-Forwarded-Host"} {
+		resp, body := b.do(t, http.MethodGet, "/console/", "", http.Header{h: {"203.0.113.7"}})
+		require.Equal(t, http.StatusForbidden, resp.StatusCode, h)
+		require.NotContains(t, body, "r-issued")
+	}
+	// This machine, directly: the page.
+	resp, page := b.do(t, http.MethodGet, "/console/", "", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, page, "r-issued")
+}
+
+// With a token, the network may reach the console, with the token only.
+func TestTokenOpensTheConsoleToTheNetwork(t *testing.T) {
+	b := newConsole(t, token, fakeData{})
+	rec := b.fromElsewhere(t, http.MethodGet, "/console/", "203.0.113.7:50000", "192.0.2.10:8080", "")
+	require.Equal(t, http.StatusUnauthorized, rec.Code)
+	requireSecurityHeaders(t, rec.Result(), "401")
+	rec = b.fromElsewhere(t, http.MethodGet, "/console/", "203.0.113.7:50000", "192.0.2.10:8080", "basic")
+	require.Equal(t, http.StatusOK, rec.Code)
+	require.Contains(t, rec.Body.String(), "r-issued")
+}
+
+// A page of another site whose name was rebound to this machine (DNS
+// rebinding) names its own site in Host: refused, token or not.
+func TestHostIsChecked(t *testing.T) {
+	for _, tok := range []string{"", token} {
+		b := newConsole(t, tok, fakeData{}, "console.internal", "Ops.Example:8443", "[2001:DB8::1]")
+		auth := ""
+		if tok != "" {
+			auth = "basic"
+		}
+		_, srvPort, err := net.SplitHostPort(b.srv.Listener.Addr().String())
+		require.NoError(t, err)
+		for host, want := range map[string]int{
+			"evil.example":            http.StatusForbidden,
+			"evil.example:" + srvPort: http.StatusForbidden,
+			"localhost.evil.example":  http.StatusForbidden,
+			"127.0.0.1.evil.example":  http.StatusForbidden,
+			"ops.example:" + srvPort:  http.StatusForbidden, // that name on another port only
+			"console.internal.evil":   http.StatusForbidden,
+			"localhost:" + srvPort:    http.StatusOK,
+			"LOCALHOST.":              http.StatusOK,
+			"127.0.0.1:" + srvPort:    http.StatusOK,
+			"127.0.0.2":               http.StatusOK,
+			"[::1]:" + srvPort:        http.StatusOK,
+			"console.internal":        http.StatusOK,
+			"Console.Internal.:8080":  http.StatusOK,
+			"ops.example:8443":        http.StatusOK,
+			"[2001:db8::1]:8080":      http.StatusOK,
+			"[2001:db8::2]":           http.StatusForbidden,
+		} {
+			for _, path := range []string{"/console/", "/console/api/live", "/"} {
+				resp, body := b.doHost(t, path, host, auth)
+				if want == http.StatusOK && path == "/" {
+					require.Equal(t, http.StatusFound, resp.StatusCode, "%q %s", host, path)
+					continue
+				}
+				require.Equal(t, want, resp.StatusCode, "token %v, Host %q, %s", tok != "", host, path)
+				if want == http.StatusForbidden {
+					require.Contains(t, body, "CARDBRIDGE_CONSOLE_HOSTS")
+					require.NotContains(t, body, "r-issued")
+					requireSecurityHeaders(t, resp, host)
+				}
+			}
+		}
+	}
+	// A request that names no host at all (HTTP/1.0).
+	b := newConsole(t, "", fakeData{})
+	req := httptest.NewRequest(http.MethodGet, "/console/", nil)
+	req.Host, req.RemoteAddr = "", "127.0.0.1:50000"
+	req = req.WithContext(context.WithValue(req.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}))
+	rec := httptest.NewRecorder()
+	b.console.ServeHTTP(rec, req)
+	require.Equal(t, http.StatusForbidden, rec.Code)
+
+	// The health endpoints beside the console are not the console's.
+	resp, _ := b.doHost(t, "/healthz", "cardbridge:8080", "")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+}
+
+// doHost sends a GET naming host in the Host header.
+func (b *bundle) doHost(t *testing.T, path, host, auth string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, b.srv.URL+path, nil)
+	require.NoError(t, err)
+	req.Host = host
+	if auth == "basic" {
+		req.SetBasicAuth("operator", token)
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(body)
+}
+
+func requireSecurityHeaders(t *testing.T, resp *http.Response, what string) {
+	t.Helper()
+	h := resp.Header
+	require.Equal(t, "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+		h.Get("Content-Security-Policy"), what)
+	require.Equal(t, "nosniff", h.Get("X-Content-Type-Options"), what)
+	require.Equal(t, "DENY", h.Get("X-Frame-Options"), what)
+	require.Equal(t, "no-referrer", h.Get("Referrer-Policy"), what)
+	require.Equal(t, "no-store", h.Get("Cache-Control"), what)
+}
+
+// Every answer of the console carries the security headers: pages,
+// refusals (401, 403), redirects and paths it does not have.
+func TestSecurityHeadersOnEveryAnswer(t *testing.T) {
+	withToken := newConsole(t, token, fakeData{})
+	without := newConsole(t, "", fakeData{})
+	for _, tc := range []struct {
+		b            *bundle
+		method, path string
+		auth         string
+		header       http.Header
+		status       int
+	}{
+		{withToken, http.MethodGet, "/console/", "", nil, http.StatusUnauthorized},
+		{withToken, http.MethodGet, "/console/", "wrong", nil, http.StatusUnauthorized},
+		{withToken, http.MethodGet, "/console/static/console.css", "", nil, http.StatusUnauthorized},
+		{withToken, http.MethodPost, "/console/dead-letters/5/replay", "basic", http.Header{"Sec-Fetch-Site": {"cross-site"}}, http.StatusForbidden},
+		{withToken, http.MethodGet, "/console/", "basic", nil, http.StatusOK},
+		{withToken, http.MethodGet, "/console/static/console.js", "basic", nil, http.StatusOK},
+		{withToken, http.MethodGet, "/console/nothing-here", "basic", nil, http.StatusNotFound},
+		{withToken, http.MethodGet, "/", "", nil, http.StatusFound},
+		{without, http.MethodPost, "/console/dead-letters/5/replay", "", nil, http.StatusForbidden},
+		{without, http.MethodGet, "/console/", "", http.Header{"X-Forwarded-For": {"203.0.113.7"}}, http.StatusForbidden},
+		{without, http.MethodGet, "/console/api/live", "", nil, http.StatusOK},
+		{without, http.MethodGet, "/console/static/console.css", "", nil, http.StatusOK},
+	} {
+		resp, _ := tc.b.do(t, tc.method, tc.path, tc.auth, tc.header)
+		what := tc.method + " " + tc.path + " " + tc.auth
+		require.Equal(t, tc.status, resp.StatusCode, what)
+		requireSecurityHeaders(t, resp, what)
+	}
+}
+
+// "/" leads to the console, token or not (the console then asks for it).
+func TestRootLeadsToTheConsole(t *testing.T) {
+	for _, tok := range []string{"", token} {
+		b := newConsole(t, tok, fakeData{})
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			resp, _ := b.do(t, method, "/", "", nil)
+			require.Equal(t, http.StatusFound, resp.StatusCode)
+			require.Equal(t, "/console/", resp.Header.Get("Location"))
+		}
+		resp, _ := b.do(t, http.MethodGet, "/elsewhere", "", nil)
+		require.Equal(t, http.StatusNotFound, resp.StatusCode, "only / itself")
+	}
+	// A browser that follows it lands on the page.
+	b := newConsole(t, "", fakeData{})
+	resp, err := http.Get(b.srv.URL + "/")
+	require.NoError(t, err)
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, string(page), "r-issued")
 }
