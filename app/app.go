@@ -124,6 +124,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	s.relay = relay.New(s.store, s.js, relay.Config{Logger: log, Observer: s.telemetry.Relay()})
 	s.consumer, err = consumer.New(consumer.Config{
 		Source:            cfg.Source,
+		RequestSubject:    cfg.NATS.RequestSubject,
 		MaxInFlight:       cfg.MaxInFlight,
 		RetryFor:          cfg.RetryFor,
 		MaxRetryDelay:     cfg.RetryDelayMax,

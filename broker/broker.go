@@ -104,11 +104,14 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.
 		return nil, fmt.Errorf("looking up consumer %s: %w", t.Consumer, err)
 	}
 	cons, err = js.CreateConsumer(ctx, t.RequestStream, jetstream.ConsumerConfig{
-		Durable:       t.Consumer,
-		Description:   "cardbridge: employee card requests",
-		FilterSubject: t.RequestSubject,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       t.AckWait,
+		Durable:     t.Consumer,
+		Description: "cardbridge: employee card requests",
+		// The contract's subject, and one subject per ERP below it
+		// (employee.card.requested.<publisher>), which a NATS server with
+		// authorization lets only that ERP publish on (Binding.Publisher).
+		FilterSubjects: []string{t.RequestSubject, t.RequestSubject + ".*"},
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        t.AckWait,
 		// No delivery limit at the server: cardbridge decides when to give
 		// up (consumer.Policy.Decide) and records the outcome first. A
 		// server limit would drop a message silently.

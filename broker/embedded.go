@@ -17,6 +17,12 @@ type Embedded struct {
 // 0 picks a free port; -1 would disable the listener, which the tests do
 // not want since they connect over TCP like production.
 func StartEmbedded(dir string, port int) (*Embedded, error) {
+	return StartEmbeddedWith(dir, port, nil)
+}
+
+// StartEmbeddedWith is StartEmbedded with options adjusted by configure
+// (users and permissions, say) before the server starts.
+func StartEmbeddedWith(dir string, port int, configure func(*server.Options)) (*Embedded, error) {
 	opts := &server.Options{
 		Host:      "127.0.0.1",
 		Port:      port,
@@ -27,6 +33,9 @@ func StartEmbedded(dir string, port int) (*Embedded, error) {
 	}
 	if port == 0 {
 		opts.Port = server.RANDOM_PORT
+	}
+	if configure != nil {
+		configure(opts)
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

@@ -19,6 +19,10 @@ import (
 type Config struct {
 	// Source is the CloudEvent source of the outcome events (CARDBRIDGE_SOURCE).
 	Source string
+	// RequestSubject is the contract's request subject; a message on
+	// RequestSubject.<publisher> comes from that NATS identity (see
+	// store.Binding.Publisher). Default employee.card.requested.
+	RequestSubject string
 	// MaxInFlight bounds the requests at the bank at once. Twice as many
 	// are held in all, so that decoding, admission and commits overlap
 	// the bank calls of others instead of waiting for a free slot.
@@ -93,6 +97,9 @@ func New(cfg Config, s *store.Store, bank *mbanq.Client, box *secret.Box) (*Cons
 	}
 	if box == nil {
 		return nil, errors.New("consumer: a secret box is required")
+	}
+	if cfg.RequestSubject == "" {
+		cfg.RequestSubject = "employee.card.requested"
 	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 256

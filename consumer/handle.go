@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -97,6 +98,10 @@ type delivery struct {
 	// ordering is set once the card order's call began: cut short, it may
 	// have reached the bank.
 	ordering bool
+	// forged is set when the message names a source it may not speak for:
+	// its failure is recorded under its place in the stream, not under the
+	// request it names, and no one is answered.
+	forged bool
 }
 
 func (d *delivery) logAttrs() []any {
@@ -163,6 +168,11 @@ func (c *Consumer) admit(ctx context.Context, d *delivery, hash []byte) (dec Dec
 		return c.settle(ctx, d, err), true
 	}
 	d.adm = adm
+	if err := c.authenticate(d); err != nil {
+		d.forged = true
+		c.log.Warn("request refused: its source speaks only through another NATS identity", append(d.logAttrs(), "subject", d.msg.Subject())...)
+		return c.settle(ctx, d, err), true
+	}
 	prev := adm.Processed
 	if prev == nil {
 		return Decision{}, false
@@ -185,6 +195,23 @@ func (c *Consumer) admit(ctx context.Context, d *delivery, hash []byte) (dec Dec
 		c.log.Debug("duplicate delivery of a processed request", append(d.logAttrs(), "outcome", prev.Outcome)...)
 	}
 	return Decision{Action: Ack}, true
+}
+
+// authenticate refuses a message whose source is bound to a publisher (a
+// NATS identity) unless it came on that publisher's subject, which the NATS
+// server lets only that ERP publish on: no header or field can make one ERP
+// speak for another.
+func (c *Consumer) authenticate(d *delivery) error {
+	want := d.adm.SourcePublisher
+	if want == "" {
+		return nil // a source of a NATS closed to all but trusted ERPs
+	}
+	if got, ok := strings.CutPrefix(d.msg.Subject(), c.cfg.RequestSubject+"."); ok && got == want {
+		return nil
+	}
+	return event.Failure{Reason: event.ReasonUnboundSource, Message: fmt.Sprintf(
+		"source %q is accepted only on %s.%s, from its own NATS identity; this message came on %s",
+		d.ref.Source, c.cfg.RequestSubject, want, d.msg.Subject())}
 }
 
 // expired refuses a request too old for the store to remember whether it

@@ -54,7 +54,7 @@ func (c *Consumer) failedCompletion(d *delivery, f event.Failure) (store.Complet
 	} else {
 		comp.PayloadHash = []byte{}
 	}
-	if d.ref.ID != "" && d.ref.Source != "" {
+	if d.ref.ID != "" && d.ref.Source != "" && !d.forged {
 		ev, err := outboxEvent(event.NewFailed(c.cfg.Source, d.ref, f, time.Now()), d.ref, d.adm.Generation)
 		if err != nil {
 			// What the message said of itself does not fit card.failed
@@ -66,9 +66,11 @@ func (c *Consumer) failedCompletion(d *delivery, f event.Failure) (store.Complet
 		}
 		comp.Event = ev
 	} else {
-		// Nothing names a request: key the inbox row by the message's place
-		// in the stream, so its redeliveries are recognised, and publish
-		// nothing, since there is no one to answer.
+		// Nothing names a request, or the message may not speak for the
+		// one it names: key the inbox row by the message's place in the
+		// stream, so its redeliveries are recognised and the request's own
+		// id stays free for its real source, and publish nothing, since
+		// there is no one to answer.
 		comp.Source = ""
 		comp.RequestID = fmt.Sprintf("%s/%d", d.meta.Stream, d.meta.Sequence.Stream)
 	}

@@ -25,6 +25,9 @@ type Admission struct {
 	// all, which tells an unknown ERP from one asking for a client it does
 	// not own.
 	SourceKnown bool
+	// SourcePublisher is the NATS identity the source's bindings name, ""
+	// when none does (see Binding.Publisher).
+	SourcePublisher string
 	// Generation is the request's replay generation: how often cardbridge
 	// replayed its dead letter (0 for a request never replayed). It is
 	// read from the store, never from the message, so that no publisher
@@ -53,6 +56,7 @@ const admissionSQL = `
 SELECT q.i, p.payload_hash, p.outcome, p.reason, p.processed_at,
        b.savings_account_id, b.card_product_id, b.created_at,
        EXISTS (SELECT 1 FROM source_bindings k WHERE k.source = q.source),
+       (SELECT k.publisher FROM source_bindings k WHERE k.source = q.source AND k.publisher IS NOT NULL LIMIT 1),
        coalesce(d.replay_count, 0), coalesce(d.order_key_generation, 0),
        r.spent_ms, r.attempts, r.unknown, r.unknown_ms
 FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS q(source, request_id, client_id, i)
@@ -108,6 +112,7 @@ func (s *Store) admitMany(ctx context.Context, qs []AdmissionQuery) ([]Admission
 			product *int64
 			b       Binding
 			known   bool
+			srcPub  *string
 			pAt     *time.Time
 			bAt     *time.Time
 			gen     int
@@ -117,12 +122,15 @@ func (s *Store) admitMany(ctx context.Context, qs []AdmissionQuery) ([]Admission
 			unknown *bool
 			unkMS   *int64
 		)
-		if err := rows.Scan(&i, &hash, &outcome, &reason, &pAt, &acct, &product, &bAt, &known, &gen, &keyGen,
+		if err := rows.Scan(&i, &hash, &outcome, &reason, &pAt, &acct, &product, &bAt, &known, &srcPub, &gen, &keyGen,
 			&spent, &tries, &unknown, &unkMS); err != nil {
 			return nil, fmt.Errorf("admitting requests: %w", err)
 		}
 		q := qs[i-1]
 		a := Admission{SourceKnown: known, Generation: gen, OrderKeyGeneration: keyGen}
+		if srcPub != nil {
+			a.SourcePublisher = *srcPub
+		}
 		if spent != nil {
 			a.Retries = &BankRetries{Spent: time.Duration(*spent) * time.Millisecond, Attempts: *tries, Unknown: *unknown,
 				UnknownFor: time.Duration(*unkMS) * time.Millisecond}

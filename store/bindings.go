@@ -2,8 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Binding authorises a CloudEvent source to order cards for one MBanq
@@ -13,23 +16,47 @@ type Binding struct {
 	ClientID         int64
 	SavingsAccountID int64
 	CardProductID    int64
-	CreatedAt        time.Time
+	// Publisher is the NATS identity that alone may speak for Source: its
+	// requests must arrive on the request subject followed by
+	// ".<Publisher>". Empty trusts whatever publishes on the request
+	// subject (a NATS closed to all but trusted ERPs).
+	Publisher string
+	CreatedAt time.Time
 }
 
-// AddBinding creates a binding or updates the account and product of an
-// existing one.
+// ErrPublisherMismatch is returned by AddBinding when another binding of
+// the source names another publisher: a source has one identity.
+var ErrPublisherMismatch = errors.New("another binding of this source names another publisher; a source speaks through one NATS identity")
+
+// AddBinding creates a binding or updates the account, product and
+// publisher of an existing one.
 func (s *Store) AddBinding(ctx context.Context, b Binding) error {
-	_, err := s.pool.Exec(ctx, `
-		INSERT INTO source_bindings (source, client_id, savings_account_id, card_product_id)
-		VALUES ($1, $2, $3, $4)
-		ON CONFLICT (source, client_id) DO UPDATE
-		SET savings_account_id = EXCLUDED.savings_account_id,
-		    card_product_id = EXCLUDED.card_product_id`,
-		b.Source, b.ClientID, b.SavingsAccountID, b.CardProductID)
-	if err != nil {
-		return fmt.Errorf("adding binding: %w", err)
-	}
-	return nil
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// One source, one publisher: the source's bindings are locked so
+		// that two operators cannot give it two.
+		var other int
+		err := tx.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM source_bindings
+			WHERE source = $1 AND client_id <> $2 AND publisher IS DISTINCT FROM nullif($3, '') FOR UPDATE) x`,
+			b.Source, b.ClientID, b.Publisher).Scan(&other)
+		if err != nil {
+			return fmt.Errorf("adding binding: %w", err)
+		}
+		if other > 0 {
+			return fmt.Errorf("adding binding: %w", ErrPublisherMismatch)
+		}
+		_, err = tx.Exec(ctx, `
+			INSERT INTO source_bindings (source, client_id, savings_account_id, card_product_id, publisher)
+			VALUES ($1, $2, $3, $4, nullif($5, ''))
+			ON CONFLICT (source, client_id) DO UPDATE
+			SET savings_account_id = EXCLUDED.savings_account_id,
+			    card_product_id = EXCLUDED.card_product_id,
+			    publisher = EXCLUDED.publisher`,
+			b.Source, b.ClientID, b.SavingsAccountID, b.CardProductID, b.Publisher)
+		if err != nil {
+			return fmt.Errorf("adding binding: %w", err)
+		}
+		return nil
+	})
 }
 
 // RemoveBinding deletes a binding; ErrNotFound when there was none.
@@ -47,7 +74,7 @@ func (s *Store) RemoveBinding(ctx context.Context, source string, clientID int64
 // Bindings lists every binding, ordered by source and client.
 func (s *Store) Bindings(ctx context.Context) ([]Binding, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT source, client_id, savings_account_id, card_product_id, created_at
+		SELECT source, client_id, savings_account_id, card_product_id, coalesce(publisher, ''), created_at
 		FROM source_bindings ORDER BY source, client_id`)
 	if err != nil {
 		return nil, fmt.Errorf("listing bindings: %w", err)
@@ -56,7 +83,7 @@ func (s *Store) Bindings(ctx context.Context) ([]Binding, error) {
 	var out []Binding
 	for rows.Next() {
 		var b Binding
-		if err := rows.Scan(&b.Source, &b.ClientID, &b.SavingsAccountID, &b.CardProductID, &b.CreatedAt); err != nil {
+		if err := rows.Scan(&b.Source, &b.ClientID, &b.SavingsAccountID, &b.CardProductID, &b.Publisher, &b.CreatedAt); err != nil {
 			return nil, fmt.Errorf("listing bindings: %w", err)
 		}
 		out = append(out, b)
