@@ -81,6 +81,10 @@ func TestAnERPCanSpeakOnlyForItself(t *testing.T) {
 	require.NoError(t, send(acme, "employee.card.requested.acme", "urn:erp:globex", 2, "globex-1"))
 	// Whoever may publish on the contract's subject cannot name globex either.
 	require.NoError(t, send(s.js, "employee.card.requested", "urn:erp:globex", 2, "globex-2"))
+	// On its own subject, acme names a source bound to no publisher (one
+	// trusted on the contract's subject only): refused too.
+	require.NoError(t, st.AddBinding(ctx, store.Binding{Source: "urn:erp:trusted", ClientID: 2, SavingsAccountID: 2, CardProductID: 1}))
+	require.NoError(t, send(acme, "employee.card.requested.acme", "urn:erp:trusted", 2, "trusted-1"))
 	// Globex's own request, with the id acme tried to take: issued.
 	require.NoError(t, send(globex, "employee.card.requested.globex", "urn:erp:globex", 2, "globex-1"))
 
@@ -99,10 +103,11 @@ func TestAnERPCanSpeakOnlyForItself(t *testing.T) {
 
 	dls, err := st.DeadLetters(ctx, store.DeadLetterFilter{Reason: event.ReasonUnboundSource})
 	require.NoError(t, err)
-	require.Len(t, dls, 2, "each refused message is kept")
+	require.Len(t, dls, 3, "each refused message is kept")
 	for _, d := range dls {
-		require.True(t, strings.HasPrefix(d.RequestID, "ERP/"), "kept under its place in the stream, not globex's id: %s", d.RequestID)
-		require.Contains(t, d.Message, "accepted only on employee.card.requested.globex")
+		require.True(t, strings.HasPrefix(d.RequestID, "ERP/"), "kept under its place in the stream, not the named id: %s", d.RequestID)
+		require.True(t, strings.Contains(d.Message, "accepted only on employee.card.requested.globex") ||
+			strings.Contains(d.Message, `not bound to publisher "acme"`), d.Message)
 	}
 }
 
@@ -132,4 +137,31 @@ func TestComposeNATSConfigurationConfinesEachERP(t *testing.T) {
 		cancel()
 		require.Equal(t, allowed, err == nil, "acme on %s: %v", subject, err)
 	}
+}
+
+// Requests queued on the contract's subject before their source was bound
+// to a publisher are taken as sent, under the trust of then; later ones on
+// that subject are refused.
+func TestRequestsQueuedBeforeAPublisherWasSetAreAnswered(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, nil)
+	p := s.start(t, s.cfg)
+	st := p.svc.Store()
+	s.bind(t, st, 1)
+	p.stop()
+	queued := s.publish(t, 2) // while no process runs
+	st, err := store.Open(ctx, store.Options{URL: s.cfg.DatabaseURL})
+	require.NoError(t, err)
+	t.Cleanup(st.Close)
+	require.NoError(t, st.AddBinding(ctx, store.Binding{Source: erp, ClientID: 1, SavingsAccountID: 1, CardProductID: 1, Publisher: "acme"}))
+	s.start(t, s.cfg)
+	outs := s.outcomes(t, 2)
+	requireIssuedOnce(t, s.sb, outs, queued)
+	s.publish(t, 1) // after: on the contract's subject, refused
+	require.Eventually(t, func() bool {
+		dls, err := st.DeadLetters(ctx, store.DeadLetterFilter{Reason: event.ReasonUnboundSource})
+		require.NoError(t, err)
+		return len(dls) == 1
+	}, 20*time.Second, 20*time.Millisecond)
+	require.Len(t, s.sb.Cards(), 2)
 }

@@ -802,7 +802,8 @@ func TestPoisonFloodIsRecordedAndDoesNotStopIssuance(t *testing.T) {
 }
 
 // The streams cardbridge creates keep what waits and let go of what is
-// done: the request stream is a bounded work queue that refuses new
+// done: the request stream keeps a message only while a consumer wants it,
+// is bounded, and refuses new
 // requests when full rather than dropping waiting ones, the outcome stream
 // keeps events for the configured retention.
 func TestStreamsHaveLimitsThatNeverDropAWaitingRequest(t *testing.T) {
@@ -820,10 +821,16 @@ func TestStreamsHaveLimitsThatNeverDropAWaitingRequest(t *testing.T) {
 	require.NoError(t, err)
 	info, err := requests.Info(ctx)
 	require.NoError(t, err)
-	require.Equal(t, jetstream.WorkQueuePolicy, info.Config.Retention)
+	require.Equal(t, jetstream.InterestPolicy, info.Config.Retention)
 	require.Equal(t, jetstream.DiscardNew, info.Config.Discard)
 	require.Zero(t, info.Config.MaxAge, "no age limit: a request waits as long as it must")
 	require.Zero(t, info.State.Msgs, "processed requests have left the stream")
+	// A message on a subject no consumer takes is not kept to fill it.
+	_, err = s.js.Publish(ctx, "employee.created", []byte(`{}`))
+	require.NoError(t, err)
+	info, err = requests.Info(ctx)
+	require.NoError(t, err)
+	require.Zero(t, info.State.Msgs, "nobody's message is kept")
 	cards, err := s.js.Stream(ctx, "CARDS")
 	require.NoError(t, err)
 	cinfo, err := cards.Info(ctx)
@@ -960,4 +967,22 @@ func TestUnknownAnswerOlderThanTheKeyRetentionIsNotAskedAgain(t *testing.T) {
 		require.Less(t, at.Sub(cutOrders[0]), 500*time.Millisecond,
 			"every order was sent in the first delivery (net/http may resend once at once); none a second later")
 	}
+}
+
+// A request dated more than an hour ahead is refused: a time that never
+// grows old would escape the retention's invariant.
+func TestRequestFromTheFutureIsRefused(t *testing.T) {
+	s := newStack(t, nil)
+	p := s.start(t, s.cfg)
+	s.bind(t, p.svc.Store(), 1)
+	req := request(erp, 1)
+	req.Time = time.Now().Add(2 * time.Hour)
+	m, err := event.EncodeRequest(req, event.Binary)
+	require.NoError(t, err)
+	_, err = s.js.PublishMsg(context.Background(), m.NATS())
+	require.NoError(t, err)
+	f := s.outcomes(t, 1)[0].Data.(event.Failed)
+	require.Equal(t, event.ReasonInvalidEvent, f.Reason)
+	require.Contains(t, f.Message, "in the future")
+	require.Empty(t, s.sb.Cards())
 }

@@ -81,7 +81,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.
 		Subjects:   t.RequestSubjects,
 		Storage:    jetstream.FileStorage,
 		Duplicates: DuplicateWindow,
-		Retention:  jetstream.WorkQueuePolicy,
+		Retention:  jetstream.InterestPolicy,
 		MaxBytes:   t.RequestMaxBytes,
 		Discard:    jetstream.DiscardNew,
 	}); err != nil {

@@ -138,8 +138,12 @@ func (c *Consumer) process(ctx context.Context, d *delivery) Decision {
 	if dec, done := c.admit(ctx, d, hash); done {
 		return dec
 	}
-	if err := c.expired(req); err != nil {
-		return c.settle(ctx, d, err)
+	if d.adm.Retries == nil {
+		// A request that already reached the bank is never expired: it
+		// goes on under its key, and the key's own limit applies below.
+		if err := c.expired(req); err != nil {
+			return c.settle(ctx, d, err)
+		}
 	}
 	if r := d.adm.Retries; r != nil && r.Unknown && c.policy.keyExpired(r.UnknownFor) {
 		// Checked before the order is sent, not only after a try fails:
@@ -197,28 +201,48 @@ func (c *Consumer) admit(ctx context.Context, d *delivery, hash []byte) (dec Dec
 	return Decision{Action: Ack}, true
 }
 
-// authenticate refuses a message whose source is bound to a publisher (a
-// NATS identity) unless it came on that publisher's subject, which the NATS
-// server lets only that ERP publish on: no header or field can make one ERP
-// speak for another.
+// authenticate refuses a message whose source it may not speak for. A
+// source bound to a publisher (a NATS identity) is accepted only on that
+// publisher's subject, which the NATS server lets only that ERP publish
+// on; and a message on an ERP's own subject may name only a source bound
+// to that ERP. No header or field can make one ERP speak for another.
+// Messages stored before the publisher was set (by the server's clock) are
+// taken as they were sent, under the trust of then.
 func (c *Consumer) authenticate(d *delivery) error {
 	want := d.adm.SourcePublisher
-	if want == "" {
-		return nil // a source of a NATS closed to all but trusted ERPs
-	}
-	if got, ok := strings.CutPrefix(d.msg.Subject(), c.cfg.RequestSubject+"."); ok && got == want {
+	got, onOwn := strings.CutPrefix(d.msg.Subject(), c.cfg.RequestSubject+".")
+	switch {
+	case onOwn && got == want:
 		return nil
+	case !onOwn && want == "":
+		return nil // the contract's subject, a source of a NATS closed to all but trusted ERPs
+	case !onOwn && d.adm.SourcePublisherSince.After(d.meta.Timestamp):
+		return nil // queued before the source was bound to its publisher
+	}
+	if want == "" {
+		return event.Failure{Reason: event.ReasonUnboundSource, Message: fmt.Sprintf(
+			"source %q is not bound to publisher %q, the NATS identity of subject %s", d.ref.Source, got, d.msg.Subject())}
 	}
 	return event.Failure{Reason: event.ReasonUnboundSource, Message: fmt.Sprintf(
 		"source %q is accepted only on %s.%s, from its own NATS identity; this message came on %s",
 		d.ref.Source, c.cfg.RequestSubject, want, d.msg.Subject())}
 }
 
+// maxFutureSkew is how far ahead of now a request's time may be (clocks
+// differ).
+const maxFutureSkew = time.Hour
+
 // expired refuses a request too old for the store to remember whether it
 // was answered (see store.Purge for the invariant).
 func (c *Consumer) expired(req *event.Request) error {
 	if c.cfg.Retention <= 0 || req.Time.IsZero() {
 		return nil
+	}
+	if req.Time.After(time.Now().Add(maxFutureSkew)) {
+		// A time ahead of now would never expire, and its request could
+		// be ordered again once its records are purged.
+		return event.Failure{Reason: event.ReasonInvalidEvent, Message: fmt.Sprintf(
+			"the request's time (%s) is more than %s in the future", req.Time.UTC().Format(time.RFC3339), maxFutureSkew)}
 	}
 	limit := c.cfg.Retention - 24*time.Hour
 	if time.Since(req.Time) <= limit {

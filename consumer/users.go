@@ -197,10 +197,13 @@ func (u *userDirectory) selfServiceRole(ctx context.Context) (int64, error) {
 	if id != 0 {
 		return id, nil
 	}
-	id, err := u.admin.SelfServiceRoleID(ctx)
+	// One lookup for all the clients being provisioned at once: the roles
+	// list can be long, and each answer is held while it is read.
+	v, err, _ := u.flight.Do("self-service role", func() (any, error) { return u.admin.SelfServiceRoleID(ctx) })
 	if err != nil {
 		return 0, fmt.Errorf("discovering the self-service role: %w", err)
 	}
+	id = v.(int64)
 	u.mu.Lock()
 	u.roleID = id
 	u.mu.Unlock()

@@ -28,6 +28,8 @@ type Admission struct {
 	// SourcePublisher is the NATS identity the source's bindings name, ""
 	// when none does (see Binding.Publisher).
 	SourcePublisher string
+	// SourcePublisherSince is when the source was bound to its publisher.
+	SourcePublisherSince time.Time
 	// Generation is the request's replay generation: how often cardbridge
 	// replayed its dead letter (0 for a request never replayed). It is
 	// read from the store, never from the message, so that no publisher
@@ -56,7 +58,7 @@ const admissionSQL = `
 SELECT q.i, p.payload_hash, p.outcome, p.reason, p.processed_at,
        b.savings_account_id, b.card_product_id, b.created_at,
        EXISTS (SELECT 1 FROM source_bindings k WHERE k.source = q.source),
-       (SELECT k.publisher FROM source_bindings k WHERE k.source = q.source AND k.publisher IS NOT NULL LIMIT 1),
+       sp.publisher, sp.publisher_since,
        coalesce(d.replay_count, 0), coalesce(d.order_key_generation, 0),
        r.spent_ms, r.attempts, r.unknown, r.unknown_ms
 FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS q(source, request_id, client_id, i)
@@ -72,6 +74,10 @@ LEFT JOIN LATERAL (
     SELECT replay_count, order_key_generation FROM dead_letters
     WHERE source = q.source AND request_id = q.request_id AND kind = 'outcome' LIMIT 1
 ) d ON true
+LEFT JOIN LATERAL (
+    SELECT publisher, publisher_since FROM source_bindings k
+    WHERE k.source = q.source AND k.publisher IS NOT NULL LIMIT 1
+) sp ON true
 LEFT JOIN LATERAL (
     SELECT spent_ms, attempts, unknown,
            coalesce((extract(epoch FROM now() - unknown_since) * 1000)::bigint, 0) AS unknown_ms
@@ -113,6 +119,7 @@ func (s *Store) admitMany(ctx context.Context, qs []AdmissionQuery) ([]Admission
 			b       Binding
 			known   bool
 			srcPub  *string
+			pubAt   *time.Time
 			pAt     *time.Time
 			bAt     *time.Time
 			gen     int
@@ -122,14 +129,14 @@ func (s *Store) admitMany(ctx context.Context, qs []AdmissionQuery) ([]Admission
 			unknown *bool
 			unkMS   *int64
 		)
-		if err := rows.Scan(&i, &hash, &outcome, &reason, &pAt, &acct, &product, &bAt, &known, &srcPub, &gen, &keyGen,
+		if err := rows.Scan(&i, &hash, &outcome, &reason, &pAt, &acct, &product, &bAt, &known, &srcPub, &pubAt, &gen, &keyGen,
 			&spent, &tries, &unknown, &unkMS); err != nil {
 			return nil, fmt.Errorf("admitting requests: %w", err)
 		}
 		q := qs[i-1]
 		a := Admission{SourceKnown: known, Generation: gen, OrderKeyGeneration: keyGen}
 		if srcPub != nil {
-			a.SourcePublisher = *srcPub
+			a.SourcePublisher, a.SourcePublisherSince = *srcPub, *pubAt
 		}
 		if spent != nil {
 			a.Retries = &BankRetries{Spent: time.Duration(*spent) * time.Millisecond, Attempts: *tries, Unknown: *unknown,

@@ -29,29 +29,37 @@ type Binding struct {
 var ErrPublisherMismatch = errors.New("another binding of this source names another publisher; a source speaks through one NATS identity")
 
 // AddBinding creates a binding or updates the account, product and
-// publisher of an existing one.
+// publisher of an existing one. A binding given no publisher takes the one
+// its source already has: protection is never dropped by omission (remove
+// the source's bindings to drop it).
 func (s *Store) AddBinding(ctx context.Context, b Binding) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// One source, one publisher: the source's bindings are locked so
-		// that two operators cannot give it two.
-		var other int
-		err := tx.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM source_bindings
-			WHERE source = $1 AND client_id <> $2 AND publisher IS DISTINCT FROM nullif($3, '') FOR UPDATE) x`,
-			b.Source, b.ClientID, b.Publisher).Scan(&other)
-		if err != nil {
+		// One source, one publisher: the source is locked, so that two
+		// operators cannot give it two.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('cardbridge binding ' || $1, 0))`, b.Source); err != nil {
 			return fmt.Errorf("adding binding: %w", err)
 		}
-		if other > 0 {
+		var current *string
+		var since *time.Time
+		err := tx.QueryRow(ctx, `SELECT publisher, publisher_since FROM source_bindings
+			WHERE source = $1 AND publisher IS NOT NULL LIMIT 1`, b.Source).Scan(&current, &since)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("adding binding: %w", err)
+		}
+		switch {
+		case current != nil && b.Publisher != "" && b.Publisher != *current:
 			return fmt.Errorf("adding binding: %w", ErrPublisherMismatch)
+		case current != nil:
+			b.Publisher = *current
 		}
 		_, err = tx.Exec(ctx, `
-			INSERT INTO source_bindings (source, client_id, savings_account_id, card_product_id, publisher)
-			VALUES ($1, $2, $3, $4, nullif($5, ''))
+			INSERT INTO source_bindings (source, client_id, savings_account_id, card_product_id, publisher, publisher_since)
+			VALUES ($1, $2, $3, $4, nullif($5, ''), CASE WHEN $5 = '' THEN NULL ELSE coalesce($6, now()) END)
 			ON CONFLICT (source, client_id) DO UPDATE
 			SET savings_account_id = EXCLUDED.savings_account_id,
 			    card_product_id = EXCLUDED.card_product_id,
-			    publisher = EXCLUDED.publisher`,
-			b.Source, b.ClientID, b.SavingsAccountID, b.CardProductID, b.Publisher)
+			    publisher = EXCLUDED.publisher, publisher_since = EXCLUDED.publisher_since`,
+			b.Source, b.ClientID, b.SavingsAccountID, b.CardProductID, b.Publisher, since)
 		if err != nil {
 			return fmt.Errorf("adding binding: %w", err)
 		}

@@ -55,7 +55,11 @@ func (s *Store) Purge(ctx context.Context, r Retention) (Purged, error) {
 			DELETE FROM processed_requests p USING old WHERE p.source = old.source AND p.request_id = old.request_id`, r.Rows},
 		{&p.DeadLetters, `
 			DELETE FROM dead_letters WHERE id IN (
-			    SELECT id FROM dead_letters WHERE recorded_at < now() - $1::interval LIMIT $2 FOR UPDATE SKIP LOCKED)`, r.Rows},
+			    SELECT id FROM dead_letters d WHERE recorded_at < now() - $1::interval
+			    -- not while a replay of it has no outcome: it is the request's last record
+			    AND NOT (replayed_at IS NOT NULL AND NOT EXISTS (
+			        SELECT 1 FROM processed_requests p WHERE p.source = d.source AND p.request_id = d.request_id))
+			    LIMIT $2 FOR UPDATE SKIP LOCKED)`, r.Rows},
 		{&p.Bodies, `
 			UPDATE dead_letters SET msg_data = '', msg_headers = '{}', body_purged_at = now() WHERE id IN (
 			    SELECT id FROM dead_letters WHERE recorded_at < now() - $1::interval AND body_purged_at IS NULL
