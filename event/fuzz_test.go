@@ -40,12 +40,18 @@ func formatFuzzHeader(h nats.Header) []byte {
 // it either returns a request whose data matches the schema and whose
 // outcomes encode, or a *DecodeError with a known reason.
 // The corpus in testdata/fuzz/FuzzDecode has valid structured and binary
-// requests and broken ones; f.Add adds the encoder's current output.
+// requests and broken ones; f.Add adds the encoder's current output and the
+// hostile catalogue.
 func FuzzDecode(f *testing.F) {
 	for _, mode := range []Mode{Binary, Structured} {
 		m, err := EncodeRequest(validRequest(), mode)
 		require.NoError(f, err)
 		f.Add(formatFuzzHeader(m.Header), m.Data)
+	}
+	// The hostile catalogue (hostile_test.go): huge exponents, deep
+	// nesting, long strings, many keys and headers, invalid UTF-8, NUL...
+	for _, in := range hostileInputs() {
+		f.Add(formatFuzzHeader(in.header), in.body)
 	}
 	f.Fuzz(func(t *testing.T, rawHeader, body []byte) {
 		h := parseFuzzHeader(rawHeader)
