@@ -7,12 +7,17 @@ import "strings"
 // so that we never forward half a member.
 const maxTraceState = 512
 
+// maxTraceParent bounds a traceparent of a later version than 00 (which
+// is 55 characters): it is copied onto the outcome, whose header must stay
+// small, so a longer one is dropped as malformed.
+const maxTraceParent = 256
+
 // validTraceParent checks the W3C traceparent form
 // version-traceid-parentid-flags, all lower-case hex, with the all-zero ids
 // and version ff that W3C declares invalid. Later versions may append
-// fields after a '-', which are accepted.
+// fields after a '-', which are accepted up to maxTraceParent in all.
 func validTraceParent(s string) bool {
-	if len(s) < 55 || (len(s) > 55 && s[55] != '-') {
+	if len(s) < 55 || len(s) > maxTraceParent || (len(s) > 55 && s[55] != '-') {
 		return false
 	}
 	if s[2] != '-' || s[35] != '-' || s[52] != '-' {
