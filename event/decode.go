@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -23,6 +22,16 @@ import (
 // A card request is a few hundred bytes; the bound is checked before any
 // parsing so that a hostile message costs nothing to refuse.
 const MaxEventSize = 64 << 10
+
+// maxAttributes bounds the attributes of an event: headers named ce-*,
+// content-type, traceparent or tracestate in binary mode, top-level members
+// in structured mode. A request has about ten; thousands cost the SDK
+// milliseconds.
+const maxAttributes = 64
+
+// maxContentType bounds the content-type header (bytes): far more than
+// a media type with its charset, and parsing a long one costs milliseconds.
+const maxContentType = 256
 
 // MaxAttributeLength bounds the id and source of a request (bytes). They
 // become the idempotency key in Postgres, whose B-tree index entries must
@@ -62,9 +71,23 @@ func decode(h nats.Header, body []byte) (*Request, *DecodeError) {
 			m.recover(e)
 			return nil, e
 		}
-	} else if derr := checkStructuredBody(body); derr != nil {
-		recoverStructured(body, m, derr, false)
+	} else if derr, isJSON := checkStructuredBody(body); derr != nil {
+		if isJSON {
+			recoverStructured(body, m, derr, false)
+		}
 		return nil, derr
+	} else if start, end, derr := checkMembers(body); derr != nil {
+		// The SDK would refuse the event too, more slowly.
+		recoverStructured(body, m, derr, true)
+		return nil, derr
+	} else if start >= 0 {
+		// Data the schema cannot accept is refused where decodeData
+		// would refuse it, but the SDK reads the event without it: it
+		// would read the data three times over, and misread some
+		// numbers.
+		if m.dataErr = scanData(body[start:end]); m.dataErr != nil {
+			m.body = slices.Concat(body[:start], []byte("null"), body[end:])
+		}
 	}
 
 	ev, err := toEvent(m)
@@ -114,6 +137,21 @@ func recoverOversized(h nats.Header, body []byte, e *DecodeError) {
 // at the first thing that is not JSON and returns what it found before.
 func topLevelStrings(b []byte, names ...string) map[string]string {
 	out := map[string]string{}
+	for name, raw := range topLevelMembers(b, names...) {
+		var value string
+		if len(raw) <= 8*MaxAttributeLength && raw[0] == '"' && json.Unmarshal(raw, &value) == nil {
+			out[name] = value
+		}
+	}
+	return out
+}
+
+// topLevelMembers returns the raw values of the members named in names of a
+// JSON object (the last one of a name given twice, as encoding/json
+// decodes), skipping every other member without decoding it. It stops at
+// the first thing that is not JSON and returns what it found before.
+func topLevelMembers(b []byte, names ...string) map[string][]byte {
+	out := map[string][]byte{}
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return out
@@ -132,11 +170,8 @@ func topLevelStrings(b []byte, names ...string) map[string]string {
 		if end < 0 {
 			return out
 		}
-		var key, value string
-		if keyEnd-i <= 32 && end-start <= 8*MaxAttributeLength && b[start] == '"' &&
-			json.Unmarshal(b[i:keyEnd], &key) == nil && slices.Contains(names, key) &&
-			json.Unmarshal(b[start:end], &value) == nil {
-			out[key] = value
+		if key, ok := memberName(b[i:keyEnd], names); ok {
+			out[key] = b[start:end]
 		}
 		i = skipSpace(b, end)
 		if i >= len(b) || b[i] != ',' {
@@ -144,6 +179,28 @@ func topLevelStrings(b []byte, names ...string) map[string]string {
 		}
 	}
 	return out
+}
+
+// memberName returns which of names the raw JSON string raw is, decoding it
+// only when it has escapes, so that thousands of other names cost no
+// allocation. A name is at most 15 characters, each written in at most 6.
+func memberName(raw []byte, names []string) (string, bool) {
+	if len(raw) > 2+6*15 {
+		return "", false
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		for _, n := range names {
+			if string(raw[1:len(raw)-1]) == n {
+				return n, true
+			}
+		}
+		return "", false
+	}
+	var key string
+	if json.Unmarshal(raw, &key) != nil || !slices.Contains(names, key) {
+		return "", false
+	}
+	return key, true
 }
 
 // isDelimiter reports a byte that ends a number or a literal.
@@ -236,18 +293,60 @@ func size(h nats.Header, body []byte) int {
 
 // checkStructuredBody rejects what the SDK's JSON reader would misread: it
 // reads the first object and ignores trailing bytes, and passes invalid UTF-8
-// through.
-func checkStructuredBody(body []byte) *DecodeError {
+// through. isJSON says whether body is JSON all the same.
+func checkStructuredBody(body []byte) (derr *DecodeError, isJSON bool) {
+	isJSON = json.Valid(body)
 	if !utf8.Valid(body) {
-		return invalid("event is not valid UTF-8")
+		return invalid("event is not valid UTF-8"), isJSON
 	}
-	if !json.Valid(body) {
-		return invalid("event is not JSON")
+	if !isJSON {
+		return invalid("event is not JSON"), false
 	}
 	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '{' {
-		return invalid("event is not a JSON object")
+		return invalid("event is not a JSON object"), true
 	}
-	return nil
+	return nil, true
+}
+
+// checkMembers refuses, before the SDK reads it, a structured event (a JSON
+// object) with more than maxAttributes members, or with an object or an
+// array anywhere but in data: the SDK refuses those too, but only after
+// formatting the whole value into its error, which for deep nesting costs
+// a tenth of a second. It also returns where the value of the data member
+// is in body, or -1 when there is not exactly one.
+func checkMembers(body []byte) (dataStart, dataEnd int, derr *DecodeError) {
+	dataStart, dataEnd = -1, -1
+	datas := 0
+	i := skipSpace(body, 0) // at '{': checkStructuredBody has passed
+	for n := 1; ; n++ {
+		i = skipSpace(body, i+1)
+		if i >= len(body) || body[i] != '"' {
+			break // the empty object
+		}
+		if n > maxAttributes {
+			return -1, -1, invalid("event has more than %d attributes", maxAttributes)
+		}
+		keyEnd := stringEnd(body, i)
+		start := skipSpace(body, skipSpace(body, keyEnd)+1)
+		end := valueEnd(body, start)
+		if end < 0 {
+			return -1, -1, nil // not reached: the body is JSON
+		}
+		if _, ok := memberName(body[i:keyEnd], []string{"data"}); ok {
+			datas++
+			dataStart, dataEnd = start, end
+		} else if c := body[start]; c == '{' || c == '[' {
+			return -1, -1, invalid("attribute %s is an object or an array", quoteShort(string(body[i+1:keyEnd-1])))
+		}
+		i = skipSpace(body, end)
+		if i >= len(body) || body[i] != ',' {
+			break
+		}
+	}
+	if datas != 1 {
+		return -1, -1, nil
+	}
+	return dataStart, dataEnd, nil
 }
 
 // toEvent runs the SDK's conversion. The SDK is not written for hostile
@@ -311,6 +410,9 @@ func fromEvent(m *incoming, ev *cloudevent.Event) (*Request, *DecodeError) {
 		return fail(unsupported("datacontenttype %s is not JSON", quoteShort(mediaType(ev.DataContentType()))))
 	}
 
+	if m.dataErr != nil {
+		return fail(m.dataErr)
+	}
 	data, derr := decodeData(ev.Data())
 	if derr != nil {
 		return fail(derr)
@@ -337,6 +439,10 @@ func fromEvent(m *incoming, ev *cloudevent.Event) (*Request, *DecodeError) {
 	}, nil
 }
 
+// validateRequestData is the schema check of decodeData; tests wrap it to
+// see what reaches the validator.
+var validateRequestData = schemas.ValidateRequestData
+
 // decodeData checks the data against the request schema and decodes it.
 func decodeData(data []byte) (RequestData, *DecodeError) {
 	var out RequestData
@@ -346,16 +452,16 @@ func decodeData(data []byte) (RequestData, *DecodeError) {
 	if !utf8.Valid(data) {
 		return out, schemaInvalid("data is not valid UTF-8")
 	}
+	// What the schema could never accept but would cost the decoder or
+	// the validator dear is refused first, in one cheap pass.
+	if derr := scanData(data); derr != nil {
+		return out, derr
+	}
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {
 		return out, schemaInvalid("data is not JSON")
 	}
-	if path, ok := longNumber(doc, ""); ok {
-		// The validator compares numbers as big.Rat, which costs
-		// milliseconds for a number of thousands of digits.
-		return out, schemaInvalid("data: %s: number has more than %d characters", quoteShort(path), maxNumberLength)
-	}
-	if err := schemas.ValidateRequestData(doc); err != nil {
+	if err := validateRequestData(doc); err != nil {
 		return out, schemaInvalid("data: %s", err.Error())
 	}
 	// The schema has accepted the shape, so this only fails on numbers the
@@ -368,36 +474,6 @@ func decodeData(data []byte) (RequestData, *DecodeError) {
 		return out, schemaInvalid("data cannot be decoded")
 	}
 	return out, nil
-}
-
-// maxNumberLength is far more than any id or amount needs.
-const maxNumberLength = 32
-
-// longNumber finds a number in a decoded JSON document written with more than
-// maxNumberLength characters, and returns its JSON Pointer.
-func longNumber(v any, path string) (string, bool) {
-	switch v := v.(type) {
-	case json.Number:
-		if len(v) > maxNumberLength {
-			if path == "" {
-				path = "/"
-			}
-			return path, true
-		}
-	case map[string]any:
-		for k, e := range v {
-			if p, ok := longNumber(e, path+"/"+k); ok {
-				return p, true
-			}
-		}
-	case []any:
-		for i, e := range v {
-			if p, ok := longNumber(e, path+"/"+strconv.Itoa(i)); ok {
-				return p, true
-			}
-		}
-	}
-	return "", false
 }
 
 func stringExtension(ev *cloudevent.Event, name string) string {

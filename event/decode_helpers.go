@@ -9,15 +9,29 @@ import (
 )
 
 func invalid(format string, args ...any) *DecodeError {
-	return &DecodeError{Reason: ReasonInvalidEvent, Message: fmt.Sprintf(format, args...)}
+	return &DecodeError{Reason: ReasonInvalidEvent, Message: capMessage(fmt.Sprintf(format, args...))}
 }
 
 func unsupported(format string, args ...any) *DecodeError {
-	return &DecodeError{Reason: ReasonUnsupportedEvent, Message: fmt.Sprintf(format, args...)}
+	return &DecodeError{Reason: ReasonUnsupportedEvent, Message: capMessage(fmt.Sprintf(format, args...))}
 }
 
 func schemaInvalid(format string, args ...any) *DecodeError {
-	return &DecodeError{Reason: ReasonSchemaInvalid, Message: fmt.Sprintf(format, args...)}
+	return &DecodeError{Reason: ReasonSchemaInvalid, Message: capMessage(fmt.Sprintf(format, args...))}
+}
+
+// maxDecodeMessage bounds DecodeError.Message (bytes), as card.failed bounds
+// its message: the SDK quotes whole attribute values in its errors, and the
+// validator names every unknown member.
+const maxDecodeMessage = 1024
+
+// capMessage cuts s to maxDecodeMessage bytes, on a character boundary.
+func capMessage(s string) string {
+	if len(s) <= maxDecodeMessage {
+		return s
+	}
+	const more = "…"
+	return strings.ToValidUTF8(s[:maxDecodeMessage-len(more)], "") + more
 }
 
 // usableAttribute returns s if it can identify a request in a card.failed:
@@ -52,11 +66,11 @@ func oneLine(s string) string {
 //
 // With sdkFailed, the SDK refused the event, and the reading also names the
 // cause more precisely than the SDK's error does.
+//
+// body must be JSON; its top level is read in one pass, without decoding
+// the members that are not needed (thousands of them cost milliseconds).
 func recoverStructured(body []byte, m *incoming, e *DecodeError, sdkFailed bool) {
-	var fields map[string]json.RawMessage
-	if json.Unmarshal(body, &fields) != nil {
-		return
-	}
+	fields := topLevelMembers(body, "id", "source", "subject", "type", "traceparent", "tracestate", "specversion", "datacontenttype")
 	str := func(name string) string {
 		var s string
 		if raw, ok := fields[name]; !ok || json.Unmarshal(raw, &s) != nil {

@@ -47,6 +47,9 @@ type incoming struct {
 	headers  map[string]string
 	names    []string // sorted keys of headers, for a deterministic walk
 	body     []byte
+	// dataErr is why the data of a structured event was refused before
+	// the SDK read the event (which then reads it with data null).
+	dataErr *DecodeError
 }
 
 var (
@@ -57,12 +60,26 @@ var (
 // newIncoming normalises the headers and decides the binding mode. Errors are
 // *DecodeError, carrying whatever attributes the headers did give.
 func newIncoming(h nats.Header, body []byte) (*incoming, *DecodeError) {
-	m := &incoming{headers: make(map[string]string, len(h)), body: body}
 	var bad *DecodeError
+	relevant := 0
+	for name, values := range h {
+		if len(values) > 0 && relevantName(name) {
+			relevant++
+		}
+	}
+	if relevant > maxAttributes {
+		// Thousands of extensions cost the SDK milliseconds to copy and
+		// validate; only what names the request is kept, to answer it.
+		bad = invalid("more than %d CloudEvents headers", maxAttributes)
+	}
+	m := &incoming{headers: make(map[string]string, min(relevant, maxAttributes)), body: body}
 	var ambiguous map[string]bool // names given twice with different values
 	for name, values := range h {
+		if len(values) == 0 || !relevantName(name) || (relevant > maxAttributes && !correlating(name)) {
+			continue
+		}
 		lower := strings.ToLower(name)
-		if !relevantHeader(lower) || len(values) == 0 || ambiguous[lower] {
+		if !relevantHeader(lower) || ambiguous[lower] {
 			continue
 		}
 		v := values[0]
@@ -101,6 +118,13 @@ func newIncoming(h nats.Header, body []byte) (*incoming, *DecodeError) {
 	}
 
 	if ct, ok := m.headers[headerContentType]; ok {
+		if len(ct) > maxContentType {
+			// Parsing thousands of parameters, three times over, costs
+			// milliseconds.
+			e := invalid("content-type is longer than %d bytes", maxContentType)
+			m.recover(e)
+			return nil, e
+		}
 		mt := mediaType(ct)
 		if mt == mediaTypeStructuredJSON {
 			m.encoding = binding.EncodingStructured
@@ -124,6 +148,44 @@ func newIncoming(h nats.Header, body []byte) (*incoming, *DecodeError) {
 func relevantHeader(lower string) bool {
 	return strings.HasPrefix(lower, headerPrefix) ||
 		lower == headerContentType || lower == headerW3CTraceParent || lower == headerW3CTraceState
+}
+
+// relevantName is relevantHeader(strings.ToLower(name)) without lowering
+// the name: the names are ASCII, and no other character lowers to one of
+// their letters.
+func relevantName(name string) bool {
+	return (len(name) >= len(headerPrefix) && equalFoldASCII(name[:len(headerPrefix)], headerPrefix)) ||
+		equalFoldASCII(name, headerContentType) || equalFoldASCII(name, headerW3CTraceParent) || equalFoldASCII(name, headerW3CTraceState)
+}
+
+// correlating says whether a header is one recover and traceContext read,
+// to answer a request refused for its headers.
+func correlating(name string) bool {
+	for _, c := range [...]string{headerID, headerSource, headerSubject, headerType,
+		headerTraceParent, headerTraceState, headerW3CTraceParent, headerW3CTraceState} {
+		if equalFoldASCII(name, c) {
+			return true
+		}
+	}
+	return false
+}
+
+// equalFoldASCII compares s with lower, an ASCII lower-case string, folding
+// only ASCII letters.
+func equalFoldASCII(s, lower string) bool {
+	if len(s) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // recover copies into e the attributes the binary headers give, for
