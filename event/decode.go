@@ -92,7 +92,7 @@ func decode(h nats.Header, body []byte) (*Request, *DecodeError) {
 
 	ev, err := toEvent(m)
 	if err != nil {
-		derr := invalid("not a valid CloudEvent: %s", oneLine(err.Error()))
+		derr := invalid("not a valid CloudEvent: %s", oneLine(capMessage(err.Error())))
 		if m.encoding == binding.EncodingStructured {
 			recoverStructured(body, m, derr, true)
 		} else {
@@ -309,8 +309,9 @@ func checkStructuredBody(body []byte) (derr *DecodeError, isJSON bool) {
 }
 
 // checkMembers refuses, before the SDK reads it, a structured event (a JSON
-// object) with more than maxAttributes members, or with an object or an
-// array anywhere but in data: the SDK refuses those too, but only after
+// object) with more than maxAttributes members, with a number of more than
+// maxNumberLength characters, or with an object or an array anywhere but in
+// data: the SDK refuses objects and arrays too, but only after
 // formatting the whole value into its error, which for deep nesting costs
 // a tenth of a second. It also returns where the value of the data member
 // is in body, or -1 when there is not exactly one.
@@ -337,6 +338,10 @@ func checkMembers(body []byte) (dataStart, dataEnd int, derr *DecodeError) {
 			dataStart, dataEnd = start, end
 		} else if c := body[start]; c == '{' || c == '[' {
 			return -1, -1, invalid("attribute %s is an object or an array", quoteShort(string(body[i+1:keyEnd-1])))
+		} else if (c == '-' || (c >= '0' && c <= '9')) && end-start > maxNumberLength {
+			// A CloudEvents integer is 32 bits; the SDK reads 64 KB of
+			// digits as a float, slowly.
+			return -1, -1, invalid("attribute %s is a number of more than %d characters", quoteShort(string(body[i+1:keyEnd-1])), maxNumberLength)
 		}
 		i = skipSpace(body, end)
 		if i >= len(body) || body[i] != ',' {
@@ -401,7 +406,7 @@ func fromEvent(m *incoming, ev *cloudevent.Event) (*Request, *DecodeError) {
 		return fail(invalid("id and source may be at most %d bytes", MaxAttributeLength))
 	}
 	if err := ev.Validate(); err != nil {
-		return fail(invalid("not a valid CloudEvent: %s", oneLine(err.Error())))
+		return fail(invalid("not a valid CloudEvent: %s", oneLine(capMessage(err.Error()))))
 	}
 	if typ != TypeCardRequested {
 		return fail(unsupported("type %s is not handled, only %s", quoteShort(typ), TypeCardRequested))

@@ -53,7 +53,8 @@ func quoteShort(s string) string {
 	return strconv.Quote(s)
 }
 
-// oneLine keeps messages from the SDK on one line.
+// oneLine keeps messages from the SDK on one line. Cut them with capMessage
+// first: the SDK quotes whole values.
 func oneLine(s string) string {
 	s = strings.TrimSpace(s)
 	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' }), "; ")

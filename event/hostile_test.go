@@ -357,8 +357,9 @@ func hostileOversized() []hostileInput {
 
 // hostileRefusals is how each hostile input is refused: the reason, and the
 // request id the refusal carries. They are the refusals main gave before
-// issue 12, except where marked: an event with too many attributes or too
-// long a content type is now refused for that, before its data is read; and
+// issue 12, except where marked: an event with too many attributes, too
+// long a content type or too long a number in an attribute is now refused
+// for that, before its data is read; and
 // exponents in structured data, which the SDK failed to skip, are now
 // refused as in binary mode.
 var hostileRefusals = map[string]struct{ reason, id string }{
@@ -453,8 +454,8 @@ var hostileRefusals = map[string]struct{ reason, id string }{
 	"event/many extensions":                        {ReasonInvalidEvent, "req-0001"}, // was schema_invalid: now refused for its attributes, before its data
 	"event/many exponent extensions":               {ReasonInvalidEvent, "req-0001"}, // was schema_invalid: now refused for its attributes, before its data
 	"event/many duplicated ids":                    {ReasonInvalidEvent, "req-0001"}, // was schema_invalid: now refused for its attributes, before its data
-	"event/long number extension":                  {ReasonSchemaInvalid, "req-0001"},
-	"event/long exponent extension":                {ReasonSchemaInvalid, "req-0001"},
+	"event/long number extension":                  {ReasonInvalidEvent, "req-0001"}, // was schema_invalid: a 64 KB number is no CloudEvents integer
+	"event/long exponent extension":                {ReasonInvalidEvent, "req-0001"}, // was schema_invalid: a 64 KB number is no CloudEvents integer
 	"event/deep extension":                         {ReasonInvalidEvent, "req-0001"},
 	"event/deep object extension":                  {ReasonInvalidEvent, ""},
 	"event/id an exponent":                         {ReasonInvalidEvent, ""},
