@@ -33,6 +33,14 @@ const maxAttributes = 64
 // a media type with its charset, and parsing a long one costs milliseconds.
 const maxContentType = 256
 
+// maxAttributeValue bounds the value of every attribute but the data
+// (bytes): a header value in binary mode, a string member in structured
+// mode. The longest a request needs is a tracestate (W3C recommends
+// propagating 512 characters); a 64 KB time or traceparent costs the SDK
+// milliseconds to read and refuse. A tracestate past it is dropped, like one
+// past maxTraceState; any other attribute past it refuses the event.
+const maxAttributeValue = 4 << 10
+
 // MaxAttributeLength bounds the id and source of a request (bytes). They
 // become the idempotency key in Postgres, whose B-tree index entries must
 // stay well under its ~2.7 KB limit.
@@ -76,18 +84,25 @@ func decode(h nats.Header, body []byte) (*Request, *DecodeError) {
 			recoverStructured(body, m, derr, false)
 		}
 		return nil, derr
-	} else if start, end, derr := checkMembers(body); derr != nil {
+	} else if mem, derr := checkMembers(body); derr != nil {
 		// The SDK would refuse the event too, more slowly.
 		recoverStructured(body, m, derr, true)
 		return nil, derr
-	} else if start >= 0 {
+	} else {
 		// Data the schema cannot accept is refused where decodeData
 		// would refuse it, but the SDK reads the event without it: it
 		// would read the data three times over, and misread some
-		// numbers.
-		if m.dataErr = scanData(body[start:end]); m.dataErr != nil {
-			m.body = slices.Concat(body[:start], []byte("null"), body[end:])
+		// numbers. A tracestate too long to carry is not read at all.
+		var cut []span
+		if mem.data.start >= 0 {
+			if m.dataErr = scanData(body[mem.data.start:mem.data.end]); m.dataErr != nil {
+				cut = append(cut, span{mem.data.start, mem.data.end, "null"})
+			}
 		}
+		if mem.traceState.start >= 0 {
+			cut = append(cut, span{mem.traceState.start, mem.traceState.end, `""`})
+		}
+		m.body = replaceSpans(body, cut)
 	}
 
 	ev, err := toEvent(m)
@@ -310,13 +325,15 @@ func checkStructuredBody(body []byte) (derr *DecodeError, isJSON bool) {
 
 // checkMembers refuses, before the SDK reads it, a structured event (a JSON
 // object) with more than maxAttributes members, with a number of more than
-// maxNumberLength characters, or with an object or an array anywhere but in
-// data: the SDK refuses objects and arrays too, but only after
-// formatting the whole value into its error, which for deep nesting costs
-// a tenth of a second. It also returns where the value of the data member
-// is in body, or -1 when there is not exactly one.
-func checkMembers(body []byte) (dataStart, dataEnd int, derr *DecodeError) {
-	dataStart, dataEnd = -1, -1
+// maxNumberLength characters, a string of more than maxAttributeValue bytes
+// (other than the data and a tracestate), or with an object or an array
+// anywhere but in data: the SDK refuses objects and arrays too, but only
+// after formatting the whole value into its error, which for deep nesting
+// costs a tenth of a second. It also says where the value of the data member
+// is in body, when there is exactly one, and where a tracestate too long to
+// read is.
+func checkMembers(body []byte) (members, *DecodeError) {
+	mem := members{data: span{start: -1, end: -1}, traceState: span{start: -1, end: -1}}
 	datas := 0
 	i := skipSpace(body, 0) // at '{': checkStructuredBody has passed
 	for n := 1; ; n++ {
@@ -325,23 +342,34 @@ func checkMembers(body []byte) (dataStart, dataEnd int, derr *DecodeError) {
 			break // the empty object
 		}
 		if n > maxAttributes {
-			return -1, -1, invalid("event has more than %d attributes", maxAttributes)
+			return mem, invalid("event has more than %d attributes", maxAttributes)
 		}
 		keyEnd := stringEnd(body, i)
 		start := skipSpace(body, skipSpace(body, keyEnd)+1)
 		end := valueEnd(body, start)
 		if end < 0 {
-			return -1, -1, nil // not reached: the body is JSON
+			return mem, nil // not reached: the body is JSON
 		}
-		if _, ok := memberName(body[i:keyEnd], []string{"data"}); ok {
+		name, known := memberName(body[i:keyEnd], []string{"data", "data_base64", "tracestate"})
+		c := body[start]
+		switch {
+		case known && name == "data":
 			datas++
-			dataStart, dataEnd = start, end
-		} else if c := body[start]; c == '{' || c == '[' {
-			return -1, -1, invalid("attribute %s is an object or an array", quoteShort(string(body[i+1:keyEnd-1])))
-		} else if (c == '-' || (c >= '0' && c <= '9')) && end-start > maxNumberLength {
+			mem.data = span{start: start, end: end}
+		case c == '{' || c == '[':
+			return mem, invalid("attribute %s is an object or an array", quoteShort(string(body[i+1:keyEnd-1])))
+		case (c == '-' || (c >= '0' && c <= '9')) && end-start > maxNumberLength:
 			// A CloudEvents integer is 32 bits; the SDK reads 64 KB of
 			// digits as a float, slowly.
-			return -1, -1, invalid("attribute %s is a number of more than %d characters", quoteShort(string(body[i+1:keyEnd-1])), maxNumberLength)
+			return mem, invalid("attribute %s is a number of more than %d characters", quoteShort(string(body[i+1:keyEnd-1])), maxNumberLength)
+		case c == '"' && end-start > maxAttributeValue+2:
+			switch name {
+			case "data_base64": // data, bounded by the event's size and scanned once decoded
+			case "tracestate":
+				mem.traceState = span{start: start, end: end}
+			default:
+				return mem, invalid("attribute %s is longer than %d bytes", quoteShort(string(body[i+1:keyEnd-1])), maxAttributeValue)
+			}
 		}
 		i = skipSpace(body, end)
 		if i >= len(body) || body[i] != ',' {
@@ -349,9 +377,37 @@ func checkMembers(body []byte) (dataStart, dataEnd int, derr *DecodeError) {
 		}
 	}
 	if datas != 1 {
-		return -1, -1, nil
+		mem.data = span{start: -1, end: -1}
 	}
-	return dataStart, dataEnd, nil
+	return mem, nil
+}
+
+// members is what checkMembers found of a structured event's members.
+type members struct {
+	data       span // the value of data (-1 when not exactly one)
+	traceState span // a tracestate value too long to read (-1 when none)
+}
+
+// span is a part of a body, body[start:end], and what replaces it.
+type span struct {
+	start, end int
+	with       string
+}
+
+// replaceSpans returns body with each span replaced by its text; spans are
+// disjoint, in any order. Without spans it is body itself.
+func replaceSpans(body []byte, spans []span) []byte {
+	if len(spans) == 0 {
+		return body
+	}
+	slices.SortFunc(spans, func(a, b span) int { return a.start - b.start })
+	out := make([]byte, 0, len(body))
+	at := 0
+	for _, s := range spans {
+		out = append(append(out, body[at:s.start]...), s.with...)
+		at = s.end
+	}
+	return append(out, body[at:]...)
 }
 
 // toEvent runs the SDK's conversion. The SDK is not written for hostile

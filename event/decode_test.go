@@ -224,3 +224,44 @@ func TestDecodeOversizedKeepsTheRequest(t *testing.T) {
 		})
 	}
 }
+
+// An attribute value is bounded at maxAttributeValue bytes: a longer one
+// refuses the event before the SDK reads it, except a tracestate, which is
+// advisory and dropped. A value at the bound is read as before.
+func TestAttributeValuesAreBounded(t *testing.T) {
+	long := "acme=" + strings.Repeat("x", maxAttributeValue)
+	for _, mode := range []Mode{Structured, Binary} {
+		r := validRequest()
+		r.TraceState = long
+		m := encodeRequest(t, r, mode)
+		got, err := Decode(m.Header, m.Data)
+		require.NoError(t, err, "mode %v: a tracestate too long to carry is dropped, not refused", mode)
+		require.Empty(t, got.TraceState)
+		require.Equal(t, testTraceParent, got.TraceParent)
+		require.Equal(t, r.Data, got.Data)
+
+		r = validRequest()
+		r.TraceState = "acme=" + strings.Repeat("x", maxTraceState-len("acme="))
+		m = encodeRequest(t, r, mode)
+		got, err = Decode(m.Header, m.Data)
+		require.NoError(t, err)
+		require.Equal(t, r.TraceState, got.TraceState, "mode %v: a tracestate within bounds is carried", mode)
+	}
+
+	h := binaryHeader()
+	h.Set("ce-comment", strings.Repeat("y", maxAttributeValue))
+	_, err := Decode(h, []byte(validData))
+	require.NoError(t, err, "an extension of exactly maxAttributeValue bytes is read")
+	h.Set("ce-comment", strings.Repeat("y", maxAttributeValue+1))
+	_, err = Decode(h, []byte(validData))
+	de := requireDecodeError(t, err, ReasonInvalidEvent)
+	require.Contains(t, de.Message, "ce-comment is longer than 4096 bytes")
+	require.Equal(t, "req-0001", de.ID, "the request is still answered")
+
+	body := `{"specversion":"1.0","id":"req-0001","source":"urn:erp:acme","type":"` + TypeCardRequested +
+		`","comment":"` + strings.Repeat("y", maxAttributeValue+1) + `","data":` + validData + `}`
+	_, err = Decode(structured(), []byte(body))
+	de = requireDecodeError(t, err, ReasonInvalidEvent)
+	require.Contains(t, de.Message, `attribute "comment" is longer than 4096 bytes`)
+	require.Equal(t, "req-0001", de.ID)
+}

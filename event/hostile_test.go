@@ -438,19 +438,19 @@ var hostileRefusals = map[string]struct{ reason, id string }{
 	"header/many extensions":                       {ReasonInvalidEvent, "req-0001"}, // was schema_invalid: now refused for its attributes, before its data
 	"header/many other headers":                    {ReasonSchemaInvalid, "req-0001"},
 	"header/one header given many times":           {ReasonSchemaInvalid, "req-0001"},
-	"header/long traceparent":                      {ReasonSchemaInvalid, "req-0001"},
+	"header/long traceparent":                      {ReasonInvalidEvent, "req-0001"},
 	"header/long tracestate":                       {ReasonSchemaInvalid, "req-0001"},
 	"header/long content type":                     {ReasonInvalidEvent, "req-0001"}, // was schema_invalid: now refused for its attributes, before its data
 	"header/content type with many parameters":     {ReasonInvalidEvent, "req-0001"}, // was schema_invalid: now refused for its attributes, before its data
 	"header/long time":                             {ReasonInvalidEvent, "req-0001"},
-	"header/long specversion":                      {ReasonUnsupportedEvent, "req-0001"},
-	"header/long type":                             {ReasonUnsupportedEvent, "req-0001"},
-	"header/long subject":                          {ReasonSchemaInvalid, "req-0001"},
+	"header/long specversion":                      {ReasonInvalidEvent, "req-0001"},
+	"header/long type":                             {ReasonInvalidEvent, "req-0001"},
+	"header/long subject":                          {ReasonInvalidEvent, "req-0001"},
 	"header/long id":                               {ReasonInvalidEvent, ""},
 	"header/long header name":                      {ReasonSchemaInvalid, "req-0001"},
 	"header/NUL in subject":                        {ReasonInvalidEvent, "req-0001"},
 	"header/invalid UTF-8 in source":               {ReasonInvalidEvent, "req-0001"},
-	"header/control characters in an extension":    {ReasonSchemaInvalid, "req-0001"},
+	"header/control characters in an extension":    {ReasonInvalidEvent, "req-0001"},
 	"event/many extensions":                        {ReasonInvalidEvent, "req-0001"}, // was schema_invalid: now refused for its attributes, before its data
 	"event/many exponent extensions":               {ReasonInvalidEvent, "req-0001"}, // was schema_invalid: now refused for its attributes, before its data
 	"event/many duplicated ids":                    {ReasonInvalidEvent, "req-0001"}, // was schema_invalid: now refused for its attributes, before its data
@@ -460,7 +460,7 @@ var hostileRefusals = map[string]struct{ reason, id string }{
 	"event/deep object extension":                  {ReasonInvalidEvent, ""},
 	"event/id an exponent":                         {ReasonInvalidEvent, ""},
 	"event/long time":                              {ReasonInvalidEvent, "req-0001"},
-	"event/long traceparent":                       {ReasonSchemaInvalid, "req-0001"},
+	"event/long traceparent":                       {ReasonInvalidEvent, "req-0001"},
 	"event/data_base64 of exponents":               {ReasonSchemaInvalid, "req-0001"},
 	"event/data_base64 of deep arrays":             {ReasonSchemaInvalid, "req-0001"},
 	"event/NUL bytes":                              {ReasonInvalidEvent, ""},

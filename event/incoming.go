@@ -83,6 +83,15 @@ func newIncoming(h nats.Header, body []byte) (*incoming, *DecodeError) {
 			continue
 		}
 		v := values[0]
+		if len(v) > maxAttributeValue {
+			if lower == headerTraceState || lower == headerW3CTraceState {
+				continue // too long to carry: dropped, as tracestate is advisory
+			}
+			if bad == nil {
+				bad = invalid("header %s is longer than %d bytes", lower, maxAttributeValue)
+			}
+			continue // not kept: nothing reads it
+		}
 		conflict := false
 		for _, other := range values[1:] {
 			conflict = conflict || other != v
