@@ -257,62 +257,19 @@ func (r *Relay) checkSucceeded(stream string) {
 }
 
 // scan reads the ids of the messages stream took since since (headers
-// only, through an ephemeral consumer) and reports which of want it holds,
-// and whether it read every message up to the scan's start.
+// only, broker.ScanIDs) and reports which of want it holds, and whether it
+// read every message up to the scan's start.
 func (r *Relay) scan(ctx context.Context, stream string, since time.Time, want map[string]bool) (map[string]bool, bool, error) {
-	cctx, cancel := context.WithTimeout(ctx, r.cfg.PublishWait)
-	cons, err := r.js.CreateConsumer(cctx, stream, jetstream.ConsumerConfig{
-		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
-		OptStartTime:      &since,
-		AckPolicy:         jetstream.AckNonePolicy,
-		HeadersOnly:       true,
-		MemoryStorage:     true,
-		InactiveThreshold: time.Minute,
-	})
-	cancel()
-	if err != nil {
-		return nil, false, fmt.Errorf("reading stream %s for outcomes already stored: %w", stream, err)
-	}
-	info := cons.CachedInfo()
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = r.js.DeleteConsumer(dctx, stream, info.Name) // else it goes after InactiveThreshold
-	}()
 	found := map[string]bool{}
-	pending := info.NumPending // the messages from since to the end, as the consumer began
-	var read uint64
-	for read < pending && len(found) < len(want) {
-		if read >= maxScan {
-			return found, false, nil
-		}
-		n, err := r.fetchIDs(ctx, cons, int(min(pending-read, 1000)), want, found)
-		if err != nil {
-			return nil, false, fmt.Errorf("reading stream %s for outcomes already stored: %w", stream, err)
-		}
-		if n == 0 {
-			break // the rest went meanwhile (the stream's limits)
-		}
-		read += uint64(n)
-	}
-	return found, true, nil
-}
-
-// fetchIDs fetches up to n messages from cons, within PublishWait and ctx,
-// and marks in found those whose Nats-Msg-Id is in want.
-func (r *Relay) fetchIDs(ctx context.Context, cons jetstream.Consumer, n int, want, found map[string]bool) (int, error) {
-	fctx, cancel := context.WithTimeout(ctx, r.cfg.PublishWait)
-	defer cancel()
-	batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
+	res, err := broker.ScanIDs(ctx, r.js, broker.IDScan{Stream: stream, Since: since, Max: maxScan, Wait: r.cfg.PublishWait},
+		func(_ uint64, id string) bool {
+			if want[id] {
+				found[id] = true
+			}
+			return len(found) < len(want)
+		})
 	if err != nil {
-		return 0, err
+		return nil, false, fmt.Errorf("looking for outcomes already stored: %w", err)
 	}
-	got := 0
-	for m := range batch.Messages() {
-		got++
-		if id := m.Headers().Get(jetstream.MsgIDHeader); want[id] {
-			found[id] = true
-		}
-	}
-	return got, batch.Error()
+	return found, res.Complete, nil
 }
