@@ -122,6 +122,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		return nil, fmt.Errorf("MBanq client: %w", err)
 	}
 	s.relay = relay.New(s.store, s.js, relay.Config{Logger: log, Observer: s.telemetry.Relay()})
+	// Requests that may have been answered before the database lost
+	// commits are looked for on the outcome stream once older than half
+	// its duplicate window (consumer/answered.go).
+	answeredAfter := consumer.DefaultAnsweredAfter
+	if st, err := s.js.Stream(ctx, cfg.NATS.OutcomeStream); err == nil && st.CachedInfo().Config.Duplicates > 0 {
+		answeredAfter = st.CachedInfo().Config.Duplicates / 2
+	}
 	s.consumer, err = consumer.New(consumer.Config{
 		Source:            cfg.Source,
 		RequestSubject:    cfg.NATS.RequestSubject,
@@ -137,6 +144,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		Logger:            log,
 		Observer:          s.telemetry.Consumer(),
 		Outcomes:          s.relay,
+		Stream:            s.js,
+		OutcomeStream:     cfg.NATS.OutcomeStream,
+		AnsweredAfter:     answeredAfter,
 	}, s.store, bank, box)
 	if err != nil {
 		return nil, err

@@ -68,6 +68,15 @@ type Config struct {
 	// Outcomes publishes each outcome event as soon as it is committed
 	// (package relay); nil leaves them to the relay's sweep.
 	Outcomes Outcomes
+	// Stream reads OutcomeStream (default CARDS) for the outcomes of
+	// requests that may have been answered before their records were lost
+	// (answered.go); nil never looks.
+	Stream        jetstream.JetStream
+	OutcomeStream string
+	// AnsweredAfter is the age past which a request without an inbox row
+	// is looked for on OutcomeStream (default DefaultAnsweredAfter; at
+	// most half the stream's duplicate window).
+	AnsweredAfter time.Duration
 }
 
 // Outcomes publishes committed outcome events. A publish that fails is no
@@ -88,6 +97,9 @@ type Consumer struct {
 	bankSlots chan struct{}
 	policy    Policy
 	gate      gate
+	// answered looks for outcomes of requests whose records may have
+	// been lost (answered.go); nil when Config.Stream is.
+	answered *answered
 }
 
 // New returns a Consumer. box seals the self-service passwords.
@@ -131,6 +143,12 @@ func New(cfg Config, s *store.Store, bank *mbanq.Client, box *secret.Box) (*Cons
 	if m := KeyMargin(cfg.MaxRetryDelay, cfg.AckWait); cfg.KeyRetention <= m {
 		return nil, fmt.Errorf("consumer: KeyRetention %s must be longer than %s (twice the longest retry delay and AckWait)", cfg.KeyRetention, m)
 	}
+	if cfg.OutcomeStream == "" {
+		cfg.OutcomeStream = "CARDS"
+	}
+	if cfg.AnsweredAfter <= 0 {
+		cfg.AnsweredAfter = DefaultAnsweredAfter
+	}
 	log := cfg.Logger.With("component", "consumer")
 	cfg.observer().Paused("") // running, until a fault of the deployment says otherwise
 	return &Consumer{
@@ -142,7 +160,8 @@ func New(cfg Config, s *store.Store, bank *mbanq.Client, box *secret.Box) (*Cons
 		bankSlots: make(chan struct{}, cfg.MaxInFlight),
 		policy: Policy{RetryFor: cfg.RetryFor, MaxDelay: cfg.MaxRetryDelay, KeyRetention: cfg.KeyRetention,
 			KeyMargin: KeyMargin(cfg.MaxRetryDelay, cfg.AckWait)},
-		gate: gate{observe: cfg.observer().Paused},
+		gate:     gate{observe: cfg.observer().Paused},
+		answered: newAnswered(cfg, log),
 	}, nil
 }
 

@@ -145,6 +145,9 @@ func (c *Consumer) process(ctx context.Context, d *delivery) Decision {
 			return c.settle(ctx, d, err)
 		}
 	}
+	if dec, done := c.answeredBefore(ctx, d, hash); done {
+		return dec
+	}
 	if r := d.adm.Retries; r != nil && r.Unknown && c.policy.keyExpired(r.UnknownFor) {
 		// Checked before the order is sent, not only after a try fails:
 		// a delivery that comes late (after a crash, a pause, a backlog)

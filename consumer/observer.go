@@ -20,6 +20,11 @@ type Observer interface {
 	// Paused is told that the process paused for the fault of the
 	// deployment named code, or resumed (code "").
 	Paused(code string)
+	// AnsweredScan is told of each scan of the outcome stream for
+	// requests that may have been answered before their records were
+	// lost: the messages it read, and its error (nil when it read all it
+	// had to).
+	AnsweredScan(messages uint64, err error)
 }
 
 // Observation follows one delivery from fetch to acknowledgement.
@@ -62,6 +67,7 @@ type nopObserver struct{}
 func (nopObserver) Delivery(context.Context, uint64) Observation { return nopObserver{} }
 func (nopObserver) UserProvisioned(int64)                        {}
 func (nopObserver) Paused(string)                                {}
+func (nopObserver) AnsweredScan(uint64, error)                   {}
 func (nopObserver) Request(ctx context.Context, _ string, ref event.RequestRef) (context.Context, event.RequestRef) {
 	return ctx, ref
 }

@@ -27,6 +27,17 @@ func (o consumerObserver) Delivery(_ context.Context, deliveries uint64) consume
 
 func (o consumerObserver) UserProvisioned(int64) { o.t.m.provisioned.Inc() }
 
+// AnsweredScan counts the scans of the outcome stream and the messages
+// they read.
+func (o consumerObserver) AnsweredScan(messages uint64, err error) {
+	result := "ok"
+	if err != nil {
+		result = "failed"
+	}
+	o.t.m.answeredScans.WithLabelValues(result).Inc()
+	o.t.m.answeredScanned.Add(float64(messages))
+}
+
 // Paused sets cardbridge_consumer_paused: one series at 1, labelled with
 // the fault, while paused; one at 0 with an empty reason while running.
 func (o consumerObserver) Paused(code string) {

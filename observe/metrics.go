@@ -27,6 +27,10 @@ type metrics struct {
 	provisioned prometheus.Counter
 	paused      *prometheus.GaugeVec // reason
 	dropped     prometheus.Counter
+	// answeredScans, answeredScanned: scans of the outcome stream for
+	// requests that may have been answered before (consumer/answered.go).
+	answeredScans   *prometheus.CounterVec // result
+	answeredScanned prometheus.Counter
 
 	bankDuration *prometheus.HistogramVec // endpoint, status
 	tokenGrants  *prometheus.CounterVec   // grant, result
@@ -72,6 +76,14 @@ func newMetrics() *metrics {
 			Name: "cardbridge_self_service_users_provisioned_total",
 			Help: "MBanq self-service users this process created (or adopted) for a client.",
 		}),
+		answeredScans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cardbridge_answered_scans_total",
+			Help: "Scans of the outcome stream for requests without an inbox row that are old enough to have been answered before (after a database lost commits), by result: ok, or failed (the stream could not be read, or held too much to read). 0 in steady state.",
+		}, []string{"result"}),
+		answeredScanned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cardbridge_answered_scan_messages_total",
+			Help: "Outcome stream messages (headers only) read by those scans.",
+		}),
 		bankDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "cardbridge_mbanq_request_duration_seconds",
 			Help:    "Latency of each HTTP attempt at MBanq, by endpoint (method and path, ids replaced by {id}) and HTTP status (\"error\" when no answer came).",
@@ -93,6 +105,7 @@ func newMetrics() *metrics {
 	}
 	m.reg.MustRegister(
 		m.requests, m.duration, m.deliveries, m.inFlight, m.deadLetters, m.provisioned, m.paused, m.dropped,
+		m.answeredScans, m.answeredScanned,
 		m.bankDuration, m.tokenGrants, m.relayDuration, m.relayEvents,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -105,6 +118,8 @@ func newMetrics() *metrics {
 	for _, r := range event.Reasons() {
 		m.deadLetters.WithLabelValues(r)
 	}
+	m.answeredScans.WithLabelValues("ok")
+	m.answeredScans.WithLabelValues("failed")
 	m.relayEvents.WithLabelValues("published")
 	m.relayEvents.WithLabelValues("failed")
 	return m

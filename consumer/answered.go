@@ -1,0 +1,355 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cardbridge/cardbridge/broker"
+	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/store"
+)
+
+// Requests answered before the database lost their records.
+//
+// The inbox row is what makes a second delivery of a request harmless. A
+// database that loses commits (a failover to an asynchronous standby, a
+// restore from a backup) loses inbox rows of requests whose outcome events
+// are on the outcome stream already. A request sent again after that (by
+// the ERP, as a new message) would be ordered again and answered a second
+// time: JetStream's duplicate window drops the second copy only if it
+// comes within the window of the first, and the bank returns the same card
+// only while it remembers the order's Idempotency-Key.
+//
+// So a request without an inbox row whose first appearance (the earlier
+// of its CloudEvent time and its message's time in the stream) is older
+// than AnsweredAfter (half the outcome stream's duplicate window by
+// default) is looked for on the outcome stream first, by its outcome's
+// deterministic event id. A younger one needs no look: an outcome it had
+// was published within the window, and the second copy would fall in it.
+// In steady state no request is that old, and the check costs nothing.
+//
+// The stream has no index by event id, so the check reads its headers
+// (broker.ScanIDs) from the oldest pending request's first appearance, and
+// keeps the ids it read: the checks that pile up while a scan runs are
+// served by the next one, which reads only what the stream took since.
+// When the stream cannot be read, the request is retried (FaultInfra), for
+// at most the hold limit; then it is ordered unchecked, with a warning, as
+// the relay does with old rows (relay/stale.go): a request stuck for ever
+// would be worse than the rare second outcome the check is there for.
+
+const (
+	// DefaultAnsweredAfter is the age past which a request without an
+	// inbox row is looked for on the outcome stream: half of
+	// broker.DuplicateWindow, leaving the other half for the bank call,
+	// the commit, the publish and clocks that differ.
+	DefaultAnsweredAfter = broker.DuplicateWindow / 2
+	// answeredSlack starts a scan this long before the request's first
+	// appearance, for clocks that differ between the ERP, NATS and
+	// this process.
+	answeredSlack = time.Minute
+	// maxAnsweredIDs bounds the ids kept (36 MiB at most, measured); past it a
+	// check is incomplete, and counts as a failed one.
+	maxAnsweredIDs = 1_000_000
+	// answeredIdle is how long the ids are kept after the last check.
+	answeredIdle = 5 * time.Minute
+	// answeredWait bounds each call to NATS; answeredScanLimit a whole scan.
+	answeredWait      = 5 * time.Second
+	answeredScanLimit = time.Minute
+	// defaultAnsweredHold is how long a request waits for a check that
+	// keeps failing before it is ordered unchecked.
+	defaultAnsweredHold = time.Minute
+)
+
+var errAnsweredIncomplete = errors.New("the outcome stream holds more messages since the request than a check reads")
+
+// answered looks for requests' outcomes on the outcome stream.
+type answered struct {
+	js        jetstream.JetStream
+	stream    string
+	after     time.Duration
+	holdLimit time.Duration
+	log       *slog.Logger
+	obs       Observer
+
+	mu       sync.Mutex
+	pending  []*answerWait
+	scanning bool
+	// failing is since when checks have failed (zero when the last one
+	// worked), tried when one was last tried.
+	failing, tried time.Time
+
+	// The ids read so far: the stream's messages from from to last (a
+	// stream sequence; 0 before any was read), by maphash of the id, with
+	// their sequence. Only the one scanning goroutine uses them, or the
+	// idle timer once it has stopped, under idsMu.
+	idsMu sync.Mutex
+	seed  maphash.Seed
+	from  time.Time
+	last  uint64
+	ids   map[uint64]uint64
+	used  time.Time
+	idle  *time.Timer
+}
+
+type answerWait struct {
+	id    string
+	since time.Time
+	done  chan struct{}
+	seq   uint64
+	found bool
+	err   error
+}
+
+func newAnswered(cfg Config, log *slog.Logger) *answered {
+	if cfg.Stream == nil {
+		return nil
+	}
+	return &answered{js: cfg.Stream, stream: cfg.OutcomeStream, after: cfg.AnsweredAfter, holdLimit: defaultAnsweredHold,
+		log: log, obs: cfg.observer(), seed: maphash.MakeSeed()}
+}
+
+// mayHaveBeenAnswered reports whether a request without an inbox row is
+// old enough to be looked for on the outcome stream, and from when.
+func (a *answered) mayHaveBeenAnswered(d *delivery) (time.Time, bool) {
+	if a == nil || d.req == nil {
+		return time.Time{}, false
+	}
+	first := d.meta.Timestamp
+	if t := d.req.Time; !t.IsZero() && t.Before(first) {
+		first = t
+	}
+	return first, time.Since(first) >= a.after
+}
+
+// answeredBefore looks for the outcome of a request that has no inbox row
+// but may have been answered before its records were lost. done is true
+// when that settles the delivery: the outcome is on the stream (its inbox
+// row is rebuilt from it, and nothing is published), or the stream could
+// not be read (the request is retried, within the hold limit).
+func (c *Consumer) answeredBefore(ctx context.Context, d *delivery, hash []byte) (dec Decision, done bool) {
+	a := c.answered
+	first, old := a.mayHaveBeenAnswered(d)
+	if !old || a.releasedWithoutTrying() {
+		return Decision{}, false
+	}
+	id := outcomeID(d.ref.Source, d.ref.ID, d.adm.Generation)
+	msg, err := a.find(ctx, id, first)
+	if err != nil {
+		if ctx.Err() != nil {
+			return c.decide(d, Facts{Fault: FaultShutdown}, err), true
+		}
+		if a.checkFailed(err) {
+			c.log.Warn("request ordered without looking for an earlier outcome: the outcome stream could not be read; it may be answered twice",
+				append(d.logAttrs(), "stream", a.stream, "event_id", id, "err", err)...)
+			return Decision{}, false
+		}
+		return c.decide(d, Facts{Fault: FaultInfra, Deliveries: d.meta.NumDelivered},
+			fmt.Errorf("looking for the request's outcome on %s: %w", a.stream, err)), true
+	}
+	a.checkSucceeded()
+	if msg == nil {
+		return Decision{}, false
+	}
+	return c.recordAnswered(ctx, d, hash, msg), true
+}
+
+// recordAnswered rebuilds the inbox row (and card order, or dead letter) of
+// a request whose outcome event msg is on the stream, publishing nothing.
+func (c *Consumer) recordAnswered(ctx context.Context, d *delivery, hash []byte, msg *jetstream.RawStreamMsg) Decision {
+	attrs := append(d.logAttrs(), "stream", c.answered.stream, "outcome_seq", msg.Sequence, "event_id", msg.Header.Get(jetstream.MsgIDHeader))
+	o, err := event.DecodeOutcome(msg.Header, msg.Data)
+	comp := store.Completion{Source: d.ref.Source, RequestID: d.ref.ID, PayloadHash: hash, HadRetries: d.hadRetries || d.adm.Retries != nil}
+	switch data := o.Data.(type) {
+	case event.Issued:
+		comp.Outcome = store.OutcomeIssued
+		if b := d.adm.Binding; b != nil {
+			comp.Card = &store.CardOrder{
+				ClientID: data.ClientID, EmployeeID: data.EmployeeID,
+				SavingsAccountID: b.SavingsAccountID, CardProductID: data.ProductID,
+				IdempotencyKey: IdempotencyKey(d.ref.Source, d.ref.ID, d.adm.OrderKeyGeneration),
+				CardID:         data.CardID, CardToken: data.CardToken, Status: data.Status, IssuedAt: data.IssuedAt,
+			}
+		}
+	case event.Failed:
+		comp.Outcome, comp.Reason = store.OutcomeFailed, data.Reason
+		comp.DeadLetter = d.deadLetter(event.Failure{Reason: data.Reason, Message: data.Message, BankErrorCode: data.BankErrorCode})
+	default:
+		// Its id says it is this request's outcome, whatever else it
+		// says: publishing another would answer twice. Without a record,
+		// the next copy of the request is looked for again.
+		c.log.Error("request answered before, by an outcome that cannot be read; acknowledged without a record",
+			append(attrs, "type", o.Type, "err", err)...)
+		return Decision{Action: Ack}
+	}
+	inserted, err := c.store.Complete(ctx, comp)
+	if err != nil {
+		// Not settle: a failure committed now would be a second outcome.
+		return c.decide(d, Facts{Fault: faultOf(err), Deliveries: d.meta.NumDelivered}, err)
+	}
+	if inserted {
+		c.log.Warn("request answered before its records were lost: its inbox row is rebuilt from its outcome on the stream, and nothing is published",
+			append(attrs, "outcome", comp.Outcome)...)
+	}
+	return Decision{Action: Ack}
+}
+
+// find returns the message of the event id on the stream, nil when the
+// stream holds none since since.
+func (a *answered) find(ctx context.Context, id string, since time.Time) (*jetstream.RawStreamMsg, error) {
+	seq, found, err := a.check(ctx, id, since)
+	if err != nil || !found {
+		return nil, err
+	}
+	gctx, cancel := context.WithTimeout(ctx, answeredWait)
+	defer cancel()
+	st, err := a.js.Stream(gctx, a.stream)
+	if err != nil {
+		return nil, fmt.Errorf("reading stream %s: %w", a.stream, err)
+	}
+	msg, err := st.GetMsg(gctx, seq)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil, nil // gone since the scan (the stream's limits)
+	case err != nil:
+		return nil, fmt.Errorf("reading message %d of stream %s: %w", seq, a.stream, err)
+	case msg.Header.Get(jetstream.MsgIDHeader) != id:
+		return nil, nil // another id with the same hash
+	}
+	return msg, nil
+}
+
+// check reports whether the stream holds a message with the id, stored
+// since since, and its sequence. Checks made while a scan runs wait for the
+// next, which serves them all.
+func (a *answered) check(ctx context.Context, id string, since time.Time) (seq uint64, found bool, err error) {
+	w := &answerWait{id: id, since: since, done: make(chan struct{})}
+	a.mu.Lock()
+	a.pending = append(a.pending, w)
+	if !a.scanning {
+		a.scanning = true
+		go a.scanPending()
+	}
+	a.mu.Unlock()
+	select {
+	case <-w.done:
+		return w.seq, w.found, w.err
+	case <-ctx.Done():
+		return 0, false, ctx.Err()
+	}
+}
+
+// scanPending serves the pending checks, a batch per scan, until none is
+// left.
+func (a *answered) scanPending() {
+	for {
+		a.mu.Lock()
+		batch := a.pending
+		a.pending = nil
+		if len(batch) == 0 {
+			a.scanning = false
+			a.mu.Unlock()
+			return
+		}
+		a.mu.Unlock()
+		a.serve(batch)
+	}
+}
+
+// serve scans the stream once for a batch of checks: from where the last
+// scan stopped, or afresh from the batch's oldest start when the ids kept
+// do not go back that far.
+func (a *answered) serve(batch []*answerWait) {
+	since := batch[0].since
+	for _, w := range batch[1:] {
+		if w.since.Before(since) {
+			since = w.since
+		}
+	}
+	since = since.Add(-answeredSlack)
+
+	a.idsMu.Lock()
+	defer a.idsMu.Unlock()
+	now := time.Now()
+	if a.ids == nil || since.Before(a.from) || now.Sub(a.used) > answeredIdle {
+		a.ids, a.from, a.last = map[uint64]uint64{}, since, 0
+	}
+	a.used = now
+	if a.idle == nil {
+		a.idle = time.AfterFunc(answeredIdle, a.dropIfIdle)
+	} else {
+		a.idle.Reset(answeredIdle)
+	}
+
+	var (
+		res broker.IDScanResult
+		err error
+	)
+	if room := maxAnsweredIDs - len(a.ids); room > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), answeredScanLimit)
+		res, err = broker.ScanIDs(ctx, a.js, broker.IDScan{Stream: a.stream, Since: a.from, AfterSeq: a.last, Max: uint64(room), Wait: answeredWait},
+			func(seq uint64, id string) bool {
+				a.ids[maphash.String(a.seed, id)] = seq
+				return true
+			})
+		cancel()
+		if res.LastSeq > 0 {
+			a.last = res.LastSeq
+		}
+	}
+	if err == nil && !res.Complete {
+		err = fmt.Errorf("%w (%d)", errAnsweredIncomplete, maxAnsweredIDs)
+	}
+	a.obs.AnsweredScan(res.Read, err)
+	for _, w := range batch {
+		w.seq, w.found = a.ids[maphash.String(a.seed, w.id)]
+		if !w.found {
+			w.err = err
+		}
+		close(w.done)
+	}
+}
+
+// dropIfIdle frees the ids once no check has used them for answeredIdle.
+func (a *answered) dropIfIdle() {
+	a.idsMu.Lock()
+	defer a.idsMu.Unlock()
+	if time.Since(a.used) >= answeredIdle {
+		a.ids, a.last = nil, 0
+	}
+}
+
+// releasedWithoutTrying reports whether checks have failed for the hold
+// limit and one was tried less than a hold limit ago: requests are ordered
+// unchecked without another try.
+func (a *answered) releasedWithoutTrying() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := time.Now()
+	return !a.failing.IsZero() && now.Sub(a.failing) >= a.holdLimit && now.Sub(a.tried) < a.holdLimit
+}
+
+// checkFailed records a failed check and reports whether its request is to
+// be ordered unchecked (checks have failed for the hold limit).
+func (a *answered) checkFailed(err error) (release bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := time.Now()
+	if a.failing.IsZero() {
+		a.failing = now
+	}
+	a.tried = now
+	return now.Sub(a.failing) >= a.holdLimit
+}
+
+func (a *answered) checkSucceeded() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.failing = time.Time{}
+}

@@ -1,0 +1,390 @@
+package consumer_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cardbridge/cardbridge/broker"
+	"github.com/cardbridge/cardbridge/consumer"
+	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/internal/testenv"
+	"github.com/cardbridge/cardbridge/mbanq"
+	"github.com/cardbridge/cardbridge/mbanq/sandbox"
+	"github.com/cardbridge/cardbridge/relay"
+	"github.com/cardbridge/cardbridge/secret"
+	"github.com/cardbridge/cardbridge/store"
+)
+
+const erp = "urn:erp:acme"
+
+// outcomeWindow is the outcome stream's duplicate window in these tests:
+// short, so that a copy published seconds later is stored, as one
+// published minutes later would be with the default; long enough that the
+// relay publishes a fresh outcome as young (within three quarters of it)
+// rather than looking for it in the stream first (relay/stale.go).
+const outcomeWindow = time.Second
+
+// failover is one consumer and relay on a database schema, NATS server and
+// bank of their own.
+type failover struct {
+	st     *store.Store
+	db     *pgx.Conn
+	js     jetstream.JetStream
+	orders atomic.Int64 // card orders that reached the bank
+	scans  atomic.Int64
+	failed atomic.Int64 // scans that failed
+	read   atomic.Int64 // messages the scans read
+}
+
+type failoverOptions struct {
+	check         bool          // look for outcomes on the stream
+	answeredAfter time.Duration // 0: the default
+	outcomeStream string        // "": CARDS
+	holdLimit     time.Duration // 0: the default
+}
+
+func startFailover(t *testing.T, o failoverOptions) *failover {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ns := testenv.NATS(t)
+	_, js := testenv.JetStream(t, ns.URL())
+	top := broker.DefaultTopology()
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: top.OutcomeStream, Subjects: top.OutcomeSubjects,
+		Storage: jetstream.FileStorage, Duplicates: outcomeWindow})
+	require.NoError(t, err)
+	durable, err := broker.Ensure(ctx, js, top) // the outcome stream exists: left as it is
+	require.NoError(t, err)
+
+	dbURL := testenv.DatabaseURL(t)
+	st, err := store.Open(ctx, store.Options{URL: secret.New(dbURL)})
+	require.NoError(t, err)
+	t.Cleanup(st.Close)
+	require.NoError(t, st.MigrateUp(ctx, discardWriter{}))
+	db, err := pgx.Connect(ctx, dbURL)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close(context.Background()) })
+	require.NoError(t, st.AddBinding(ctx, store.Binding{Source: erp, ClientID: 1, SavingsAccountID: 1, CardProductID: 1}))
+
+	f := &failover{st: st, db: db, js: js}
+	seed := sandbox.DefaultSeed()
+	sb := sandbox.New(seed)
+	bankSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/cards" {
+			f.orders.Add(1)
+		}
+		sb.ServeHTTP(w, r)
+	}))
+	t.Cleanup(bankSrv.Close)
+	bank, err := mbanq.New(mbanq.Config{BaseURL: bankSrv.URL, TenantID: seed.TenantID, ClientID: seed.OAuthClient.ID,
+		ClientSecret: seed.OAuthClient.Secret, AllowPlainHTTP: true})
+	require.NoError(t, err)
+	box, err := secret.NewBox(testenv.SecretKey(t))
+	require.NoError(t, err)
+
+	rel := relay.New(st, js, relay.Config{})
+	cfg := consumer.Config{
+		Source:        "urn:cardbridge:test",
+		Admin:         mbanq.Credentials{Username: seed.Admin.Username, Password: seed.Admin.Password},
+		Outcomes:      rel,
+		Observer:      scanCounter{f},
+		AnsweredAfter: o.answeredAfter,
+		OutcomeStream: o.outcomeStream,
+	}
+	if o.check {
+		cfg.Stream = js
+	}
+	c, err := consumer.New(cfg, st, bank, box)
+	require.NoError(t, err)
+	if o.holdLimit > 0 {
+		consumer.SetAnsweredHoldLimit(c, o.holdLimit)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = rel.Run(ctx) }()
+	go func() { defer wg.Done(); _ = c.Run(ctx, durable) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return f
+}
+
+func (f *failover) publish(t *testing.T, r event.Request) {
+	t.Helper()
+	m, err := event.EncodeRequest(r, event.Binary)
+	require.NoError(t, err)
+	_, err = f.js.PublishMsg(context.Background(), m.NATS())
+	require.NoError(t, err)
+}
+
+// inbox is the request's inbox outcome, "" when it has no row.
+func (f *failover) inbox(t *testing.T, id string) string {
+	t.Helper()
+	var outcome string
+	err := f.db.QueryRow(context.Background(), "SELECT outcome FROM processed_requests WHERE request_id = $1", id).Scan(&outcome)
+	if err == pgx.ErrNoRows {
+		return ""
+	}
+	require.NoError(t, err)
+	return outcome
+}
+
+// settle waits until every request is acknowledged and the outbox is
+// empty, and returns the outcome events on the stream.
+func (f *failover) settle(t *testing.T) []event.Outcome {
+	t.Helper()
+	ctx := context.Background()
+	require.Eventually(t, func() bool {
+		s, err := f.js.Stream(ctx, "ERP")
+		if err != nil {
+			return false
+		}
+		si, err := s.Info(ctx)
+		if err != nil {
+			return false
+		}
+		c, err := s.Consumer(ctx, "cardbridge")
+		if err != nil {
+			return false
+		}
+		ci, err := c.Info(ctx)
+		if err != nil {
+			return false
+		}
+		n, _, err := f.st.OutboxBacklog(ctx)
+		return err == nil && ci.AckFloor.Stream >= si.State.LastSeq && ci.NumAckPending == 0 && n == 0
+	}, 30*time.Second, 20*time.Millisecond)
+	cons, err := f.js.OrderedConsumer(ctx, "CARDS", jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	s, err := f.js.Stream(ctx, "CARDS")
+	require.NoError(t, err)
+	info, err := s.Info(ctx)
+	require.NoError(t, err)
+	var out []event.Outcome
+	for range info.State.Msgs {
+		m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		require.NoError(t, err)
+		o, err := event.DecodeOutcome(m.Headers(), m.Data())
+		require.NoError(t, err)
+		out = append(out, o)
+	}
+	return out
+}
+
+// loseCommits deletes what the request's commit wrote, as a failover to a
+// standby that had not received it does.
+func (f *failover) loseCommits(t *testing.T, id string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, q := range []string{
+		"DELETE FROM outbox WHERE $1 <> ''", // this test's only request
+		"DELETE FROM card_orders WHERE request_id = $1",
+		"DELETE FROM dead_letters WHERE request_id = $1",
+		"DELETE FROM bank_retries WHERE request_id = $1",
+		"DELETE FROM processed_requests WHERE request_id = $1",
+	} {
+		_, err := f.db.Exec(ctx, q, id)
+		require.NoError(t, err)
+	}
+	require.Empty(t, f.inbox(t, id))
+}
+
+// outcomeAged waits until the outcome stream's last message is older than
+// twice its duplicate window, by the server's own time stamp: a copy
+// published now is stored, not dropped as a duplicate.
+func (f *failover) outcomeAged(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := f.js.Stream(ctx, "CARDS")
+	require.NoError(t, err)
+	m, err := s.GetLastMsgForSubject(ctx, "card.>")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return time.Since(m.Time) > 2*outcomeWindow }, 10*time.Second, 10*time.Millisecond)
+}
+
+func oldRequest(age time.Duration) event.Request {
+	return event.Request{
+		ID: uuid.NewString(), Source: erp, Subject: "E-42", Time: time.Now().Add(-age).UTC(),
+		Data: event.RequestData{
+			Employee: event.Employee{ID: "E-42", FirstName: "Ada", LastName: "Lovelace", Email: "ada@example.com"},
+			ClientID: 1,
+		},
+	}
+}
+
+// A request answered before the database lost its commit, sent again by
+// the ERP as a new message long after: its outcome is found on the stream,
+// its inbox row rebuilt from it, and neither the bank nor the stream sees
+// it a second time. Without the check (the control), it is answered twice.
+func TestRequestAnsweredBeforeLostCommitsIsNotAnsweredAgain(t *testing.T) {
+	for _, check := range []bool{true, false} {
+		name := map[bool]string{true: "checked", false: "unchecked control"}[check]
+		t.Run(name, func(t *testing.T) {
+			f := startFailover(t, failoverOptions{check: check})
+			// Older than the default threshold (a minute) when sent again.
+			req := oldRequest(5 * time.Minute)
+			f.publish(t, req)
+			first := f.settle(t)
+			require.Len(t, first, 1)
+			require.Equal(t, event.TypeCardIssued, first[0].Type)
+			require.EqualValues(t, 1, f.orders.Load())
+			card := first[0].Data.(event.Issued)
+
+			f.loseCommits(t, req.ID)
+			f.outcomeAged(t)
+			f.publish(t, req) // a new message: the ERP's own duplicate window has passed
+			outcomes := f.settle(t)
+			require.Equal(t, store.OutcomeIssued, f.inbox(t, req.ID))
+
+			if !check {
+				require.Len(t, outcomes, 2, "without the check the request is answered twice")
+				require.EqualValues(t, 2, f.orders.Load(), "and ordered twice at the bank")
+				return
+			}
+			require.Len(t, outcomes, 1, "no second outcome event")
+			require.EqualValues(t, 1, f.orders.Load(), "no second card order at the bank")
+			var cardID int64
+			var key string
+			require.NoError(t, f.db.QueryRow(context.Background(),
+				"SELECT card_id, idempotency_key FROM card_orders WHERE request_id = $1", req.ID).Scan(&cardID, &key))
+			require.Equal(t, card.CardID, cardID, "the card order is rebuilt from the event")
+			require.Equal(t, consumer.IdempotencyKey(req.Source, req.ID, 0), key)
+			require.GreaterOrEqual(t, f.scans.Load(), int64(2), "both deliveries were old enough to be checked")
+			require.Zero(t, f.failed.Load())
+
+			// A third copy finds the rebuilt inbox row: no scan at all.
+			scans := f.scans.Load()
+			f.publish(t, req)
+			require.Len(t, f.settle(t), 1)
+			require.Equal(t, scans, f.scans.Load())
+		})
+	}
+}
+
+// A failed request answered before its commit was lost is recorded as
+// failed again, with its reason, from the card.failed on the stream.
+func TestFailedRequestAnsweredBeforeLostCommitsIsNotAnsweredAgain(t *testing.T) {
+	f := startFailover(t, failoverOptions{check: true})
+	req := oldRequest(5 * time.Minute)
+	req.Data.ClientID = 2 // the source is not bound to client 2: unbound_source
+	f.publish(t, req)
+	require.Len(t, f.settle(t), 1)
+	f.loseCommits(t, req.ID)
+	f.outcomeAged(t)
+	f.publish(t, req)
+	outcomes := f.settle(t)
+	require.Len(t, outcomes, 1)
+	require.Equal(t, event.TypeCardFailed, outcomes[0].Type)
+	var reason string
+	require.NoError(t, f.db.QueryRow(context.Background(),
+		"SELECT reason FROM processed_requests WHERE request_id = $1", req.ID).Scan(&reason))
+	require.Equal(t, event.ReasonUnboundSource, reason)
+	var dls int
+	require.NoError(t, f.db.QueryRow(context.Background(),
+		"SELECT count(*) FROM dead_letters WHERE request_id = $1", req.ID).Scan(&dls))
+	require.Equal(t, 1, dls, "the dead letter is kept again, for replay")
+	require.Zero(t, f.orders.Load())
+}
+
+// A backlog of old requests is served by scans that each read only what
+// the stream took since the last: every outcome message is read once, not
+// once per request.
+func TestOneScanServesABacklog(t *testing.T) {
+	f := startFailover(t, failoverOptions{check: true})
+	const n = 30
+	at := time.Now().Add(-5 * time.Minute).UTC() // one time, so no check reaches further back than the first
+	reqs := make([]event.Request, n)
+	for i := range reqs {
+		reqs[i] = oldRequest(0)
+		reqs[i].Time = at
+		f.publish(t, reqs[i])
+	}
+	require.Len(t, f.settle(t), n)
+	require.EqualValues(t, n, f.orders.Load())
+	for _, r := range reqs {
+		f.loseCommits(t, r.ID)
+	}
+	f.outcomeAged(t)
+	for _, r := range reqs {
+		f.publish(t, r)
+	}
+	require.Len(t, f.settle(t), n, "no second outcome")
+	require.EqualValues(t, n, f.orders.Load(), "no second order")
+	for _, r := range reqs {
+		require.Equal(t, store.OutcomeIssued, f.inbox(t, r.ID))
+	}
+	require.Zero(t, f.failed.Load())
+	require.LessOrEqual(t, f.read.Load(), int64(n), "each outcome message read once over %d scans", f.scans.Load())
+	t.Logf("%d checks, %d scans, %d messages read", 2*n, f.scans.Load(), f.read.Load())
+}
+
+// Fresh requests, the steady state, never scan the stream.
+func TestFreshRequestsDoNotScan(t *testing.T) {
+	f := startFailover(t, failoverOptions{check: true})
+	for range 20 {
+		f.publish(t, oldRequest(0))
+	}
+	require.Len(t, f.settle(t), 20)
+	require.Zero(t, f.scans.Load(), "no request was old enough to be checked")
+
+	// The counter counts: an old request is checked.
+	f.publish(t, oldRequest(5*time.Minute))
+	require.Len(t, f.settle(t), 21)
+	require.EqualValues(t, 1, f.scans.Load())
+}
+
+// While the outcome stream cannot be read, an old request is not ordered
+// blindly: it is retried, and ordered unchecked (with a warning) only once
+// checks have failed for the hold limit.
+func TestUnreadableStreamHoldsOldRequestsForTheHoldLimit(t *testing.T) {
+	t.Run("within the hold limit", func(t *testing.T) {
+		f := startFailover(t, failoverOptions{check: true, outcomeStream: "MISSING", holdLimit: time.Hour})
+		f.publish(t, oldRequest(5*time.Minute))
+		require.Eventually(t, func() bool { return f.failed.Load() >= 2 }, 30*time.Second, 10*time.Millisecond,
+			"the request comes back and is checked again")
+		require.Zero(t, f.orders.Load(), "not ordered while the check fails")
+	})
+	t.Run("past the hold limit", func(t *testing.T) {
+		f := startFailover(t, failoverOptions{check: true, outcomeStream: "MISSING", holdLimit: time.Nanosecond})
+		req := oldRequest(5 * time.Minute)
+		f.publish(t, req)
+		require.Len(t, f.settle(t), 1)
+		require.EqualValues(t, 1, f.orders.Load())
+		require.Positive(t, f.failed.Load(), "ordered after checks that failed")
+		require.Equal(t, store.OutcomeIssued, f.inbox(t, req.ID))
+	})
+}
+
+// scanCounter counts the consumer's scans of the outcome stream.
+type scanCounter struct{ f *failover }
+
+func (s scanCounter) Delivery(context.Context, uint64) consumer.Observation { return nopObservation{} }
+func (s scanCounter) UserProvisioned(int64)                                 {}
+func (s scanCounter) Paused(string)                                         {}
+func (s scanCounter) AnsweredScan(read uint64, err error) {
+	s.f.scans.Add(1)
+	s.f.read.Add(int64(read))
+	if err != nil {
+		s.f.failed.Add(1)
+	}
+}
+
+type nopObservation struct{}
+
+func (nopObservation) Request(ctx context.Context, _ string, ref event.RequestRef) (context.Context, event.RequestRef) {
+	return ctx, ref
+}
+func (nopObservation) Outcome(string, string) {}
+func (nopObservation) Dropped()               {}
+func (nopObservation) Settled(string, error)  {}
+
+type discardWriter struct{}
+
+func (discardWriter) Write(p []byte) (int, error) { return len(p), nil }

@@ -1,0 +1,7 @@
+package consumer
+
+import "time"
+
+// SetAnsweredHoldLimit sets how long old requests wait for a check of the
+// outcome stream that keeps failing.
+func SetAnsweredHoldLimit(c *Consumer, d time.Duration) { c.answered.holdLimit = d }
