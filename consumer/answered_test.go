@@ -53,7 +53,7 @@ type failoverOptions struct {
 	holdLimit     time.Duration // 0: the default
 }
 
-func startFailover(t *testing.T, o failoverOptions) *failover {
+func startFailover(t testing.TB, o failoverOptions) *failover {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ns := testenv.NATS(t)
@@ -116,7 +116,7 @@ func startFailover(t *testing.T, o failoverOptions) *failover {
 	return f
 }
 
-func (f *failover) publish(t *testing.T, r event.Request) {
+func (f *failover) publish(t testing.TB, r event.Request) {
 	t.Helper()
 	m, err := event.EncodeRequest(r, event.Binary)
 	require.NoError(t, err)
@@ -138,7 +138,7 @@ func (f *failover) inbox(t *testing.T, id string) string {
 
 // settle waits until every request is acknowledged and the outbox is
 // empty, and returns the outcome events on the stream.
-func (f *failover) settle(t *testing.T) []event.Outcome {
+func (f *failover) settle(t testing.TB) []event.Outcome {
 	t.Helper()
 	ctx := context.Background()
 	require.Eventually(t, func() bool {
@@ -388,3 +388,35 @@ func (nopObservation) Settled(string, error)  {}
 type discardWriter struct{}
 
 func (discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// BenchmarkBacklog handles b.N requests published at once, all fresh or
+// all older than the threshold (so each is looked for on the stream,
+// which the earlier ones fill as they are answered): the cost of the look
+// in a backlog. Run with -benchtime=5000x, say.
+func BenchmarkBacklog(b *testing.B) {
+	for _, age := range []time.Duration{0, 5 * time.Minute} {
+		name := map[bool]string{true: "fresh", false: "old"}[age == 0]
+		b.Run(name, func(b *testing.B) {
+			f := startFailover(b, failoverOptions{check: true})
+			at := time.Now().Add(-age).UTC()
+			// One request first: the bank's session and the stack warm up.
+			warm := oldRequest(0)
+			f.publish(b, warm)
+			f.settle(b)
+			reqs := make([]event.Request, b.N)
+			for i := range reqs {
+				reqs[i] = oldRequest(0)
+				reqs[i].Time = at
+			}
+			b.ResetTimer()
+			for _, r := range reqs {
+				f.publish(b, r)
+			}
+			require.Len(b, f.settle(b), b.N+1)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+			b.ReportMetric(float64(f.scans.Load()), "scans")
+			b.ReportMetric(float64(f.read.Load()), "msgs-read")
+		})
+	}
+}
