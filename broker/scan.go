@@ -41,7 +41,32 @@ type IDScanResult struct {
 // ephemeral consumer deleted afterwards) and calls fn with the sequence and
 // id of each, until fn returns false.
 func ScanIDs(ctx context.Context, js jetstream.JetStream, s IDScan, fn func(seq uint64, id string) (more bool)) (IDScanResult, error) {
-	var res IDScanResult
+	r, err := OpenIDReader(ctx, js, s)
+	if err != nil {
+		return IDScanResult{}, err
+	}
+	defer r.Close(ctx)
+	return r.Read(ctx, s.Max, fn)
+}
+
+// IDReader reads a stream's message ids from a start, and then goes on
+// from where it stopped, through one ephemeral consumer (headers only):
+// a reader used again and again costs a fetch, not a consumer's creation
+// and deletion. It is not safe for concurrent use.
+type IDReader struct {
+	js     jetstream.JetStream
+	stream string
+	wait   time.Duration
+	cons   jetstream.Consumer
+	name   string
+	// start is the pending count the consumer had when created, used by
+	// the first Read; later ones ask the server.
+	start   uint64
+	started bool
+}
+
+// OpenIDReader creates the reader's consumer at s's start.
+func OpenIDReader(ctx context.Context, js jetstream.JetStream, s IDScan) (*IDReader, error) {
 	cfg := jetstream.ConsumerConfig{
 		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
 		OptStartTime:      &s.Since,
@@ -57,26 +82,40 @@ func ScanIDs(ctx context.Context, js jetstream.JetStream, s IDScan, fn func(seq 
 	cons, err := js.CreateConsumer(cctx, s.Stream, cfg)
 	cancel()
 	if err != nil {
-		return res, fmt.Errorf("reading the ids of stream %s: %w", s.Stream, err)
+		return nil, fmt.Errorf("reading the ids of stream %s: %w", s.Stream, err)
 	}
 	info := cons.CachedInfo()
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = js.DeleteConsumer(dctx, s.Stream, info.Name) // else it goes after InactiveThreshold
-	}()
-	pending := info.NumPending // the messages from the start to the end, as the consumer began
+	return &IDReader{js: js, stream: s.Stream, wait: s.Wait, cons: cons, name: info.Name, start: info.NumPending}, nil
+}
+
+// Read reads the ids from where the last Read stopped (the reader's start
+// for the first) up to the last message stored when it began, or max
+// messages (0: no bound), and calls fn with each until fn returns false.
+// After an error the reader is to be closed: where it stands is unknown.
+func (r *IDReader) Read(ctx context.Context, max uint64, fn func(seq uint64, id string) (more bool)) (IDScanResult, error) {
+	var res IDScanResult
+	pending := r.start // the messages from the start to the end, as the consumer began
+	if r.started {
+		ictx, cancel := context.WithTimeout(ctx, r.wait)
+		info, err := r.cons.Info(ictx)
+		cancel()
+		if err != nil {
+			return res, fmt.Errorf("reading the ids of stream %s: %w", r.stream, err)
+		}
+		pending = info.NumPending
+	}
+	r.started = true
 	for res.Read < pending {
-		if s.Max > 0 && res.Read >= s.Max {
+		if max > 0 && res.Read >= max {
 			return res, nil
 		}
 		n := min(pending-res.Read, 1000)
-		if s.Max > 0 {
-			n = min(n, s.Max-res.Read)
+		if max > 0 {
+			n = min(n, max-res.Read)
 		}
-		got, stop, err := fetchIDs(ctx, cons, int(n), s.Wait, &res, fn)
+		got, stop, err := fetchIDs(ctx, r.cons, int(n), r.wait, &res, fn)
 		if err != nil {
-			return res, fmt.Errorf("reading the ids of stream %s: %w", s.Stream, err)
+			return res, fmt.Errorf("reading the ids of stream %s: %w", r.stream, err)
 		}
 		if stop || got == 0 {
 			// Stopped by fn, or the rest went meanwhile (the stream's limits).
@@ -85,6 +124,13 @@ func ScanIDs(ctx context.Context, js jetstream.JetStream, s IDScan, fn func(seq 
 	}
 	res.Complete = true
 	return res, nil
+}
+
+// Close deletes the reader's consumer (else it goes after a minute unused).
+func (r *IDReader) Close(ctx context.Context) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = r.js.DeleteConsumer(dctx, r.stream, r.name)
 }
 
 // fetchIDs fetches up to n messages from cons within wait and ctx.

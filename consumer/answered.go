@@ -36,9 +36,10 @@ import (
 // In steady state no request is that old, and the check costs nothing.
 //
 // The stream has no index by event id, so the check reads its headers
-// (broker.ScanIDs) from the oldest pending request's first appearance, and
-// keeps the ids it read: the checks that pile up while a scan runs are
-// served by the next one, which reads only what the stream took since.
+// (broker.IDReader) from the oldest pending request's first appearance,
+// and keeps the ids it read and its consumer: the checks that pile up
+// while a scan runs are served by the next one, which reads only what the
+// stream took since.
 // When the stream cannot be read, the request is retried (FaultInfra), for
 // at most the hold limit; then it is ordered unchecked, with a warning, as
 // the relay does with old rows (relay/stale.go): a request stuck for ever
@@ -59,6 +60,9 @@ const (
 	maxAnsweredIDs = 1_000_000
 	// answeredIdle is how long the ids are kept after the last check.
 	answeredIdle = 5 * time.Minute
+	// answeredReaderIdle is how long the reader's consumer is trusted to
+	// exist unused (the server deletes it after a minute).
+	answeredReaderIdle = 30 * time.Second
 	// answeredWait bounds each call to NATS; answeredScanLimit a whole scan.
 	answeredWait      = 5 * time.Second
 	answeredScanLimit = time.Minute
@@ -96,6 +100,8 @@ type answered struct {
 	ids   map[uint64]uint64
 	used  time.Time
 	idle  *time.Timer
+	// reader goes on reading the stream from last, nil when closed.
+	reader *broker.IDReader
 }
 
 type answerWait struct {
@@ -278,7 +284,10 @@ func (a *answered) serve(batch []*answerWait) {
 	defer a.idsMu.Unlock()
 	now := time.Now()
 	if a.ids == nil || since.Before(a.from) || now.Sub(a.used) > answeredIdle {
+		a.closeReader()
 		a.ids, a.from, a.last = map[uint64]uint64{}, since, 0
+	} else if now.Sub(a.used) > answeredReaderIdle {
+		a.closeReader() // its consumer may be gone: the server deletes it after a minute unused
 	}
 	a.used = now
 	if a.idle == nil {
@@ -293,15 +302,8 @@ func (a *answered) serve(batch []*answerWait) {
 	)
 	if room := maxAnsweredIDs - len(a.ids); room > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), answeredScanLimit)
-		res, err = broker.ScanIDs(ctx, a.js, broker.IDScan{Stream: a.stream, Since: a.from, AfterSeq: a.last, Max: uint64(room), Wait: answeredWait},
-			func(seq uint64, id string) bool {
-				a.ids[maphash.String(a.seed, id)] = seq
-				return true
-			})
+		res, err = a.read(ctx, uint64(room))
 		cancel()
-		if res.LastSeq > 0 {
-			a.last = res.LastSeq
-		}
 	}
 	if err == nil && !res.Complete {
 		err = fmt.Errorf("%w (%d)", errAnsweredIncomplete, maxAnsweredIDs)
@@ -316,11 +318,51 @@ func (a *answered) serve(batch []*answerWait) {
 	}
 }
 
-// dropIfIdle frees the ids once no check has used them for answeredIdle.
+// read reads what the stream took since the last read (from a.from for
+// the first) into the ids, through the reader, opened when there is none.
+func (a *answered) read(ctx context.Context, max uint64) (broker.IDScanResult, error) {
+	reused := a.reader != nil
+	if !reused {
+		r, err := broker.OpenIDReader(ctx, a.js, broker.IDScan{Stream: a.stream, Since: a.from, AfterSeq: a.last, Wait: answeredWait})
+		if err != nil {
+			return broker.IDScanResult{}, err
+		}
+		a.reader = r
+	}
+	res, err := a.reader.Read(ctx, max, func(seq uint64, id string) bool {
+		a.ids[maphash.String(a.seed, id)] = seq
+		return true
+	})
+	if res.LastSeq > 0 {
+		a.last = res.LastSeq
+	}
+	if err != nil {
+		a.closeReader() // where it stands is unknown: the next read starts after a.last
+		if rest := max - min(max, res.Read); reused && rest > 0 && ctx.Err() == nil {
+			// Its consumer may have gone (a NATS restart, a leader
+			// change): one more try with a fresh one.
+			more, err := a.read(ctx, rest)
+			more.Read += res.Read
+			return more, err
+		}
+	}
+	return res, err
+}
+
+func (a *answered) closeReader() {
+	if a.reader != nil {
+		a.reader.Close(context.Background())
+		a.reader = nil
+	}
+}
+
+// dropIfIdle frees the ids, and deletes the reader's consumer, once no
+// check has used them for answeredIdle.
 func (a *answered) dropIfIdle() {
 	a.idsMu.Lock()
 	defer a.idsMu.Unlock()
 	if time.Since(a.used) >= answeredIdle {
+		a.closeReader()
 		a.ids, a.last = nil, 0
 	}
 }

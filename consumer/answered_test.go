@@ -325,6 +325,33 @@ func TestOneScanServesABacklog(t *testing.T) {
 	t.Logf("%d checks, %d scans, %d messages read", 2*n, f.scans.Load(), f.read.Load())
 }
 
+// The reader's consumer is kept between checks, and one that went (the
+// server deletes it after a minute unused, or loses it) is replaced
+// without failing a check.
+func TestCheckSurvivesItsConsumerGoing(t *testing.T) {
+	f := startFailover(t, failoverOptions{check: true})
+	ctx := context.Background()
+	f.publish(t, oldRequest(5*time.Minute))
+	require.Len(t, f.settle(t), 1)
+	require.EqualValues(t, 1, f.scans.Load())
+	s, err := f.js.Stream(ctx, "CARDS")
+	require.NoError(t, err)
+	var names []string // the reader's: headers only (the test's own readers of CARDS are not)
+	for info := range s.ListConsumers(ctx).Info() {
+		if info.Config.HeadersOnly {
+			names = append(names, info.Name)
+		}
+	}
+	require.Len(t, names, 1, "the reader's consumer is kept for the next check")
+	require.NoError(t, s.DeleteConsumer(ctx, names[0]))
+
+	f.publish(t, oldRequest(4*time.Minute)) // starts later than the first: the ids kept serve
+	require.Len(t, f.settle(t), 2)
+	require.EqualValues(t, 2, f.scans.Load())
+	require.Zero(t, f.failed.Load(), "the reader was opened again, after the last message read")
+	require.EqualValues(t, 1, f.read.Load(), "the first outcome, read once (by the second scan: the stream was empty at the first)")
+}
+
 // Fresh requests, the steady state, never scan the stream.
 func TestFreshRequestsDoNotScan(t *testing.T) {
 	f := startFailover(t, failoverOptions{check: true})
