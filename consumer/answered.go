@@ -142,10 +142,16 @@ func (a *answered) mayHaveBeenAnswered(d *delivery) (time.Time, bool) {
 func (c *Consumer) answeredBefore(ctx context.Context, d *delivery, hash []byte) (dec Decision, done bool) {
 	a := c.answered
 	first, old := a.mayHaveBeenAnswered(d)
-	if !old || a.releasedWithoutTrying() {
+	if !old {
 		return Decision{}, false
 	}
 	id := outcomeID(d.ref.Source, d.ref.ID, d.adm.Generation)
+	if a.releasedWithoutTrying() {
+		// One line per request: each names one that may be answered twice.
+		c.log.Warn("request ordered without looking for an earlier outcome: the outcome stream could not be read for the hold limit; it may be answered twice",
+			append(d.logAttrs(), "stream", a.stream, "event_id", id)...)
+		return Decision{}, false
+	}
 	msg, err := a.find(ctx, id, first)
 	if err != nil {
 		if ctx.Err() != nil {

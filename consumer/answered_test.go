@@ -2,6 +2,7 @@ package consumer_test
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -51,6 +52,7 @@ type failoverOptions struct {
 	answeredAfter time.Duration // 0: the default
 	outcomeStream string        // "": CARDS
 	holdLimit     time.Duration // 0: the default
+	logs          *testenv.LogBuffer
 }
 
 func startFailover(t testing.TB, o failoverOptions) *failover {
@@ -94,6 +96,7 @@ func startFailover(t testing.TB, o failoverOptions) *failover {
 	rel := relay.New(st, js, relay.Config{})
 	cfg := consumer.Config{
 		Source:        "urn:cardbridge:test",
+		Logger:        logger(o.logs),
 		Admin:         mbanq.Credentials{Username: seed.Admin.Username, Password: seed.Admin.Password},
 		Outcomes:      rel,
 		Observer:      scanCounter{f},
@@ -114,6 +117,24 @@ func startFailover(t testing.TB, o failoverOptions) *failover {
 	go func() { defer wg.Done(); _ = c.Run(ctx, durable) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	return f
+}
+
+func logger(logs *testenv.LogBuffer) *slog.Logger {
+	if logs == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewJSONHandler(logs, nil))
+}
+
+// logged counts the log lines with the message.
+func logged(logs *testenv.LogBuffer, msg string) int {
+	n := 0
+	for _, l := range logs.Lines() {
+		if l["msg"] == msg {
+			n++
+		}
+	}
+	return n
 }
 
 func (f *failover) publish(t testing.TB, r event.Request) {
@@ -379,13 +400,17 @@ func TestUnreadableStreamHoldsOldRequestsForTheHoldLimit(t *testing.T) {
 		require.Zero(t, f.orders.Load(), "not ordered while the check fails")
 	})
 	t.Run("past the hold limit", func(t *testing.T) {
-		f := startFailover(t, failoverOptions{check: true, outcomeStream: "MISSING", holdLimit: time.Nanosecond})
+		logs := &testenv.LogBuffer{}
+		f := startFailover(t, failoverOptions{check: true, outcomeStream: "MISSING", holdLimit: time.Nanosecond, logs: logs})
 		req := oldRequest(5 * time.Minute)
 		f.publish(t, req)
 		require.Len(t, f.settle(t), 1)
 		require.EqualValues(t, 1, f.orders.Load())
 		require.Positive(t, f.failed.Load(), "ordered after checks that failed")
 		require.Equal(t, store.OutcomeIssued, f.inbox(t, req.ID))
+		require.Equal(t, 1, logged(logs, "request ordered without looking for an earlier outcome: the outcome stream could not be read; it may be answered twice"),
+			"the request ordered unchecked is named in a warning")
+		require.Contains(t, logs.String(), req.ID)
 	})
 }
 
