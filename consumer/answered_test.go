@@ -357,20 +357,31 @@ func TestCheckSurvivesItsConsumerGoing(t *testing.T) {
 	require.EqualValues(t, 1, f.scans.Load())
 	s, err := f.js.Stream(ctx, "CARDS")
 	require.NoError(t, err)
-	var names []string // the reader's: headers only (the test's own readers of CARDS are not)
-	for info := range s.ListConsumers(ctx).Info() {
-		if info.Config.HeadersOnly {
-			names = append(names, info.Name)
+	dropReader := func() {
+		var names []string // the reader's: headers only (the test's own readers of CARDS are not)
+		for info := range s.ListConsumers(ctx).Info() {
+			if info.Config.HeadersOnly {
+				names = append(names, info.Name)
+			}
 		}
+		require.Len(t, names, 1, "the reader's consumer is kept for the next check")
+		require.NoError(t, s.DeleteConsumer(ctx, names[0]))
 	}
-	require.Len(t, names, 1, "the reader's consumer is kept for the next check")
-	require.NoError(t, s.DeleteConsumer(ctx, names[0]))
+	dropReader()
 
 	f.publish(t, oldRequest(4*time.Minute)) // starts later than the first: the ids kept serve
 	require.Len(t, f.settle(t), 2)
 	require.EqualValues(t, 2, f.scans.Load())
-	require.Zero(t, f.failed.Load(), "the reader was opened again, after the last message read")
+	require.Zero(t, f.failed.Load(), "the reader was opened again")
 	require.EqualValues(t, 1, f.read.Load(), "the first outcome, read once (by the second scan: the stream was empty at the first)")
+
+	// Opened again after a message was read, it starts after that one.
+	dropReader()
+	f.publish(t, oldRequest(3*time.Minute))
+	require.Len(t, f.settle(t), 3)
+	require.EqualValues(t, 3, f.scans.Load())
+	require.Zero(t, f.failed.Load())
+	require.EqualValues(t, 2, f.read.Load(), "the second outcome only: the first is not read again")
 }
 
 // Fresh requests, the steady state, never scan the stream.
