@@ -141,7 +141,7 @@ func (c *Consumer) process(ctx context.Context, d *delivery) Decision {
 	if d.adm.Retries == nil {
 		// A request that already reached the bank is never expired: it
 		// goes on under its key, and the key's own limit applies below.
-		if err := c.expired(req); err != nil {
+		if err := c.expired(req, d.meta.Timestamp); err != nil {
 			return c.settle(ctx, d, err)
 		}
 	}
@@ -236,24 +236,34 @@ func (c *Consumer) authenticate(d *delivery) error {
 const maxFutureSkew = time.Hour
 
 // expired refuses a request too old for the store to remember whether it
-// was answered (see store.Purge for the invariant).
-func (c *Consumer) expired(req *event.Request) error {
-	if c.cfg.Retention <= 0 || req.Time.IsZero() {
+// was answered (see store.Purge for the invariant). Its age is that of its
+// CloudEvent time, or of this copy's place in the stream (stored, by the
+// NATS server's clock) when that is older or the request has no time: a
+// message that has been in the stream longer than the records are kept may
+// have been answered already (a stream created by an earlier version keeps
+// every message, and a recreated consumer delivers them all again).
+func (c *Consumer) expired(req *event.Request, stored time.Time) error {
+	if c.cfg.Retention <= 0 {
 		return nil
 	}
-	if req.Time.After(time.Now().Add(maxFutureSkew)) {
+	if !req.Time.IsZero() && req.Time.After(time.Now().Add(maxFutureSkew)) {
 		// A time ahead of now would never expire, and its request could
 		// be ordered again once its records are purged.
 		return event.Failure{Reason: event.ReasonInvalidEvent, Message: fmt.Sprintf(
 			"the request's time (%s) is more than %s in the future", req.Time.UTC().Format(time.RFC3339), maxFutureSkew)}
 	}
 	limit := c.cfg.Retention - 24*time.Hour
-	if time.Since(req.Time) <= limit {
-		return nil
+	if !req.Time.IsZero() && time.Since(req.Time) > limit {
+		return event.Failure{Reason: event.ReasonRequestExpired, Message: fmt.Sprintf(
+			"the request's time (%s) is older than cardbridge keeps its records (%s less a day): send a new request",
+			req.Time.UTC().Format(time.RFC3339), c.cfg.Retention)}
 	}
-	return event.Failure{Reason: event.ReasonRequestExpired, Message: fmt.Sprintf(
-		"the request's time (%s) is older than cardbridge keeps its records (%s less a day): send a new request",
-		req.Time.UTC().Format(time.RFC3339), c.cfg.Retention)}
+	if !stored.IsZero() && time.Since(stored) > limit {
+		return event.Failure{Reason: event.ReasonRequestExpired, Message: fmt.Sprintf(
+			"the request has been in the stream since %s, longer than cardbridge keeps its records (%s less a day): send a new request",
+			stored.UTC().Format(time.RFC3339), c.cfg.Retention)}
+	}
+	return nil
 }
 
 // order checks the binding and orders the card at MBanq, holding one of

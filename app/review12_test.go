@@ -1,0 +1,103 @@
+package app_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cardbridge/cardbridge/broker"
+	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/store"
+)
+
+// ordersCounted is a stack whose bank counts card orders (POST /v1/cards).
+func ordersCounted(t *testing.T) (*stack, *atomic.Int64) {
+	var orders atomic.Int64
+	s := newStack(t, func(sb http.Handler) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && r.URL.Path == "/v1/cards" {
+				orders.Add(1)
+			}
+			sb.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	})
+	return s, &orders
+}
+
+// Review of issue 12. The retention's invariant says a message is
+// redelivered only while its outcome is not committed. That holds for a
+// request stream cardbridge creates now (interest retention), not for one
+// an earlier version created (limits retention, no limits: every request
+// ever published is still in it), which the README says is kept as it is.
+// The README's upgrade step for per-ERP subjects is to delete the consumer
+// and let cardbridge recreate it, DeliverAll: every old request comes back.
+// One whose records were purged must not reach the bank again (a bank keeps
+// an Idempotency-Key for CARDBRIDGE_BANK_KEY_RETENTION, not 90 days), with
+// or without a CloudEvent time.
+//
+// The retention here is a day and 5 seconds, so that "older than the
+// retention less a day" is 5 seconds of real time: the wait below is the
+// passing of time the test is about, not a synchronisation.
+func TestOldRequestRedeliveredAfterItsRecordsWerePurgedIsNotOrderedAgain(t *testing.T) {
+	ctx := context.Background()
+	s, orders := ordersCounted(t)
+	// The request stream as an earlier version created it: limits
+	// retention, no limits.
+	_, err := s.js.CreateStream(ctx, jetstream.StreamConfig{Name: "ERP", Subjects: []string{"employee.>"},
+		Storage: jetstream.FileStorage, Duplicates: broker.DuplicateWindow})
+	require.NoError(t, err)
+	cfg := s.cfg
+	const limit = 5 * time.Second
+	cfg.Retention, cfg.DeadLetterBodyRetention = 24*time.Hour+limit, 24*time.Hour
+	p := s.start(t, cfg)
+	st := p.svc.Store()
+	s.bind(t, st, 1)
+
+	withTime := request(erp, 1)
+	noTime := request(erp, 1)
+	noTime.Time = time.Time{} // optional in CloudEvents
+	published := time.Now()
+	for _, r := range []event.Request{withTime, noTime} {
+		m, err := event.EncodeRequest(r, event.Binary)
+		require.NoError(t, err)
+		_, err = s.js.PublishMsg(ctx, m.NATS())
+		require.NoError(t, err)
+	}
+	requireIssuedOnce(t, s.sb, s.outcomes(t, 2), []event.Request{withTime, noTime})
+	(&bundle{js: s.js, store: st}).settle(t)
+	require.EqualValues(t, 2, orders.Load())
+
+	// Time goes by: the requests are older than the retention less a day,
+	// and their records are purged.
+	time.Sleep(time.Until(published.Add(limit + time.Second)))
+	_, err = st.Pool().Exec(ctx, `UPDATE processed_requests SET processed_at = now() - interval '49 hours'`)
+	require.NoError(t, err)
+	purged, err := st.Purge(ctx, store.Retention{Rows: cfg.Retention, DeadLetterBodies: cfg.DeadLetterBodyRetention})
+	require.NoError(t, err)
+	require.EqualValues(t, 2, purged.Requests)
+	p.stop()
+
+	// The README's upgrade step: delete the consumer (no request waits)
+	// to have it recreated with the per-ERP subjects.
+	require.NoError(t, s.js.DeleteConsumer(ctx, "ERP", "cardbridge"))
+	p = s.start(t, cfg)
+	st = p.svc.Store()
+	(&bundle{js: s.js, store: st}).settle(t)
+
+	require.EqualValues(t, 2, orders.Load(), "a request whose records were purged was sent to the bank again")
+	for _, r := range []event.Request{withTime, noTime} {
+		row, err := st.ProcessedRequest(ctx, erp, r.ID)
+		require.NoError(t, err)
+		require.Equal(t, store.OutcomeFailed, row.Outcome, "request %s", r.ID)
+		require.Equal(t, event.ReasonRequestExpired, row.Reason, "request %s", r.ID)
+	}
+	require.Len(t, s.sb.Cards(), 2)
+}
