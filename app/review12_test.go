@@ -101,3 +101,55 @@ func TestOldRequestRedeliveredAfterItsRecordsWerePurgedIsNotOrderedAgain(t *test
 	}
 	require.Len(t, s.sb.Cards(), 2)
 }
+
+// Review of issue 12: an order whose answer was lost, then a pause (or an
+// outage) longer than the retention. The purge must not delete the
+// request's record of the unknown answer while the request has no
+// outcome: a later delivery would send the order again long after the bank
+// forgot its key (a second card), or (with an old time) answer
+// request_expired, telling the ERP to send a new request while a card may
+// exist. The right answer is bank_outcome_unknown, with no new order.
+func TestUnknownAnswerOutlivesAPauseLongerThanTheRetention(t *testing.T) {
+	ctx := context.Background()
+	var cut atomic.Bool
+	var orders atomic.Int64
+	s := newStack(t, func(sb http.Handler) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && r.URL.Path == "/v1/cards" {
+				orders.Add(1)
+				if cut.Load() {
+					panic(http.ErrAbortHandler) // the connection is lost, no answer
+				}
+			}
+			sb.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	})
+	cfg := s.cfg
+	cfg.Retention, cfg.DeadLetterBodyRetention = 48*time.Hour, 24*time.Hour
+	cfg.RetryDelayMax, cfg.MBanq.MaxAttempts = time.Minute, 1
+	p := s.start(t, cfg)
+	st := p.svc.Store()
+	s.bind(t, st, 1)
+	cut.Store(true)
+	reqs := s.publish(t, 1)
+	require.Eventually(t, func() bool {
+		adm, err := st.Admit(ctx, store.AdmissionQuery{Source: erp, RequestID: reqs[0].ID, ClientID: 1})
+		return err == nil && adm.Retries != nil && adm.Retries.Unknown
+	}, 20*time.Second, 20*time.Millisecond, "the order's answer was lost")
+	sent := orders.Load()
+	// The process stays away (a pause, an outage) for 49 hours: the
+	// record's clock is moved back by that much, and the hourly purge runs.
+	_, err := st.Pool().Exec(ctx, `UPDATE bank_retries SET last_at = last_at - interval '49 hours', unknown_since = unknown_since - interval '49 hours'`)
+	require.NoError(t, err)
+	_, err = st.Purge(ctx, store.Retention{Rows: cfg.Retention, DeadLetterBodies: cfg.DeadLetterBodyRetention})
+	require.NoError(t, err)
+	p.stop()
+	cut.Store(false)
+	s.start(t, cfg)
+	outs := s.outcomes(t, 1)
+	require.Equal(t, event.TypeCardFailed, outs[0].Type, "outcome %+v", outs[0].Data)
+	require.Equal(t, event.ReasonBankOutcomeUnknown, outs[0].Data.(event.Failed).Reason)
+	require.Equal(t, sent, orders.Load(), "not sent again 49 hours after its answer was lost")
+}

@@ -64,9 +64,19 @@ func (s *Store) Purge(ctx context.Context, r Retention) (Purged, error) {
 			UPDATE dead_letters SET msg_data = '', msg_headers = '{}', body_purged_at = now() WHERE id IN (
 			    SELECT id FROM dead_letters WHERE recorded_at < now() - $1::interval AND body_purged_at IS NULL
 			    LIMIT $2 FOR UPDATE SKIP LOCKED)`, r.DeadLetterBodies},
+		// A retry record goes with its request's outcome. While the
+		// request has none, its message is still in the stream and will be
+		// delivered, however long the wait (a pause, an outage): its record
+		// of an unknown answer is what keeps that delivery from sending the
+		// order again to a bank that forgot the key. A record whose message
+		// was terminated without a record (Drop) has no outcome ever; it is
+		// purged after twice the retention.
 		{&p.Retries, `
 			DELETE FROM bank_retries WHERE (source, request_id) IN (
-			    SELECT source, request_id FROM bank_retries WHERE last_at < now() - $1::interval LIMIT $2 FOR UPDATE SKIP LOCKED)`, r.Rows},
+			    SELECT source, request_id FROM bank_retries r WHERE last_at < now() - $1::interval
+			    AND (last_at < now() - 2 * $1::interval OR EXISTS (
+			        SELECT 1 FROM processed_requests p WHERE p.source = r.source AND p.request_id = r.request_id))
+			    LIMIT $2 FOR UPDATE SKIP LOCKED)`, r.Rows},
 	}
 	for _, st := range steps {
 		if st.age <= 0 {

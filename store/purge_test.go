@@ -33,6 +33,11 @@ func TestPurgeKeepsOnlyWhatTheRetentionAllows(t *testing.T) {
 	}
 	_, err := s.RecordBankFailure(ctx, store.BankFailure{Source: "urn:erp:acme", RequestID: "old-retry", Error: "503"}, time.Minute)
 	require.NoError(t, err)
+	_, err = s.Complete(ctx, failed("old-retry", event.ReasonRetriesExhausted)) // its outcome
+	require.NoError(t, err)
+	_, err = s.RecordBankFailure(ctx, store.BankFailure{Source: "urn:erp:acme", RequestID: "orphan-retry", Error: "503"}, time.Minute)
+	require.NoError(t, err)
+	age("bank_retries", "last_at", "orphan-retry", 181*24*time.Hour) // no outcome for twice the retention
 	age("processed_requests", "processed_at", "old-issued", 100*24*time.Hour)
 	age("processed_requests", "processed_at", "old-failed", 100*24*time.Hour)
 	age("dead_letters", "recorded_at", "old-failed", 100*24*time.Hour)
@@ -41,7 +46,7 @@ func TestPurgeKeepsOnlyWhatTheRetentionAllows(t *testing.T) {
 
 	p, err := s.Purge(ctx, store.Retention{Rows: 90 * 24 * time.Hour, DeadLetterBodies: 30 * 24 * time.Hour})
 	require.NoError(t, err)
-	require.Equal(t, store.Purged{Requests: 2, DeadLetters: 1, Bodies: 1, Retries: 1}, p)
+	require.Equal(t, store.Purged{Requests: 2, DeadLetters: 1, Bodies: 1, Retries: 2}, p)
 
 	_, err = s.ProcessedRequest(ctx, "urn:erp:acme", "old-issued")
 	require.ErrorIs(t, err, store.ErrNotFound)
@@ -49,7 +54,7 @@ func TestPurgeKeepsOnlyWhatTheRetentionAllows(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrNotFound, "the card order went with its request")
 	_, err = s.CardOrder(ctx, "urn:erp:acme", "young-issued")
 	require.NoError(t, err)
-	for _, id := range []string{"mid-failed", "young-failed"} {
+	for _, id := range []string{"mid-failed", "young-failed", "old-retry"} {
 		_, err = s.ProcessedRequest(ctx, "urn:erp:acme", id)
 		require.NoError(t, err, id)
 	}
@@ -65,4 +70,28 @@ func TestPurgeKeepsOnlyWhatTheRetentionAllows(t *testing.T) {
 	again, err := s.Purge(ctx, store.Retention{Rows: 90 * 24 * time.Hour, DeadLetterBodies: 30 * 24 * time.Hour})
 	require.NoError(t, err)
 	require.Equal(t, store.Purged{}, again, "nothing left to purge")
+}
+
+// Review of issue 12: the record of an order whose answer is unknown is the
+// only thing that stops a late delivery of its request from being sent to
+// the bank again (or refused as request_expired, which tells the ERP to
+// send a new request, while a card may exist). While the request has no
+// outcome, its message is still in the stream and will be delivered
+// (after a pause or an outage longer than the retention, say): the record
+// must outlive the wait, whatever its age.
+func TestPurgeKeepsTheRetryRecordOfARequestWithoutOutcome(t *testing.T) {
+	ctx := context.Background()
+	s := testenv.Store(t)
+	_, err := s.RecordBankFailure(ctx, store.BankFailure{Source: "urn:erp:acme", RequestID: "in-flight", Unknown: true, Error: "connection reset"}, time.Minute)
+	require.NoError(t, err)
+	_, err = s.Pool().Exec(ctx, `UPDATE bank_retries SET last_at = now() - interval '100 days', unknown_since = now() - interval '100 days'`)
+	require.NoError(t, err)
+
+	p, err := s.Purge(ctx, store.Retention{Rows: 90 * 24 * time.Hour, DeadLetterBodies: 30 * 24 * time.Hour})
+	require.NoError(t, err)
+	require.Zero(t, p.Retries, "the request has no outcome yet: its record of an unknown answer stays")
+	adm, err := s.Admit(ctx, store.AdmissionQuery{Source: "urn:erp:acme", RequestID: "in-flight", ClientID: 1})
+	require.NoError(t, err)
+	require.NotNil(t, adm.Retries)
+	require.True(t, adm.Retries.Unknown)
 }
