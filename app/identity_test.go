@@ -128,7 +128,7 @@ func TestComposeNATSConfigurationConfinesEachERP(t *testing.T) {
 	_, err = broker.Ensure(context.Background(), js, broker.DefaultTopology())
 	require.NoError(t, err)
 	u.User = url.UserPassword("acme", "acme-demo")
-	_, acme := testenv.JetStream(t, u.String())
+	_, acme := erpJetStream(t, u.String(), "acme")
 	for subject, allowed := range map[string]bool{
 		"employee.card.requested.acme": true, "employee.card.requested.globex": false, "employee.card.requested": false,
 	} {

@@ -4,15 +4,21 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cardbridge/cardbridge/broker"
 	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/internal/testenv"
+	"github.com/cardbridge/cardbridge/mbanq/sandbox"
 	"github.com/cardbridge/cardbridge/store"
 )
 
@@ -152,4 +158,83 @@ func TestUnknownAnswerOutlivesAPauseLongerThanTheRetention(t *testing.T) {
 	require.Equal(t, event.TypeCardFailed, outs[0].Type, "outcome %+v", outs[0].Data)
 	require.Equal(t, event.ReasonBankOutcomeUnknown, outs[0].Data.(event.Failed).Reason)
 	require.Equal(t, sent, orders.Load(), "not sent again 49 hours after its answer was lost")
+}
+
+// composeNATS starts a NATS server with deploy/nats.conf's users and
+// permissions, and a cardbridge stack that connects as its cardbridge user.
+// as(user) is the server's URL with that user's demo password.
+func composeNATS(t *testing.T) (s *stack, as func(user string) string) {
+	opts, err := server.ProcessConfigFile("../deploy/nats.conf")
+	require.NoError(t, err)
+	ns, err := broker.StartEmbeddedWith(t.TempDir(), 0, func(o *server.Options) {
+		o.Users, o.Authorization = opts.Users, opts.Authorization
+	})
+	require.NoError(t, err)
+	t.Cleanup(ns.Stop)
+	as = func(user string) string {
+		u, err := url.Parse(ns.URL())
+		require.NoError(t, err)
+		u.User = url.UserPassword(user, user+"-demo")
+		return u.String()
+	}
+	seed := sandbox.DefaultSeed()
+	sb := sandbox.New(seed)
+	bank := httptest.NewServer(sb)
+	t.Cleanup(bank.Close)
+	s = &stack{ns: ns, sb: sb, bank: bank.URL, cfg: testenv.Config(t, as("cardbridge"), bank.URL, seed)}
+	s.nc, s.js = testenv.JetStream(t, as("cardbridge"))
+	return s, as
+}
+
+// Review of issue 12: with deploy/nats.conf, every ERP's user may subscribe
+// to _INBOX.>, where JetStream delivers cardbridge's pull requests' messages
+// (and every other JetStream API answer). Acme then reads globex's requests
+// (employees' names and emails) as cardbridge receives them.
+func TestComposeNATSConfigurationKeepsOneERPsRequestsFromAnother(t *testing.T) {
+	ctx := context.Background()
+	s, as := composeNATS(t)
+	p := s.start(t, s.cfg)
+	require.NoError(t, p.svc.Store().AddBinding(ctx, store.Binding{Source: "urn:erp:globex", ClientID: 1, SavingsAccountID: 1, CardProductID: 1, Publisher: "globex"}))
+
+	// Acme listens where it is allowed to.
+	acme, _ := erpJetStream(t, as("acme"), "acme")
+	seen := make(chan *nats.Msg, 1024)
+	sub, err := acme.ChanSubscribe("_INBOX.>", seen)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, acme.Flush())
+
+	_, globex := erpJetStream(t, as("globex"), "globex")
+	r := request("urn:erp:globex", 1)
+	r.Data.Employee = event.Employee{ID: "E-7", FirstName: "Grace", LastName: "Hopper", Email: "grace@globex.example"}
+	r.Subject = "E-7"
+	m, err := event.EncodeRequest(r, event.Binary)
+	require.NoError(t, err)
+	msg := m.NATS()
+	msg.Subject = "employee.card.requested.globex"
+	_, err = globex.PublishMsg(ctx, msg)
+	require.NoError(t, err)
+	require.Equal(t, event.TypeCardIssued, s.outcomes(t, 1)[0].Type)
+	require.NoError(t, acme.Flush())
+
+	var leaked []string
+	for len(seen) > 0 {
+		m := <-seen
+		if strings.Contains(string(m.Data), "grace@globex.example") || strings.Contains(string(m.Data), "cardToken") {
+			leaked = append(leaked, m.Subject)
+		}
+	}
+	require.Empty(t, leaked, "acme read globex's request or card as cardbridge received it")
+}
+
+// erpJetStream connects as an ERP does to deploy/nats.conf: with the inbox
+// prefix its user may subscribe to.
+func erpJetStream(t *testing.T, url, erp string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Timeout(15*time.Second), nats.CustomInboxPrefix("_INBOX_"+erp))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return nc, js
 }
