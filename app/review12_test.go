@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 	"github.com/cardbridge/cardbridge/event"
 	"github.com/cardbridge/cardbridge/internal/testenv"
 	"github.com/cardbridge/cardbridge/mbanq/sandbox"
+	"github.com/cardbridge/cardbridge/replay"
 	"github.com/cardbridge/cardbridge/store"
 )
 
@@ -237,4 +239,50 @@ func erpJetStream(t *testing.T, url, erp string) (*nats.Conn, jetstream.JetStrea
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	return nc, js
+}
+
+// Review of issue 12: JetStream's duplicate window is per stream, keyed by
+// Nats-Msg-Id alone, whatever the subject or the publisher. A replay's
+// Nats-Msg-Id is cardbridge-replay-<dead letter id>-<generation>: guessable.
+// Acme, on its own subject, publishes first with the id of the replay an
+// operator is about to make of globex's dead letter; JetStream then drops
+// the replay as a duplicate, One reports success, and globex's request is
+// released in the store and never answered.
+func TestAnotherERPCannotSwallowAReplay(t *testing.T) {
+	ctx := context.Background()
+	s, as := composeNATS(t)
+	p := s.start(t, s.cfg)
+	st := p.svc.Store()
+	require.NoError(t, st.AddBinding(ctx, store.Binding{Source: "urn:erp:globex", ClientID: 2, SavingsAccountID: 2, CardProductID: 1, Publisher: "globex"}))
+	require.NoError(t, st.AddBinding(ctx, store.Binding{Source: "urn:erp:acme", ClientID: 1, SavingsAccountID: 1, CardProductID: 1, Publisher: "acme"}))
+	_, acme := erpJetStream(t, as("acme"), "acme")
+	_, globex := erpJetStream(t, as("globex"), "globex")
+
+	// Globex asks for a client it is not bound to yet: a dead letter.
+	r := request("urn:erp:globex", 1)
+	m, err := event.EncodeRequest(r, event.Binary)
+	require.NoError(t, err)
+	msg := m.NATS()
+	msg.Subject = "employee.card.requested.globex"
+	_, err = globex.PublishMsg(ctx, msg)
+	require.NoError(t, err)
+	require.Equal(t, event.ReasonUnboundSource, s.outcomes(t, 1)[0].Data.(event.Failed).Reason)
+	dls, err := st.DeadLetters(ctx, store.DeadLetterFilter{Source: "urn:erp:globex"})
+	require.NoError(t, err)
+	require.Len(t, dls, 1)
+	dl := dls[0]
+	require.NoError(t, st.AddBinding(ctx, store.Binding{Source: "urn:erp:globex", ClientID: 1, SavingsAccountID: 1, CardProductID: 1}))
+
+	// Acme guesses the replay's Nats-Msg-Id.
+	junk := nats.NewMsg("employee.card.requested.acme")
+	junk.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("cardbridge-replay-%d-%d", dl.ID, dl.ReplayCount+1))
+	junk.Data = []byte("junk")
+	_, err = acme.PublishMsg(ctx, junk)
+	require.NoError(t, err)
+
+	_, err = replay.One(ctx, st, s.js, dl.ID)
+	if err == nil {
+		outs := s.outcomes(t, 2)
+		require.Equal(t, event.TypeCardIssued, outs[1].Type, "the replay succeeded, so its request is answered")
+	}
 }

@@ -32,7 +32,9 @@ func TestMessageIsTheOriginalLessServerDirectives(t *testing.T) {
 	require.Equal(t, "urn:erp:acme", m.Header.Get("ce-source"))
 	require.Equal(t, d.Header["traceparent"][0], m.Header.Get("traceparent"))
 	require.Equal(t, "2", m.Header.Get(consumer.ReplayHeader))
-	require.Equal(t, "cardbridge-replay-7-2", m.Header.Get("Nats-Msg-Id"), "a fresh id per generation, not the original's")
+	require.Regexp(t, `^cardbridge-replay-7-2-[0-9a-f]{32}$`, m.Header.Get("Nats-Msg-Id"), "a fresh id per generation, not the original's")
+	require.NotEqual(t, m.Header.Get("Nats-Msg-Id"), replay.Message(d).Header.Get("Nats-Msg-Id"),
+		"not guessable: another publisher must not be able to have a replay dropped as its duplicate")
 	require.Empty(t, m.Header.Get("Nats-Expected-Last-Sequence"))
 	require.NotContains(t, m.Header, "cardbridge-replay")
 	require.Len(t, m.Header, 5)

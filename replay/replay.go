@@ -14,6 +14,7 @@ package replay
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strconv"
@@ -49,8 +50,14 @@ func One(ctx context.Context, st Store, js Publisher, id int64) (store.DeadLette
 	if err != nil {
 		return store.DeadLetter{}, err
 	}
-	if _, err := js.PublishMsg(ctx, Message(d)); err != nil {
+	ack, err := js.PublishMsg(ctx, Message(d))
+	if err != nil {
 		return d, fmt.Errorf("replaying dead letter %d: republishing to %s: %w (replay it again to retry)", id, d.Subject, err)
+	}
+	if ack != nil && ack.Duplicate {
+		// Another message in the stream's duplicate window carries this
+		// Nats-Msg-Id: JetStream did not store the replay.
+		return d, fmt.Errorf("replaying dead letter %d: republishing to %s: JetStream took it for a duplicate and did not store it (replay it again to retry)", id, d.Subject)
 	}
 	return d, nil
 }
@@ -98,8 +105,10 @@ func Matching(ctx context.Context, st Store, js Publisher, f store.DeadLetterFil
 // Headers named Nats-* are dropped: they tell JetStream how to store a
 // message (Nats-Msg-Id, Nats-Expected-Last-Sequence...), and the original
 // ones would get the replay dropped as a duplicate or refused. Nats-Msg-Id
-// is set anew per generation, so a publish retried by the client is stored
-// once.
+// is set anew for each message, so a publish retried by the client is
+// stored once; it ends with 128 random bits, because JetStream's duplicate
+// window is the stream's, whatever the subject: any publisher who could
+// guess it (an ERP, on its own subject) could have the replay dropped.
 func Message(d store.DeadLetter) *nats.Msg {
 	h := nats.Header{}
 	for k, vs := range d.Header {
@@ -109,7 +118,9 @@ func Message(d store.DeadLetter) *nats.Msg {
 		h[k] = append([]string(nil), vs...)
 	}
 	h.Set(consumer.ReplayHeader, strconv.Itoa(d.ReplayCount))
-	h.Set(jetstream.MsgIDHeader, fmt.Sprintf("cardbridge-replay-%d-%d", d.ID, d.ReplayCount))
+	var nonce [16]byte
+	_, _ = rand.Read(nonce[:]) // crypto/rand.Read never fails (Go 1.24)
+	h.Set(jetstream.MsgIDHeader, fmt.Sprintf("cardbridge-replay-%d-%d-%x", d.ID, d.ReplayCount, nonce))
 	return &nats.Msg{Subject: d.Subject, Header: h, Data: d.Data}
 }
 
