@@ -449,6 +449,8 @@ func (c *Console) serveReplay(w http.ResponseWriter, r *http.Request) {
 			why = "not_found"
 		case errors.Is(err, store.ErrNotReplayable):
 			why = "conflict"
+		case errors.Is(err, store.ErrNoRequest):
+			why = "no_request"
 		}
 		c.log.Warn("console: replaying a dead letter", "dead_letter", id, "err", err)
 		q.Set("replay_failed", strconv.FormatInt(id, 10))
@@ -469,6 +471,8 @@ func flashOf(q url.Values) *flash {
 			text = fmt.Sprintf("Dead letter %d was not replayed: its request already has a card.", id)
 		case "not_found":
 			text = fmt.Sprintf("Dead letter %d does not exist.", id)
+		case "no_request":
+			text = fmt.Sprintf("Dead letter %d was not replayed: it names no request it may speak for, and would be refused again; the ERP must send a valid request.", id)
 		case "conflict":
 			text = fmt.Sprintf("Dead letter %d was not replayed: it is a duplicate_conflict; the first request with its id stands, and the new one must be sent under a new id.", id)
 		}

@@ -134,5 +134,5 @@ var ErrAlreadyIssued = store.ErrAlreadyIssued
 // request of its own to re-drive. Retrying a refused replay changes
 // nothing; retrying a failed one may succeed.
 func Refused(err error) bool {
-	return errors.Is(err, store.ErrAlreadyIssued) || errors.Is(err, store.ErrNotReplayable)
+	return errors.Is(err, store.ErrAlreadyIssued) || errors.Is(err, store.ErrNotReplayable) || errors.Is(err, store.ErrNoRequest)
 }

@@ -25,6 +25,13 @@ var ErrBodyPurged = errors.New("the dead letter's message was purged after its r
 // second must be sent again under an id of its own.
 var ErrNotReplayable = errors.New("a duplicate_conflict is not replayable: the first request with this id stands; publish the new one under a new id")
 
+// ErrNoRequest is returned by Replay for a dead letter kept under its
+// place in the stream: its message named no request, or one its publisher
+// may not speak for. Replayed, it would be refused again and recorded under
+// the new copy's place, and the dead letter would wait for an outcome for
+// ever.
+var ErrNoRequest = errors.New("this dead letter names no request it may speak for (it is kept under its place in the stream): a replay would be refused again; the ERP must send a valid request")
+
 // DeadLetterFilter selects dead letters. Zero fields match everything.
 type DeadLetterFilter struct {
 	ID     int64
@@ -141,6 +148,9 @@ func (s *Store) Replay(ctx context.Context, id int64) (DeadLetter, error) {
 		}
 		if d.Kind != DeadLetterOutcome {
 			return fmt.Errorf("replaying dead letter %d: %w", id, ErrNotReplayable)
+		}
+		if d.Source == "" {
+			return fmt.Errorf("replaying dead letter %d: %w", id, ErrNoRequest)
 		}
 		if d.BodyPurgedAt != nil {
 			return fmt.Errorf("replaying dead letter %d: %w", id, ErrBodyPurged)

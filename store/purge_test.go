@@ -95,3 +95,34 @@ func TestPurgeKeepsTheRetryRecordOfARequestWithoutOutcome(t *testing.T) {
 	require.NotNil(t, adm.Retries)
 	require.True(t, adm.Retries.Unknown)
 }
+
+// Review of issue 12: a dead letter kept under its place in the stream (a
+// message that names no request, or one refused as not its publisher's) has
+// no request for a replay to give an outcome: its replay is recorded again
+// under the new copy's place. Replayed, it must not stay pending for ever,
+// nor escape the purge.
+func TestReplayedDeadLetterKeyedByItsPlaceInTheStreamIsNotPendingForEver(t *testing.T) {
+	ctx := context.Background()
+	s := testenv.Store(t)
+	c := completion("", "ERP/5", false)
+	c.Event = store.OutboxEvent{} // nobody to answer
+	c.DeadLetter = &store.DeadLetter{Reason: "invalid_event", Message: "not JSON", Subject: "employee.card.requested",
+		Header: map[string][]string{}, Data: []byte("junk"), StreamSeq: 5, Deliveries: 1, FirstSeen: time.Now()}
+	_, err := s.Complete(ctx, c)
+	require.NoError(t, err)
+	all, err := s.DeadLetters(ctx, store.DeadLetterFilter{})
+	require.NoError(t, err)
+	require.Len(t, all, 1)
+	dl := all[0]
+	_, err = s.Replay(ctx, dl.ID)
+	require.ErrorIs(t, err, store.ErrNoRequest, "replayed, it would be pending for ever: the copy is recorded under its own place")
+	pending, err := s.DeadLetters(ctx, store.DeadLetterFilter{})
+	require.NoError(t, err)
+	require.Len(t, pending, 1, "it stays in sight, as a dead letter never replayed")
+	require.Nil(t, pending[0].ReplayedAt)
+	_, err = s.Pool().Exec(ctx, `UPDATE dead_letters SET recorded_at = now() - interval '100 days'`)
+	require.NoError(t, err)
+	p, err := s.Purge(ctx, store.Retention{Rows: 90 * 24 * time.Hour, DeadLetterBodies: 30 * 24 * time.Hour})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, p.DeadLetters, "purged after the retention")
+}
