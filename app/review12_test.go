@@ -286,3 +286,33 @@ func TestAnotherERPCannotSwallowAReplay(t *testing.T) {
 		require.Equal(t, event.TypeCardIssued, outs[1].Type, "the replay succeeded, so its request is answered")
 	}
 }
+
+// Review of issue 12: a request that failed on the contract's subject while
+// its source was trusted there (no publisher yet), replayed after the
+// operator bound the source to its publisher (as the README recommends), is
+// handled, not refused as not its publisher's: otherwise its request is
+// released, never answered, and its dead letter pending for ever.
+func TestReplayAfterTheSourceWasBoundToItsPublisherIsHandled(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, nil)
+	p := s.start(t, s.cfg)
+	st := p.svc.Store()
+	require.NoError(t, st.AddBinding(ctx, store.Binding{Source: erp, ClientID: 2, SavingsAccountID: 2, CardProductID: 1}))
+	r := request(erp, 1) // client 1 is not bound yet
+	m, err := event.EncodeRequest(r, event.Binary)
+	require.NoError(t, err)
+	_, err = s.js.PublishMsg(ctx, m.NATS())
+	require.NoError(t, err)
+	require.Equal(t, event.ReasonUnboundSource, s.outcomes(t, 1)[0].Data.(event.Failed).Reason)
+	dls, err := st.DeadLetters(ctx, store.DeadLetterFilter{Source: erp})
+	require.NoError(t, err)
+	require.Len(t, dls, 1)
+
+	// The operator binds the client, and the source to its publisher.
+	require.NoError(t, st.AddBinding(ctx, store.Binding{Source: erp, ClientID: 1, SavingsAccountID: 1, CardProductID: 1, Publisher: "acme"}))
+	_, err = replay.One(ctx, st, s.js, dls[0].ID)
+	require.NoError(t, err)
+	outs := s.outcomes(t, 2)
+	require.Equal(t, event.TypeCardIssued, outs[1].Type, "the replay is answered: %+v", outs[1].Data)
+	require.Len(t, s.sb.Cards(), 1)
+}

@@ -48,3 +48,14 @@ func TestRefused(t *testing.T) {
 	require.False(t, replay.Refused(store.ErrNotFound))
 	require.False(t, replay.Refused(nil))
 }
+
+// A dead letter whose source is now bound to a publisher is replayed on
+// that publisher's subject, where the source is accepted.
+func TestMessageGoesWhereItsSourceIsAccepted(t *testing.T) {
+	d := store.DeadLetter{ID: 1, Subject: "employee.card.requested", Data: []byte(`{}`)}
+	require.Equal(t, "employee.card.requested", replay.Message(d).Subject)
+	d.Publisher = "acme"
+	require.Equal(t, "employee.card.requested.acme", replay.Message(d).Subject)
+	d.Subject = "employee.card.requested.acme"
+	require.Equal(t, "employee.card.requested.acme", replay.Message(d).Subject)
+}

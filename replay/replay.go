@@ -121,7 +121,21 @@ func Message(d store.DeadLetter) *nats.Msg {
 	var nonce [16]byte
 	_, _ = rand.Read(nonce[:]) // crypto/rand.Read never fails (Go 1.24)
 	h.Set(jetstream.MsgIDHeader, fmt.Sprintf("cardbridge-replay-%d-%d-%x", d.ID, d.ReplayCount, nonce))
-	return &nats.Msg{Subject: d.Subject, Header: h, Data: d.Data}
+	return &nats.Msg{Subject: subject(d), Header: h, Data: d.Data}
+}
+
+// subject is where d's replay is published: the subject it arrived on,
+// unless its source has since been bound to a publisher (store.Replay sets
+// d.Publisher). A dead letter kept under its request came either on that
+// publisher's subject or, trusted, on the contract's subject before the
+// publisher was set; replayed there now, it would be refused as not its
+// publisher's, and its request never answered. cardbridge's own NATS user
+// publishes the replay on the publisher's subject instead.
+func subject(d store.DeadLetter) string {
+	if d.Publisher == "" || strings.HasSuffix(d.Subject, "."+d.Publisher) {
+		return d.Subject
+	}
+	return d.Subject + "." + d.Publisher
 }
 
 // ErrAlreadyIssued is store.ErrAlreadyIssued, for callers that import

@@ -189,6 +189,11 @@ func (s *Store) Replay(ctx context.Context, id int64) (DeadLetter, error) {
 		if err != nil {
 			return fmt.Errorf("replaying dead letter %d: %w", id, err)
 		}
+		err = tx.QueryRow(ctx, `SELECT coalesce((SELECT publisher FROM source_bindings
+			WHERE source = $1 AND publisher IS NOT NULL LIMIT 1), '')`, d.Source).Scan(&d.Publisher)
+		if err != nil {
+			return fmt.Errorf("replaying dead letter %d: %w", id, err)
+		}
 		return nil
 	})
 	return d, err

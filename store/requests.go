@@ -94,6 +94,10 @@ type DeadLetter struct {
 	// BodyPurgedAt is when the original message (Header, Data) was
 	// cleared by the retention; nil while it is kept.
 	BodyPurgedAt *time.Time
+	// Publisher is the NATS identity its source is now bound to ("" for
+	// none); set by Replay only, so that the replay is published where
+	// that source is accepted (see replay.Message).
+	Publisher string
 }
 
 // Kinds of dead letter.
