@@ -316,3 +316,33 @@ func TestReplayAfterTheSourceWasBoundToItsPublisherIsHandled(t *testing.T) {
 	require.Equal(t, event.TypeCardIssued, outs[1].Type, "the replay is answered: %+v", outs[1].Data)
 	require.Len(t, s.sb.Cards(), 1)
 }
+
+// Review of issue 12: a message that names no request (or is refused as
+// another ERP's) is kept under its place in the stream. Sequences start
+// again at 1 in a recreated stream (the README's way to give an earlier
+// version's stream its limits): the next junk message at the same place
+// collided with the old record and was acknowledged without any.
+func TestPoisonInARecreatedStreamLeavesARecordOfItsOwn(t *testing.T) {
+	ctx := context.Background()
+	s := newStack(t, nil)
+	p := s.start(t, s.cfg)
+	st := p.svc.Store()
+	count := func() int {
+		t.Helper()
+		var n int
+		require.NoError(t, st.Pool().QueryRow(ctx, `SELECT count(*) FROM dead_letters`).Scan(&n))
+		return n
+	}
+	_, err := s.js.PublishMsg(ctx, raw(nil, []byte("junk one")))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return count() == 1 }, 20*time.Second, 20*time.Millisecond)
+	p.stop()
+	// The README: a stream's retention cannot be changed in place: recreate it while no requests wait.
+	require.NoError(t, s.js.DeleteStream(ctx, "ERP"))
+	p = s.start(t, s.cfg)
+	st = p.svc.Store()
+	_, err = s.js.PublishMsg(ctx, raw(nil, []byte("junk two")))
+	require.NoError(t, err)
+	(&bundle{js: s.js, store: st}).settle(t)
+	require.Equal(t, 2, count(), "the second junk message, at the same place in the new stream, left no record")
+}

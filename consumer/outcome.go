@@ -71,8 +71,13 @@ func (c *Consumer) failedCompletion(d *delivery, f event.Failure) (store.Complet
 		// stream, so its redeliveries are recognised and the request's own
 		// id stays free for its real source, and publish nothing, since
 		// there is no one to answer.
+		// The time the server stored the message is part of the key: it is
+		// the same on every delivery of the message, and tells it from the
+		// message at the same place in a stream recreated since (sequences
+		// start again at 1), which must leave a record of its own.
 		comp.Source = ""
-		comp.RequestID = fmt.Sprintf("%s/%d", d.meta.Stream, d.meta.Sequence.Stream)
+		comp.RequestID = fmt.Sprintf("%s/%d@%s", d.meta.Stream, d.meta.Sequence.Stream,
+			d.meta.Timestamp.UTC().Format(time.RFC3339Nano))
 	}
 	comp.DeadLetter = d.deadLetter(f)
 	return comp, nil
