@@ -63,6 +63,18 @@ func (s *Store) AddBinding(ctx context.Context, b Binding) error {
 		if err != nil {
 			return fmt.Errorf("adding binding: %w", err)
 		}
+		if b.Publisher == "" {
+			return nil
+		}
+		// The source's other bindings (made before it had a publisher)
+		// take it too: otherwise removing this one would silently open
+		// the source again to whatever publishes on the contract's subject.
+		_, err = tx.Exec(ctx, `UPDATE source_bindings o SET publisher = n.publisher, publisher_since = n.publisher_since
+			FROM source_bindings n WHERE n.source = $1 AND n.client_id = $2 AND o.source = $1 AND o.publisher IS NULL`,
+			b.Source, b.ClientID)
+		if err != nil {
+			return fmt.Errorf("adding binding: %w", err)
+		}
 		return nil
 	})
 }
