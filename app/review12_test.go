@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -345,4 +346,38 @@ func TestPoisonInARecreatedStreamLeavesARecordOfItsOwn(t *testing.T) {
 	require.NoError(t, err)
 	(&bundle{js: s.js, store: st}).settle(t)
 	require.Equal(t, 2, count(), "the second junk message, at the same place in the new stream, left no record")
+}
+
+// Review of issue 12: a bank (or a proxy before it) that refuses an order
+// with an error code longer than card.failed's schema allows (256) must not
+// leave the request retrying for ever, sending the order again on every
+// delivery: it is answered bank_rejected like any refusal.
+func TestRefusalWithAnOverlongBankCodeIsAnswered(t *testing.T) {
+	var orders atomic.Int64
+	s := newStack(t, func(sb http.Handler) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && r.URL.Path == "/v1/cards" {
+				orders.Add(1)
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusBadRequest)
+				_, _ = fmt.Fprintf(w, `{"httpStatusCode":"400","defaultUserMessage":"refused","userMessageGlobalisationCode":%q}`,
+					"error.msg.card."+strings.Repeat("x", 300))
+				return
+			}
+			sb.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	})
+	defer func() { t.Logf("orders sent: %d", orders.Load()) }()
+	cfg := s.cfg
+	cfg.RetryDelayMax = 100 * time.Millisecond
+	p := s.start(t, cfg)
+	s.bind(t, p.svc.Store(), 1)
+	s.publish(t, 1)
+	f := s.outcomes(t, 1)[0].Data.(event.Failed)
+	require.Equal(t, event.ReasonBankRejected, f.Reason)
+	require.LessOrEqual(t, utf8.RuneCountInString(f.BankErrorCode), 256, "the schema's maxLength, in characters")
+	require.True(t, strings.HasPrefix(f.BankErrorCode, "error.msg.card.x"))
+	require.EqualValues(t, 1, orders.Load(), "ordered once, answered")
 }

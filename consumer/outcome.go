@@ -59,8 +59,12 @@ func (c *Consumer) failedCompletion(d *delivery, f event.Failure) (store.Complet
 		if err != nil {
 			// What the message said of itself does not fit card.failed
 			// (an odd employee id, say): answer with what is certain.
+			// The same goes for what the bank said (its code): the reason
+			// alone is always a valid answer. Failing here would leave the
+			// request retrying for ever, ordering again at each delivery.
 			ref := event.RequestRef{Source: d.ref.Source, ID: d.ref.ID}
-			if ev, err = outboxEvent(event.NewFailed(c.cfg.Source, ref, f, time.Now()), ref, d.adm.Generation); err != nil {
+			bare := event.Failure{Reason: f.Reason, Message: f.Message}
+			if ev, err = outboxEvent(event.NewFailed(c.cfg.Source, ref, bare, time.Now()), ref, d.adm.Generation); err != nil {
 				return store.Completion{}, err
 			}
 		}

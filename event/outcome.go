@@ -86,6 +86,9 @@ func (e *DecodeError) Failure() Failure {
 // maxMessage is the schema's maxLength of card.failed's message.
 const maxMessage = 1024
 
+// maxBankErrorCode is the schema's maxLength of card.failed's bankErrorCode.
+const maxBankErrorCode = 256
+
 // NewIssued builds the card.issued answering req, published by source.
 func NewIssued(source string, req RequestRef, card Card) Outcome {
 	at := card.IssuedAt.UTC()
@@ -128,6 +131,13 @@ func NewFailed(source string, req RequestRef, f Failure, at time.Time) Outcome {
 	if utf8.RuneCountInString(message) > maxMessage {
 		message = string([]rune(message)[:maxMessage-1]) + "…"
 	}
+	// The bank's code is the bank's (or a proxy's) to write: one longer
+	// than the schema allows is cut, as the message is, rather than
+	// making the answer invalid and the request unanswerable.
+	bankCode := f.BankErrorCode
+	if utf8.RuneCountInString(bankCode) > maxBankErrorCode {
+		bankCode = string([]rune(bankCode)[:maxBankErrorCode-1]) + "…"
+	}
 	return Outcome{
 		Type:        TypeCardFailed,
 		ID:          OutcomeID(req.Source, req.ID),
@@ -143,7 +153,7 @@ func NewFailed(source string, req RequestRef, f Failure, at time.Time) Outcome {
 			ClientID:      req.ClientID,
 			Reason:        f.Reason,
 			Message:       message,
-			BankErrorCode: f.BankErrorCode,
+			BankErrorCode: bankCode,
 		},
 	}
 }
