@@ -159,6 +159,9 @@ func Classify(err error) Class {
 		return c
 	}
 	switch {
+	case errors.Is(err, errBankPaused):
+		// Not sent: the bank asked for a pause longer than a call waits.
+		return ClassRetry
 	case errors.Is(err, errAttemptTimeout):
 		return ClassUnknown
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -18,6 +18,8 @@ type Client struct {
 	log  *slog.Logger
 	// now is the clock of the token caches; tests replace it.
 	now func() time.Time
+	// limiter paces the calls to the bank; nil when Config.DisableLimiter.
+	limiter *limiter
 
 	mu       sync.Mutex
 	sessions map[string]*Session // by username
@@ -30,13 +32,26 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Client{
+	c := &Client{
 		cfg:      cfg,
 		http:     observed(cfg.HTTPClient, cfg.Observer),
 		log:      cfg.Logger,
 		now:      time.Now,
 		sessions: make(map[string]*Session),
-	}, nil
+	}
+	if !cfg.DisableLimiter {
+		c.limiter = newLimiter(realClock{}, cfg.MaxConcurrency, cfg.MaxRetryAfter)
+	}
+	return c, nil
+}
+
+// LimiterState returns the state of the adaptive limiter, for metrics; ok
+// is false when it is disabled.
+func (c *Client) LimiterState() (s LimiterState, ok bool) {
+	if c.limiter == nil {
+		return LimiterState{}, false
+	}
+	return c.limiter.state(), true
 }
 
 // Credentials are the username and password of an MBanq user.

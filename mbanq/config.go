@@ -20,6 +20,11 @@ const (
 	DefaultMaxBackoff     = 5 * time.Second
 	DefaultMaxRetryAfter  = 30 * time.Second
 	DefaultRequestTimeout = 15 * time.Second
+	// DefaultConnectTimeout bounds dialling the bank, and
+	// DefaultTLSHandshakeTimeout its TLS handshake, in the default
+	// HTTPClient.
+	DefaultConnectTimeout      = 5 * time.Second
+	DefaultTLSHandshakeTimeout = 10 * time.Second
 )
 
 // Config holds the settings shared by every Session of a Client.
@@ -60,8 +65,24 @@ type Config struct {
 	// put back on its queue rather than holding a worker.
 	MaxRetryAfter time.Duration
 	// RequestTimeout bounds each attempt, the response body included
-	// (default 15s).
+	// (default 15s). The time a call waits for the limiter is not part of
+	// it. An attempt that runs out of it has an unknown outcome (the bank
+	// may finish the work after we stop listening): it is retried under
+	// the same Idempotency-Key, never taken as a refusal.
 	RequestTimeout time.Duration
+	// ConnectTimeout and TLSHandshakeTimeout bound dialling the bank and
+	// the TLS handshake in the default HTTPClient (defaults 5s and 10s);
+	// ignored when HTTPClient is set.
+	ConnectTimeout      time.Duration
+	TLSHandshakeTimeout time.Duration
+
+	// DisableLimiter turns the adaptive limiter off (see limiter.go): every
+	// call starts at once, whatever the bank answered before, as each
+	// retries on its own. For comparison and for tests of the bare client.
+	DisableLimiter bool
+	// MaxConcurrency bounds the calls in flight at the bank whatever the
+	// limiter learns (default DefaultMaxConcurrency).
+	MaxConcurrency int
 	// AllowPlainHTTP lets BaseURL be http:// on a host that is not the
 	// loopback, for a sandbox on a private network: the client secret,
 	// passwords and tokens then cross it in clear.
@@ -70,8 +91,17 @@ type Config struct {
 
 // withDefaults returns a copy of c with the optional fields filled in.
 func (c Config) withDefaults() Config {
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.TLSHandshakeTimeout == 0 {
+		c.TLSHandshakeTimeout = DefaultTLSHandshakeTimeout
+	}
+	if c.MaxConcurrency == 0 {
+		c.MaxConcurrency = DefaultMaxConcurrency
+	}
 	if c.HTTPClient == nil {
-		c.HTTPClient = defaultHTTPClient()
+		c.HTTPClient = defaultHTTPClient(c.ConnectTimeout, c.TLSHandshakeTimeout)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -129,16 +159,22 @@ func (c Config) validate() error {
 	if c.RequestTimeout < 0 {
 		errs = append(errs, fmt.Errorf("RequestTimeout is negative (%s)", c.RequestTimeout))
 	}
+	if c.ConnectTimeout < 0 || c.TLSHandshakeTimeout < 0 {
+		errs = append(errs, fmt.Errorf("ConnectTimeout (%s) and TLSHandshakeTimeout (%s) must not be negative", c.ConnectTimeout, c.TLSHandshakeTimeout))
+	}
+	if c.MaxConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("MaxConcurrency is negative (%d)", c.MaxConcurrency))
+	}
 	if len(errs) == 0 {
 		return nil
 	}
 	return fmt.Errorf("mbanq: invalid config: %w", errors.Join(errs...))
 }
 
-func defaultHTTPClient() *http.Client {
+func defaultHTTPClient(connect, handshake time.Duration) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	tr.TLSHandshakeTimeout = 10 * time.Second
+	tr.DialContext = (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext
+	tr.TLSHandshakeTimeout = handshake
 	// Every call goes to one host, with as many in flight as the consumer
 	// allows: keep that many connections idle, or each burst closes and
 	// redials them (the profile showed a tenth of the CPU in dialing).

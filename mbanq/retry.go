@@ -145,6 +145,8 @@ func retryReason(err error) string {
 		switch {
 		case e.HTTPStatus == http.StatusTooManyRequests:
 			return "rate limited"
+		case errors.Is(err, errBankPaused):
+			return "bank asked for a pause"
 		case e.HTTPStatus >= 500:
 			return "server error " + http.StatusText(e.HTTPStatus)
 		case errors.Is(err, errAttemptTimeout):

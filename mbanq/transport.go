@@ -71,10 +71,28 @@ func (r *request) encode() ([]byte, string, error) {
 	return nil, "", nil
 }
 
-// exchange makes one attempt: one HTTP request and its answer, bounded by
+// exchange makes one attempt once the adaptive limiter lets it start (see
+// limiter.go), and tells the limiter what the answer says of the bank.
+func (c *Client) exchange(ctx context.Context, r *request, body []byte, contentType string, token secret.String, traceID string, attempt int, out any) error {
+	if c.limiter == nil {
+		return c.attempt(ctx, r, body, contentType, token, traceID, attempt, out)
+	}
+	start, err := c.limiter.acquire(ctx, r.op)
+	if err != nil {
+		if ctx.Err() != nil {
+			return &Error{Op: r.op, Err: ctx.Err()}
+		}
+		return err
+	}
+	err = c.attempt(ctx, r, body, contentType, token, traceID, attempt, out)
+	c.limiter.release(start, outcomeOf(err), c.limiter.clk.Now().Sub(start), RetryAfter(err))
+	return err
+}
+
+// attempt makes one attempt: one HTTP request and its answer, bounded by
 // RequestTimeout. A 2xx answer is decoded into out; anything else is an
 // *Error.
-func (c *Client) exchange(ctx context.Context, r *request, body []byte, contentType string, token secret.String, traceID string, attempt int, out any) error {
+func (c *Client) attempt(ctx context.Context, r *request, body []byte, contentType string, token secret.String, traceID string, attempt int, out any) error {
 	actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 

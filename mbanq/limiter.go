@@ -1,0 +1,476 @@
+package mbanq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+)
+
+// The adaptive limiter paces every call the Client makes to the bank (token
+// requests, users, cards): MBanq limits calls per tenant, and the limit is
+// shared with the NeoBank's own applications, so cardbridge learns what it
+// may use instead of being told. It is the Client's: one per process and
+// tenant.
+//
+// It bounds two things, each learnt by AIMD (additive increase,
+// multiplicative decrease), the scheme TCP and adaptive-concurrency
+// limiters (Netflix's concurrency-limits, Envoy's adaptive concurrency) are
+// built on:
+//
+//   - the start rate, calls per second, a token bucket. It starts
+//     unbounded; the first refusal sets it to a little under the rate at
+//     which calls were started in the last second. After a refusal (429,
+//     503) it is cut by overloadCut; while it is what holds calls back it
+//     grows, by a share of itself per second (congestion avoidance), or
+//     doubling each second below the slow-start threshold (slow start);
+//   - the calls in flight, a limit that grows by one per limit's worth of
+//     answers while calls wait for it, and is cut on the same signals and
+//     when answers take far longer than the shortest seen (the gradient
+//     signal of the latency-based limiters).
+//
+// A Retry-After pauses the whole tenant: no call starts before the time the
+// bank asked for. One decrease per episode: answers to calls started before
+// the last cut do not cut again (they were sent at the old pace).
+//
+// A bank that fails (no answer, timeouts, 5xx other than 503) several times
+// in a row is in an outage: each further failure halves the rate and the
+// limit, down to minRate and one call in flight, and the slow-start
+// threshold is set a little under the pace before the outage. When the bank comes
+// back, the backlog is let through slowly: the rate doubles each second
+// from minRate, so the bank is not met by every waiting call at once.
+//
+// The limiter is growth-limited only by what it is asked: a rate or limit
+// grows only while calls wait for it (recently pressed), so a quiet process
+// does not "learn" a capacity it never tried.
+
+// Tuning of the limiter. They are not settings: they shape how fast it
+// learns, not what it may use.
+const (
+	// overloadCut multiplies the rate and the limit on a refusal. Close to
+	// one: the bank's own bucket absorbs a slight overshoot, and a deep cut
+	// leaves capacity unused while the rate climbs back.
+	overloadCut = 0.9
+	// failureCut multiplies them on each failure of an outage.
+	failureCut = 0.5
+	// outageStreak is how many failures in a row (no answer, 5xx) make an
+	// outage; fewer are passing errors and leave the pace alone.
+	outageStreak = 5
+	// growthPerSecond is the share by which the rate grows per second of
+	// calls at that rate in congestion avoidance (at least minRate per
+	// second).
+	growthPerSecond = 0.02
+	// pressWindow: a rate or limit grows only when calls waited for it this
+	// recently.
+	pressWindow = time.Second
+	// minRate is the least start rate, calls per second.
+	minRate = 1.0
+	// initialLimit is the first limit on calls in flight; it doubles per
+	// round of answers while pressed (slow start).
+	initialLimit = 16
+	// burstWindow sizes the token bucket: a rate's worth of this long may
+	// start at once.
+	burstWindow = 50 * time.Millisecond
+	// Latency signal: an answer slower than latencyFactor times the
+	// shortest answer seen in the last minRTTWindow, plus latencySlack
+	// (so that a loaded machine's noise on a fast bank does not count),
+	// cuts the limit on calls in flight.
+	latencyFactor = 2.0
+	latencySlack  = 100 * time.Millisecond
+	minRTTWindow  = 30 * time.Second
+	// minTimerWait bounds how often the dispatcher wakes at high rates.
+	minTimerWait = time.Millisecond
+)
+
+// DefaultMaxConcurrency bounds the calls in flight at the bank whatever the
+// limiter learns.
+const DefaultMaxConcurrency = 1024
+
+// outcome is what an answer says of the bank's capacity.
+type outcome int
+
+const (
+	outcomeOK       outcome = iota // the bank answered (a success or a refusal of the request)
+	outcomeOverload                // the bank refused for load: 429, 503
+	outcomeFailed                  // no answer, a timeout, another 5xx
+	outcomeIgnore                  // the caller gave up: says nothing of the bank
+)
+
+// outcomeOf sorts the result of one attempt.
+func outcomeOf(err error) outcome {
+	if err == nil {
+		return outcomeOK
+	}
+	var e *Error
+	if errors.As(err, &e) && e.HTTPStatus != 0 {
+		switch {
+		case e.HTTPStatus == 429 || e.HTTPStatus == 503:
+			return outcomeOverload
+		case e.HTTPStatus >= 500:
+			return outcomeFailed
+		}
+		return outcomeOK
+	}
+	if Classify(err) == ClassCanceled {
+		return outcomeIgnore
+	}
+	return outcomeFailed
+}
+
+// LimiterState is a snapshot of the limiter, for metrics.
+type LimiterState struct {
+	// Rate is the start rate in calls per second; +Inf before the bank
+	// first refused a call.
+	Rate float64
+	// Limit is the limit on calls in flight, InFlight how many are.
+	Limit    int
+	InFlight int
+	// Waiting is how many calls wait for the limiter.
+	Waiting int
+	// Paused is how much is left of a pause the bank asked for.
+	Paused time.Duration
+	// Cuts counts decreases since the start.
+	Cuts int64
+}
+
+// pacer is the limiter's logic without its waiting: a pure function of the
+// times it is given, so that it can be tested with an injected clock.
+type pacer struct {
+	maxLimit float64
+
+	rate     float64 // calls/s; +Inf until the first cut
+	ssthresh float64 // slow start below this rate
+	tokens   float64
+	refilled time.Time
+
+	limit    float64
+	inflight int
+
+	pauseUntil time.Time
+	lastCut    time.Time
+	cuts       int64
+	streak     int // failures in a row
+
+	pressedRate, pressedLimit time.Time
+
+	// starts counts the calls started in the current and the previous
+	// second, to measure the start rate on the first cut.
+	startsNow, startsPrev int
+	startsSec             int64
+
+	minRTT   time.Duration
+	minRTTAt time.Time
+}
+
+func newPacer(maxConcurrency int) *pacer {
+	if maxConcurrency <= 0 {
+		maxConcurrency = DefaultMaxConcurrency
+	}
+	return &pacer{
+		maxLimit: float64(maxConcurrency),
+		rate:     math.Inf(1),
+		ssthresh: math.Inf(1),
+		limit:    math.Min(initialLimit, float64(maxConcurrency)),
+		tokens:   1,
+	}
+}
+
+// why a call may not start now.
+type blocked int
+
+const (
+	notBlocked blocked = iota
+	byPause
+	byLimit
+	byRate
+)
+
+// admit starts a call at now if the pace allows it. Otherwise it says what
+// holds it back and, for a pause or the rate, how long until it may be
+// asked again (the limit is freed by a release).
+func (p *pacer) admit(now time.Time) (blocked, time.Duration) {
+	if now.Before(p.pauseUntil) {
+		return byPause, p.pauseUntil.Sub(now)
+	}
+	if p.inflight >= int(math.Max(1, p.limit)) {
+		p.pressedLimit = now
+		return byLimit, 0
+	}
+	if !math.IsInf(p.rate, 1) {
+		burst := math.Max(1, p.rate*burstWindow.Seconds())
+		if el := now.Sub(p.refilled).Seconds(); el > 0 {
+			p.tokens = math.Min(burst, p.tokens+el*p.rate)
+		}
+		p.refilled = now
+		if p.tokens < 1 {
+			p.pressedRate = now
+			return byRate, time.Duration((1 - p.tokens) / p.rate * float64(time.Second))
+		}
+		p.tokens--
+	}
+	p.inflight++
+	p.countStart(now)
+	return notBlocked, 0
+}
+
+func (p *pacer) countStart(now time.Time) {
+	sec := now.Unix()
+	switch {
+	case sec == p.startsSec:
+	case sec == p.startsSec+1:
+		p.startsPrev, p.startsNow = p.startsNow, 0
+	default:
+		p.startsPrev, p.startsNow = 0, 0
+	}
+	p.startsSec = sec
+	p.startsNow++
+}
+
+// startRate estimates the calls started per second over the last second.
+func (p *pacer) startRate(now time.Time) float64 {
+	sec := now.Unix()
+	frac := float64(now.Nanosecond()) / 1e9
+	switch sec {
+	case p.startsSec:
+		return float64(p.startsNow) + float64(p.startsPrev)*(1-frac)
+	case p.startsSec + 1:
+		return float64(p.startsNow) * (1 - frac)
+	}
+	return 0
+}
+
+// release ends a call started at start, answered at now after rtt, with
+// what its answer says of the bank and the Retry-After it carried.
+func (p *pacer) release(now, start time.Time, o outcome, rtt, retryAfter time.Duration) {
+	p.inflight--
+	if retryAfter > 0 && (o == outcomeOverload || o == outcomeFailed) {
+		if until := now.Add(retryAfter); until.After(p.pauseUntil) {
+			p.pauseUntil = until
+		}
+	}
+	fresh := start.After(p.lastCut) // sent at the current pace
+	switch o {
+	case outcomeOK:
+		p.streak = 0
+		p.grow(now)
+		if p.slow(now, rtt) && fresh {
+			p.cutLimit(now, overloadCut)
+		}
+	case outcomeOverload:
+		p.streak = 0
+		if fresh {
+			p.cut(now, overloadCut)
+			p.ssthresh = p.rate
+		}
+	case outcomeFailed:
+		p.streak++
+		if p.streak == outageStreak {
+			// Slow start ends a little under the pace before the
+			// outage once the bank is back: its limit is likely the same.
+			p.ssthresh = math.Max(minRate, math.Min(p.rate, p.startRate(now))*overloadCut)
+		}
+		if p.streak >= outageStreak && fresh {
+			p.cut(now, failureCut)
+		}
+	}
+}
+
+// grow raises the rate and the limit that calls recently waited for.
+func (p *pacer) grow(now time.Time) {
+	if !math.IsInf(p.rate, 1) && now.Sub(p.pressedRate) <= pressWindow {
+		if p.rate < p.ssthresh {
+			p.rate++ // a rate's worth of answers a second: doubles each second
+		} else {
+			p.rate += math.Max(minRate/p.rate, growthPerSecond)
+		}
+	}
+	if p.limit < p.maxLimit && now.Sub(p.pressedLimit) <= pressWindow {
+		if p.rate < p.ssthresh {
+			p.limit++
+		} else {
+			p.limit += 1 / p.limit
+		}
+		p.limit = math.Min(p.limit, p.maxLimit)
+	}
+}
+
+// slow reports whether an answer took far longer than the shortest lately.
+func (p *pacer) slow(now time.Time, rtt time.Duration) bool {
+	if rtt <= 0 {
+		return false
+	}
+	if p.minRTT == 0 || rtt < p.minRTT || now.Sub(p.minRTTAt) > minRTTWindow {
+		p.minRTT, p.minRTTAt = rtt, now
+		return false
+	}
+	return float64(rtt) > latencyFactor*float64(p.minRTT)+float64(latencySlack)
+}
+
+// cut decreases the rate and the limit by factor, once per episode.
+func (p *pacer) cut(now time.Time, factor float64) {
+	base := p.rate
+	if measured := p.startRate(now); math.IsInf(base, 1) || measured < base {
+		base = math.Max(measured, minRate)
+	}
+	p.rate = math.Max(minRate, base*factor)
+	p.tokens = 0
+	p.refilled = now
+	p.cutLimit(now, factor)
+}
+
+func (p *pacer) cutLimit(now time.Time, factor float64) {
+	p.limit = math.Max(1, p.limit*factor)
+	p.lastCut = now
+	p.cuts++
+}
+
+func (p *pacer) state(now time.Time) LimiterState {
+	s := LimiterState{Rate: p.rate, Limit: int(math.Max(1, p.limit)), InFlight: p.inflight, Cuts: p.cuts}
+	if now.Before(p.pauseUntil) {
+		s.Paused = p.pauseUntil.Sub(now)
+	}
+	return s
+}
+
+// clock is the limiter's time; tests replace it.
+type clock interface {
+	Now() time.Time
+	// AfterFunc calls f in its own goroutine after d; stop cancels it.
+	AfterFunc(d time.Duration, f func()) (stop func() bool)
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+func (realClock) AfterFunc(d time.Duration, f func()) func() bool {
+	return time.AfterFunc(d, f).Stop
+}
+
+// limiter makes callers wait, first come first served, for the pacer.
+type limiter struct {
+	clk      clock
+	maxPause time.Duration // a longer pause fails the call at once
+
+	mu     sync.Mutex
+	p      *pacer
+	queue  []*waiter
+	timer  func() bool // stops the armed timer
+	timeAt time.Time   // when it fires
+	timeID uint64      // bumped to disown stale timers
+}
+
+type waiter struct {
+	ch      chan struct{}
+	granted bool
+	start   time.Time
+}
+
+func newLimiter(clk clock, maxConcurrency int, maxPause time.Duration) *limiter {
+	return &limiter{clk: clk, p: newPacer(maxConcurrency), maxPause: maxPause}
+}
+
+// errBankPaused: the bank asked the tenant to pause for longer than a call
+// waits (Config.MaxRetryAfter); the call was not made.
+var errBankPaused = errors.New("the bank asked for a pause (Retry-After); not called")
+
+// acquire waits until a call may start and returns when it started. It
+// fails when ctx ends first, or at once with an *Error carrying RetryAfter
+// when the bank asked for a pause longer than maxPause.
+func (l *limiter) acquire(ctx context.Context, op string) (time.Time, error) {
+	l.mu.Lock()
+	now := l.clk.Now()
+	if left := l.p.pauseUntil.Sub(now); l.maxPause > 0 && left > l.maxPause {
+		l.mu.Unlock()
+		return time.Time{}, &Error{Op: op, RetryAfter: left, Err: fmt.Errorf("%w for %s", errBankPaused, left.Round(time.Second))}
+	}
+	if len(l.queue) == 0 {
+		if b, _ := l.p.admit(now); b == notBlocked {
+			l.mu.Unlock()
+			return now, nil
+		}
+	}
+	w := &waiter{ch: make(chan struct{})}
+	l.queue = append(l.queue, w)
+	l.dispatchLocked(now)
+	l.mu.Unlock()
+
+	select {
+	case <-w.ch:
+		return w.start, nil
+	case <-ctx.Done():
+	}
+	l.mu.Lock()
+	if w.granted {
+		l.mu.Unlock()
+		l.release(w.start, outcomeIgnore, 0, 0)
+		return time.Time{}, ctx.Err()
+	}
+	for i, q := range l.queue {
+		if q == w {
+			l.queue = append(l.queue[:i], l.queue[i+1:]...)
+			break
+		}
+	}
+	l.mu.Unlock()
+	return time.Time{}, ctx.Err()
+}
+
+// release ends a call that acquire started.
+func (l *limiter) release(start time.Time, o outcome, rtt, retryAfter time.Duration) {
+	l.mu.Lock()
+	now := l.clk.Now()
+	l.p.release(now, start, o, rtt, retryAfter)
+	l.dispatchLocked(now)
+	l.mu.Unlock()
+}
+
+// dispatchLocked starts the waiting calls the pace allows, in order, and
+// arms a timer for when the next may start.
+func (l *limiter) dispatchLocked(now time.Time) {
+	for len(l.queue) > 0 {
+		b, wait := l.p.admit(now)
+		if b != notBlocked {
+			if b != byLimit {
+				l.armLocked(now, max(wait, minTimerWait))
+			}
+			return
+		}
+		w := l.queue[0]
+		l.queue[0] = nil
+		l.queue = l.queue[1:]
+		w.granted, w.start = true, now
+		close(w.ch)
+	}
+}
+
+func (l *limiter) armLocked(now time.Time, wait time.Duration) {
+	at := now.Add(wait)
+	if l.timer != nil && !l.timeAt.After(at) && l.timeAt.After(now) {
+		return // an earlier timer will dispatch
+	}
+	if l.timer != nil {
+		l.timer()
+	}
+	l.timeID++
+	id := l.timeID
+	l.timeAt = at
+	l.timer = l.clk.AfterFunc(wait, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.timeID != id {
+			return
+		}
+		l.timer = nil
+		l.dispatchLocked(l.clk.Now())
+	})
+}
+
+func (l *limiter) state() LimiterState {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.p.state(l.clk.Now())
+	s.Waiting = len(l.queue)
+	return s
+}
