@@ -21,6 +21,7 @@ func sandboxCmd(ctx context.Context, args []string, env Env) error {
 	fs.Var((*durationFlag)(&f.LatencyJitter), "latency-jitter", "random extra delay of up to this much")
 	fs.Float64Var(&f.ServerErrorRate, "error-rate", 0, "fraction of requests answered 500 without being processed")
 	fs.Float64Var(&f.RateLimitRate, "rate-limit-rate", 0, "fraction of requests answered 429")
+	fs.Float64Var(&f.TenantRateLimit, "rate-limit", 0, "the tenant's limit in calls per second (a token bucket of one second's worth); calls over it are answered 429 with Retry-After (0: no limit)")
 	fs.Var((*durationFlag)(&f.RetryAfter), "retry-after", "Retry-After sent with 429 answers")
 	fs.Float64Var(&f.LostResponseRate, "lost-response-rate", 0, "fraction of successful POSTs whose connection is dropped before the answer")
 	fs.Float64Var(&f.GarbledResponseRate, "garbled-response-rate", 0, "fraction of successful POSTs answered 200 with a body that does not carry the result ({}, cut in half, or empty); a retry with the same Idempotency-Key gets the real answer")

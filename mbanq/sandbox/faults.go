@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -34,6 +35,15 @@ type Faults struct {
 	RateLimitRate float64  `json:"rateLimitRate"`
 	RateLimitNext int      `json:"rateLimitNext"`
 	RetryAfter    Duration `json:"retryAfter"`
+
+	// TenantRateLimit, when positive, is the tenant's limit in calls per
+	// second, as MBanq configures one per tenant: a token bucket holding
+	// one second's worth (MBanq counts calls per interval, so a second's
+	// worth may come at once) that refills at this rate. A call of the
+	// tenant (the token endpoint included) that finds it empty is answered
+	// 429 with Retry-After: the whole seconds until a call is let through
+	// again (at least 1). Unlike RateLimitRate it is not limited by Paths.
+	TenantRateLimit float64 `json:"tenantRateLimit"`
 
 	// LostResponseRate of successful POSTs under /v1/ (users and cards) are
 	// processed, and remembered for their Idempotency-Key, and then the
@@ -72,6 +82,9 @@ func (f Faults) validate() error {
 		if r < 0 || r > 1 {
 			errs = append(errs, fmt.Errorf("%s %v is not in [0, 1]", name, r))
 		}
+	}
+	if f.TenantRateLimit < 0 || math.IsNaN(f.TenantRateLimit) || math.IsInf(f.TenantRateLimit, 0) {
+		errs = append(errs, fmt.Errorf("tenantRateLimit %v is not a number of calls per second (0 for no limit)", f.TenantRateLimit))
 	}
 	if f.ServerErrorStatus != 0 && (f.ServerErrorStatus < 500 || f.ServerErrorStatus > 599) {
 		errs = append(errs, fmt.Errorf("serverErrorStatus %d is not a 5xx status", f.ServerErrorStatus))
@@ -129,6 +142,7 @@ type faultInjector struct {
 	f       Faults
 	rng     *rand.Rand
 	garbled int // garbled answers so far, to rotate their form
+	bucket  tenantBucket
 }
 
 func newFaultInjector(f Faults, seed uint64) *faultInjector {
@@ -142,6 +156,49 @@ func (fi *faultInjector) set(f Faults) {
 	defer fi.mu.Unlock()
 	fi.f = f
 	fi.refreshEnabled()
+	fi.bucket.set(f.TenantRateLimit)
+}
+
+// tenantBucket is the token bucket of Faults.TenantRateLimit.
+type tenantBucket struct {
+	on     atomic.Bool
+	mu     sync.Mutex
+	rate   float64
+	tokens float64
+	last   time.Time
+}
+
+// set changes the limit; the bucket starts full.
+func (b *tenantBucket) set(rate float64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if rate != b.rate {
+		b.rate, b.tokens, b.last = rate, rate, time.Time{}
+	}
+	b.on.Store(rate > 0)
+}
+
+// take lets one call through at now, or says how long until one would be.
+func (b *tenantBucket) take(now time.Time) (ok bool, retryAfter time.Duration) {
+	if !b.on.Load() {
+		return true, 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.rate <= 0 {
+		return true, 0
+	}
+	if !b.last.IsZero() {
+		if el := now.Sub(b.last).Seconds(); el > 0 {
+			b.tokens = math.Min(b.rate, b.tokens+el*b.rate)
+		}
+	}
+	b.last = now
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, 0
+	}
+	return false, time.Duration((1 - b.tokens) / b.rate * float64(time.Second))
 }
 
 func (fi *faultInjector) get() Faults {

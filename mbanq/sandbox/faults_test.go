@@ -2,9 +2,12 @@ package sandbox_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/cardbridge/cardbridge/mbanq/sandbox"
 )
@@ -97,5 +100,52 @@ func TestGarbledResponseOnlyStrikesSuccessfulPOSTsInPaths(t *testing.T) {
 	}
 	if err := h.sb.SetFaults(sandbox.Faults{GarbledResponseRate: -0.1}); err == nil {
 		t.Error("SetFaults must refuse a negative rate")
+	}
+}
+
+func TestTenantRateLimitIsATokenBucketPerTenant(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	step := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	h := newHarness(t, sandbox.DefaultSeed(), sandbox.WithClock(clock))
+	tok := h.adminToken() // before the limit: not counted
+	resp, body := h.mustDo(http.MethodPut, "/_sandbox/faults", `{"tenantRateLimit":10}`, nil)
+	equal(t, resp.StatusCode, http.StatusOK, "put: "+body)
+
+	// A second's worth goes through at once, the next call is refused.
+	for i := range 10 {
+		resp, body = h.mustDo(http.MethodGet, "/v1/cardproducts/1", "", h.api(tok))
+		equal(t, resp.StatusCode, http.StatusOK, fmt.Sprintf("call %d: %s", i, body))
+	}
+	resp, body = h.mustDo(http.MethodGet, "/v1/cardproducts/1", "", h.api(tok))
+	equal(t, resp.StatusCode, http.StatusTooManyRequests, "over the limit: "+body)
+	equal(t, resp.Header.Get("Retry-After"), "1", "Retry-After: a call is let through within the second")
+	// Another tenant's calls do not count (and are refused for their tenant).
+	other := h.api(tok)
+	other["tenantId"] = "someone-else"
+	resp, _ = h.mustDo(http.MethodGet, "/v1/cardproducts/1", "", other)
+	equal(t, resp.StatusCode != http.StatusTooManyRequests, true, "another tenant is not limited by this one's bucket")
+
+	// It refills at the rate: one call per 100ms.
+	step(100 * time.Millisecond)
+	resp, _ = h.mustDo(http.MethodGet, "/v1/cardproducts/1", "", h.api(tok))
+	equal(t, resp.StatusCode, http.StatusOK, "refilled one")
+	resp, _ = h.mustDo(http.MethodGet, "/v1/cardproducts/1", "", h.api(tok))
+	equal(t, resp.StatusCode, http.StatusTooManyRequests, "and only one")
+	// The token endpoint is a call of the tenant too.
+	resp, _ = h.mustDo(http.MethodPost, "/oauth/token", "grant_type=password", map[string]string{"tenantId": sandbox.DefaultTenantID, "Content-Type": "application/x-www-form-urlencoded"})
+	equal(t, resp.StatusCode, http.StatusTooManyRequests, "token endpoint limited")
+	st := h.sb.Stats()
+	equal(t, st.TenantRateLimited, int64(3), "refused by the tenant limit")
+
+	if err := h.sb.SetFaults(sandbox.Faults{TenantRateLimit: -1}); err == nil {
+		t.Error("SetFaults must refuse a negative limit")
+	}
+	// Off again: no limit.
+	equal(t, h.sb.SetFaults(sandbox.Faults{}), nil, "reset")
+	for range 20 {
+		resp, _ = h.mustDo(http.MethodGet, "/v1/cardproducts/1", "", h.api(tok))
+		equal(t, resp.StatusCode, http.StatusOK, "no limit")
 	}
 }

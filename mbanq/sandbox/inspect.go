@@ -20,6 +20,7 @@ type counters struct {
 	unauthorized         atomic.Int64
 	serverErrors         atomic.Int64
 	rateLimited          atomic.Int64
+	tenantRateLimited    atomic.Int64
 	lostResponses        atomic.Int64
 	garbledResponses     atomic.Int64
 	replays              atomic.Int64
@@ -35,7 +36,9 @@ type Stats struct {
 	RefreshGrants        int64 `json:"refreshGrants"`
 	Unauthorized         int64 `json:"unauthorized"` // 401 answers, token endpoint included
 	InjectedServerErrors int64 `json:"injectedServerErrors"`
-	InjectedRateLimits   int64 `json:"injectedRateLimits"`
+	InjectedRateLimits   int64 `json:"injectedRateLimits"` // 429 answers, TenantRateLimit's included
+	// TenantRateLimited counts the calls refused by Faults.TenantRateLimit.
+	TenantRateLimited    int64 `json:"tenantRateLimited"`
 	LostResponses        int64 `json:"lostResponses"`
 	GarbledResponses     int64 `json:"garbledResponses"`
 	IdempotentReplays    int64 `json:"idempotentReplays"` // answers served from cache
@@ -54,6 +57,7 @@ func (s *Server) Stats() Stats {
 		Unauthorized:         c.unauthorized.Load(),
 		InjectedServerErrors: c.serverErrors.Load(),
 		InjectedRateLimits:   c.rateLimited.Load(),
+		TenantRateLimited:    c.tenantRateLimited.Load(),
 		LostResponses:        c.lostResponses.Load(),
 		GarbledResponses:     c.garbledResponses.Load(),
 		IdempotentReplays:    c.replays.Load(),

@@ -193,6 +193,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.stats.requests.Add(1)
+	if s.faults.bucket.on.Load() && r.Header.Get("tenantId") == s.tenantID {
+		if ok, ra := s.faults.bucket.take(s.now()); !ok {
+			s.stats.rateLimited.Add(1)
+			s.stats.tenantRateLimited.Add(1)
+			w.Header().Set("Retry-After", strconv.FormatInt(max(1, int64((ra+time.Second-1)/time.Second)), 10))
+			s.writeError(w, errRateLimited())
+			return
+		}
+	}
 	if d := s.faults.decide(r.URL.Path); d != (decision{}) {
 		if d.delay > 0 && !wait(r.Context(), d.delay) {
 			return
