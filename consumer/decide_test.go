@@ -43,6 +43,9 @@ func TestFaultOf(t *testing.T) {
 		{"bank 429", &mbanq.Error{HTTPStatus: http.StatusTooManyRequests, RetryAfter: time.Second}, FaultBank},
 		{"bank 504", bank(http.StatusGatewayTimeout, ""), FaultBankUnknown},
 		{"bank 503 after a timed-out attempt", &mbanq.Error{HTTPStatus: 503, OutcomeUnknown: true}, FaultBankUnknown},
+		// An earlier order under the key is still at work: it may make the
+		// card, so this is no rejection (and no new key may be used).
+		{"bank 425 on an order", orderCall{&mbanq.Error{Op: "order card", HTTPStatus: http.StatusTooEarly, RetryAfter: time.Second}}, FaultBankUnknown},
 		{"bank 200 that cannot be read", bank(http.StatusOK, mbanq.CodeMalformedResponse), FaultBankUnknown},
 		{"connection lost", &mbanq.Error{Op: "order card", Err: &net.OpError{Op: "read", Err: errors.New("reset")}}, FaultBankUnknown},
 		{"token refused after a fresh one", bank(http.StatusUnauthorized, mbanq.CodeNotAuthenticated), FaultReauth},

@@ -16,14 +16,15 @@ type Class int
 const (
 	// ClassNone is the class of a nil error.
 	ClassNone Class = iota
-	// ClassRetry: MBanq failed without acting (500, 503, 429, 408, 425).
+	// ClassRetry: MBanq failed without acting (500, 503, 429, 408).
 	// Retry later with the same Idempotency-Key. RetryAfter may say when.
 	ClassRetry
 	// ClassUnknown: the request may have reached MBanq and been acted on,
 	// but its answer was not learnt: the attempt timed out or the
 	// connection was lost after the request was sent, a gateway answered
-	// 502 or 504, or a 2xx answer could not be read (or lacked what it
-	// must carry). Only a retry under the same Idempotency-Key can tell
+	// 502 or 504, a 2xx answer could not be read (or lacked what it must
+	// carry), or MBanq answered 425 (an earlier request under the same
+	// Idempotency-Key is still being processed, and may yet succeed). Only a retry under the same Idempotency-Key can tell
 	// whether the operation happened; a new key could do it twice.
 	ClassUnknown
 	// ClassReauth: MBanq did not accept the credentials (401) even after the
@@ -82,8 +83,12 @@ var statusClasses = map[int]Class{
 	http.StatusConflict:            ClassUnknown,
 	http.StatusUnprocessableEntity: ClassPermanent,
 	http.StatusRequestTimeout:      ClassRetry,
-	http.StatusTooEarly:            ClassRetry, // the same key is still being processed
-	http.StatusTooManyRequests:     ClassRetry,
+	// An earlier request under the same key is still being processed
+	// (Fineract): it may yet create what was asked, so the answer is not
+	// a refusal and nothing may be ordered under a new key. Retry later
+	// under the same key to learn its outcome.
+	http.StatusTooEarly:        ClassUnknown,
+	http.StatusTooManyRequests: ClassRetry,
 	// A gateway's answer says nothing of what the bank behind it did.
 	http.StatusBadGateway:     ClassUnknown,
 	http.StatusGatewayTimeout: ClassUnknown,

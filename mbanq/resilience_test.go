@@ -424,3 +424,46 @@ func TestRedirectIsNotFollowed(t *testing.T) {
 	}
 	equal(t, elsewhere.Load(), int64(0), "nothing reached the redirect's target")
 }
+
+// An order whose attempt times out goes on at the bank (the sandbox, as a
+// real bank, finishes work whose client hung up). The retry under the same
+// key meets 425 while it is still being processed, and then the card from
+// the bank's cache: one card, learnt by the call.
+func TestOrderWhoseAttemptTimedOutLearnsItsCardAfter425(t *testing.T) {
+	b := setup(t,
+		withFaults(sandbox.Faults{Latency: sandbox.Duration(time.Second), Paths: []string{"/v1/cards"}}),
+		withConfig(func(c *mbanq.Config) { c.RequestTimeout = 200 * time.Millisecond; c.MaxAttempts = 6 }),
+	)
+	card, err := b.admin.OrderCard(context.Background(), mbanq.OrderCardRequest{ProductID: 1, SavingsAccountID: 1, ClientID: 1}, "timed-out-order")
+	must(t, err)
+	equal(t, b.sb.CardCount(1), 1, "one card")
+	equal(t, card.CardToken, b.sb.Cards()[0].CardToken, "the card the bank made")
+	st := b.sb.Stats()
+	equal(t, st.TooEarly > 0, true, "a retry met the order still in progress (425)")
+	equal(t, contains(b.logs.String(), "attempt timed out"), true, "the first attempt timed out")
+}
+
+// A 425 is no refusal: the first request under the key may yet make the
+// card. The call ends with an unknown outcome, to be asked again under
+// the same key, never a rejection.
+func TestTooEarlyIsAnUnknownOutcome(t *testing.T) {
+	b := setup(t,
+		withFaults(sandbox.Faults{Latency: sandbox.Duration(2 * time.Second), Paths: []string{"/v1/cards"}}),
+		withConfig(func(c *mbanq.Config) { c.MaxAttempts = 1 }),
+	)
+	order := mbanq.OrderCardRequest{ProductID: 1, SavingsAccountID: 1, ClientID: 1}
+	first := make(chan error, 1)
+	go func() {
+		_, err := b.admin.OrderCard(context.Background(), order, "in-progress")
+		first <- err
+	}()
+	waitFor(t, 10*time.Second, "the first order at work", func() bool { return b.sb.Stats().KeysInProgress == 1 })
+	_, err := b.admin.OrderCard(context.Background(), order, "in-progress")
+	var e *mbanq.Error
+	equal(t, errors.As(err, &e) && e.HTTPStatus == http.StatusTooEarly, true, "425: "+errString(err))
+	equal(t, mbanq.Classify(err), mbanq.ClassUnknown, "class")
+	equal(t, mbanq.OutcomeUnknown(err), true, "outcome unknown")
+	equal(t, mbanq.RetryAfter(err), time.Second, "Retry-After")
+	must(t, <-first)
+	equal(t, b.sb.CardCount(1), 1, "one card")
+}

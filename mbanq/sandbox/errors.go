@@ -153,6 +153,13 @@ func errIdempotencyConflict() *apiError {
 		"The Idempotency-Key was already used with a different request body.")
 }
 
+// errTooEarly answers a repeat of a request whose Idempotency-Key is still
+// being processed [fineract].
+func errTooEarly() *apiError {
+	return newError(http.StatusTooEarly, "error.msg.idempotency.key.in.progress",
+		"A request with this Idempotency-Key is still being processed; retry later.")
+}
+
 func errRateLimited() *apiError {
 	return newError(http.StatusTooManyRequests, "error.msg.rate.limit.exceeded", "Too many requests. Please retry later.")
 }

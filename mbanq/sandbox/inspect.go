@@ -25,6 +25,8 @@ type counters struct {
 	garbledResponses     atomic.Int64
 	replays              atomic.Int64
 	idempotencyConflicts atomic.Int64
+	tooEarly             atomic.Int64
+	keysInProgress       atomic.Int64
 	usersCreated         atomic.Int64
 	cardsCreated         atomic.Int64
 }
@@ -43,8 +45,13 @@ type Stats struct {
 	GarbledResponses     int64 `json:"garbledResponses"`
 	IdempotentReplays    int64 `json:"idempotentReplays"` // answers served from cache
 	IdempotencyConflicts int64 `json:"idempotencyConflicts"`
-	UsersCreated         int64 `json:"usersCreated"`
-	CardsCreated         int64 `json:"cardsCreated"`
+	// TooEarly counts repeats answered 425 because the first request
+	// under their key was still being processed; KeysInProgress is how
+	// many such first requests are being processed now.
+	TooEarly       int64 `json:"tooEarly"`
+	KeysInProgress int64 `json:"keysInProgress"`
+	UsersCreated   int64 `json:"usersCreated"`
+	CardsCreated   int64 `json:"cardsCreated"`
 }
 
 // Stats returns the counters.
@@ -62,6 +69,8 @@ func (s *Server) Stats() Stats {
 		GarbledResponses:     c.garbledResponses.Load(),
 		IdempotentReplays:    c.replays.Load(),
 		IdempotencyConflicts: c.idempotencyConflicts.Load(),
+		TooEarly:             c.tooEarly.Load(),
+		KeysInProgress:       c.keysInProgress.Load(),
 		UsersCreated:         c.usersCreated.Load(),
 		CardsCreated:         c.cardsCreated.Load(),
 	}

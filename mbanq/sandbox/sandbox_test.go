@@ -1,6 +1,7 @@
 package sandbox_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -278,27 +279,102 @@ func TestConcurrentRepeatsWithOneKeyCreateOneCard(t *testing.T) {
 	h := newHarness(t, sandbox.DefaultSeed(), sandbox.WithFaults(sandbox.Faults{Latency: sandbox.Duration(5 * time.Millisecond)}))
 	tok := h.adminToken()
 	var wg sync.WaitGroup
-	bodies := make(chan string, 20)
+	type answer struct {
+		status int
+		cached bool
+		body   string
+	}
+	answers := make(chan answer, 20)
 	for range 20 {
 		wg.Go(func() {
 			resp, body := h.mustDo(http.MethodPost, "/v1/cards", `{"productId":1,"savingsAccountId":1,"clientId":1}`, h.api(tok, "Idempotency-Key", "one"))
-			if resp.StatusCode != 200 {
-				t.Errorf("status %d %s", resp.StatusCode, body)
-			}
-			bodies <- body
+			answers <- answer{resp.StatusCode, resp.Header.Get("x-served-from-cache") == "true", body}
 		})
 	}
 	wg.Wait()
-	close(bodies)
-	first := ""
-	for b := range bodies {
-		if first == "" {
-			first = b
+	close(answers)
+	card, processed, early := "", 0, 0
+	for a := range answers {
+		switch {
+		case a.status == http.StatusTooEarly:
+			// As Fineract: the first is still being processed.
+			early++
+			equal(t, strings.Contains(a.body, "error.msg.idempotency.key.in.progress"), true, a.body)
+			continue
+		case a.status != http.StatusOK:
+			t.Fatalf("status %d %s", a.status, a.body)
+		case !a.cached:
+			processed++
 		}
-		equal(t, b, first, "every repeat gets the same card")
+		if card == "" {
+			card = a.body
+		}
+		equal(t, a.body, card, "every answer with a card has the same card")
+	}
+	equal(t, processed, 1, "one request processed")
+	equal(t, h.sb.Stats().TooEarly, int64(early), "425 answers counted")
+	resp, body := h.mustDo(http.MethodPost, "/v1/cards", `{"productId":1,"savingsAccountId":1,"clientId":1}`, h.api(tok, "Idempotency-Key", "one"))
+	equal(t, resp.StatusCode, http.StatusOK, "a repeat once done")
+	if card != "" {
+		equal(t, body, card, "the same card")
 	}
 	equal(t, h.sb.CardCount(1), 1, "cards")
-	equal(t, h.sb.Stats().IdempotentReplays, int64(19), "replays")
+}
+
+// A real bank finishes what it was asked when the client hangs up, and
+// answers a repeat under the same key 425 while it works, then from its
+// cache.
+func TestClientHangingUpDoesNotStopTheWork(t *testing.T) {
+	h := newHarness(t, sandbox.DefaultSeed(), sandbox.WithFaults(sandbox.Faults{Latency: sandbox.Duration(time.Second), Paths: []string{"/v1/cards"}}))
+	tok := h.adminToken()
+	const order = `{"productId":1,"savingsAccountId":1,"clientId":1}`
+	hungUp := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.srv.URL+"/v1/cards", strings.NewReader(order))
+		for k, v := range h.api(tok, "Idempotency-Key", "hang") {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		hungUp <- err
+	}()
+	// The bank is at work on the order: hang up.
+	waitUntil(t, func() bool { return h.sb.Stats().KeysInProgress == 1 })
+	cancel()
+	if err := <-hungUp; err == nil {
+		t.Fatal("the client was meant to hang up before the answer")
+	}
+	// A repeat while the bank still works: 425, with Retry-After.
+	resp, body := h.mustDo(http.MethodPost, "/v1/cards", order, h.api(tok, "Idempotency-Key", "hang"))
+	if resp.StatusCode == http.StatusTooEarly {
+		equal(t, resp.Header.Get("Retry-After"), "1", "Retry-After")
+	} else {
+		// Only if the second passed meanwhile on a loaded machine.
+		equal(t, resp.Header.Get("x-served-from-cache"), "true", "status "+strconv.Itoa(resp.StatusCode)+" "+body)
+	}
+	// The card is made although nobody listens any more.
+	waitUntil(t, func() bool { return h.sb.CardCount(1) == 1 })
+	resp, body = h.mustDo(http.MethodPost, "/v1/cards", order, h.api(tok, "Idempotency-Key", "hang"))
+	equal(t, resp.StatusCode, http.StatusOK, body)
+	equal(t, resp.Header.Get("x-served-from-cache"), "true", "the repeat learns the card from the cache")
+	equal(t, strings.Contains(body, h.sb.Cards()[0].CardToken), true, body)
+	equal(t, h.sb.CardCount(1), 1, "one card")
+	equal(t, h.sb.Stats().KeysInProgress, int64(0), "nothing in progress")
+}
+
+// waitUntil polls cond for up to 10s.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		<-time.After(2 * time.Millisecond)
+	}
 }
 
 func TestLostResponseDropsTheConnectionAfterCreating(t *testing.T) {

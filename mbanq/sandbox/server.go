@@ -203,7 +203,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if d := s.faults.decide(r.URL.Path); d != (decision{}) {
-		if d.delay > 0 && !wait(r.Context(), d.delay) {
+		if d.status == 0 && d.delay > 0 {
+			// The request is processed: its latency is the bank's work,
+			// which goes on when the client hangs up, as at a real bank.
+			// A POST under an Idempotency-Key takes it while holding the
+			// key, so that a repeat meanwhile is answered 425.
+			if r.Method == http.MethodPost && r.Header.Get("Idempotency-Key") != "" {
+				r = r.WithContext(context.WithValue(r.Context(), workDelayKey{}, d.delay))
+			} else {
+				work(d.delay)
+			}
+		} else if d.delay > 0 && !wait(r.Context(), d.delay) {
 			return
 		}
 		switch {
@@ -270,9 +280,12 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p *principal
 			return
 		}
 		if !leader {
-			select {
-			case <-e.done:
-			case <-r.Context().Done():
+			if !e.isDone() {
+				// As Fineract: the first request under the key is still
+				// being processed; it may yet create what was asked.
+				s.stats.tooEarly.Add(1)
+				w.Header().Set("Retry-After", "1")
+				s.writeError(w, errTooEarly())
 				return
 			}
 			if e.abandoned {
@@ -283,7 +296,12 @@ func (s *Server) idempotent(w http.ResponseWriter, r *http.Request, p *principal
 			s.writeBody(w, e.status, e.body)
 			return
 		}
+		s.stats.keysInProgress.Add(1)
+		if d, _ := r.Context().Value(workDelayKey{}).(time.Duration); d > 0 {
+			work(d)
+		}
 		status, out := s.runOrAbandon(h, r, p, body, scoped, e)
+		s.stats.keysInProgress.Add(-1)
 		s.idem.finish(e, status, out)
 		s.answerProcessed(w, r, status, out)
 		return
@@ -390,6 +408,18 @@ func pathID(r *http.Request) (int64, *apiError) {
 		return 0, errValidation(field("validation.msg.invalid.id", "id", raw, "The id in the path must be a positive whole number.", raw))
 	}
 	return id, nil
+}
+
+// workDelayKey carries the latency of a POST under an Idempotency-Key to
+// where it holds the key.
+type workDelayKey struct{}
+
+// work takes d, the time the bank spends on a request. Nothing cuts it
+// short: a client that hangs up does not stop the bank's work.
+func work(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	<-t.C
 }
 
 // wait sleeps for d unless ctx ends first; it reports whether d passed.
