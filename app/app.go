@@ -109,14 +109,18 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	}
 
 	bank, err := mbanq.New(mbanq.Config{
-		BaseURL:        cfg.MBanq.BaseURL,
-		TenantID:       cfg.MBanq.TenantID,
-		ClientID:       cfg.MBanq.ClientID,
-		ClientSecret:   cfg.MBanq.ClientSecret,
-		MaxAttempts:    cfg.MBanq.MaxAttempts,
-		AllowPlainHTTP: cfg.MBanq.AllowPlainHTTP,
-		Logger:         log,
-		Observer:       s.telemetry.MBanq(),
+		BaseURL:             cfg.MBanq.BaseURL,
+		TenantID:            cfg.MBanq.TenantID,
+		ClientID:            cfg.MBanq.ClientID,
+		ClientSecret:        cfg.MBanq.ClientSecret,
+		MaxAttempts:         cfg.MBanq.MaxAttempts,
+		AllowPlainHTTP:      cfg.MBanq.AllowPlainHTTP,
+		RequestTimeout:      cfg.MBanq.RequestTimeout,
+		ConnectTimeout:      cfg.MBanq.ConnectTimeout,
+		DisableLimiter:      !cfg.MBanq.AdaptiveLimit,
+		TLSHandshakeTimeout: cfg.MBanq.TLSHandshakeTimeout,
+		Logger:              log,
+		Observer:            s.telemetry.MBanq(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("MBanq client: %w", err)

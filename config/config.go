@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/secret"
 )
 
@@ -87,6 +88,18 @@ type MBanq struct {
 	// delivery (default 4). Not read from the environment; tests set 1 to
 	// see each failure as a delivery.
 	MaxAttempts int
+	// RequestTimeout bounds one attempt of a call, the answer included
+	// (MBANQ_REQUEST_TIMEOUT); ConnectTimeout and TLSHandshakeTimeout bound
+	// dialling the bank and the TLS handshake (MBANQ_CONNECT_TIMEOUT,
+	// MBANQ_TLS_HANDSHAKE_TIMEOUT). Zero takes mbanq's defaults (15s, 5s,
+	// 10s), the one place they are set.
+	RequestTimeout      time.Duration
+	ConnectTimeout      time.Duration
+	TLSHandshakeTimeout time.Duration
+	// AdaptiveLimit paces the calls to the bank by what it answers
+	// (MBANQ_ADAPTIVE_LIMIT, default true); false lets every call start at
+	// once, as each retries on its own.
+	AdaptiveLimit bool
 }
 
 // NATS names the streams, subjects and consumer cardbridge uses.
@@ -144,7 +157,7 @@ func Defaults() Config {
 		RetryDelayMax:           DefaultRetryDelayMax,
 		Retention:               DefaultRetention,
 		DeadLetterBodyRetention: DefaultDeadLetterBodyRetention,
-		MBanq:                   MBanq{OfficeID: 1},
+		MBanq:                   MBanq{OfficeID: 1, AdaptiveLimit: true},
 		NATS: NATS{
 			RequestStream:    DefaultRequestStream,
 			RequestSubject:   DefaultRequestSubject,
@@ -175,6 +188,24 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.positiveInt64("MBANQ_OFFICE_ID", &c.MBanq.OfficeID)
 	p.positiveInt64("MBANQ_SELF_SERVICE_ROLE_ID", &c.MBanq.SelfServiceRoleID)
 	p.boolean("MBANQ_ALLOW_PLAIN_HTTP", &c.MBanq.AllowPlainHTTP)
+	p.duration("MBANQ_REQUEST_TIMEOUT", &c.MBanq.RequestTimeout)
+	p.duration("MBANQ_CONNECT_TIMEOUT", &c.MBanq.ConnectTimeout)
+	p.duration("MBANQ_TLS_HANDSHAKE_TIMEOUT", &c.MBanq.TLSHandshakeTimeout)
+	{
+		rt, rtName := c.MBanq.RequestTimeout, "MBANQ_REQUEST_TIMEOUT"
+		if rt == 0 {
+			rt, rtName = mbanq.DefaultRequestTimeout, "MBANQ_REQUEST_TIMEOUT's default"
+		}
+		for _, s := range []struct {
+			name string
+			d    time.Duration
+		}{{"MBANQ_CONNECT_TIMEOUT", c.MBanq.ConnectTimeout}, {"MBANQ_TLS_HANDSHAKE_TIMEOUT", c.MBanq.TLSHandshakeTimeout}} {
+			if s.d > rt {
+				p.problem("%s: %s is longer than %s (%s), which bounds the whole attempt, dialling included; shorten it or raise MBANQ_REQUEST_TIMEOUT", s.name, s.d, rtName, rt)
+			}
+		}
+	}
+	p.boolean("MBANQ_ADAPTIVE_LIMIT", &c.MBanq.AdaptiveLimit)
 
 	c.SecretKey, c.PreviousSecretKeys = p.secretKeys()
 	p.optional("CARDBRIDGE_SOURCE", &c.Source)

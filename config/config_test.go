@@ -129,3 +129,42 @@ func TestRetentionSettings(t *testing.T) {
 	require.ErrorContains(t, err, "CARDBRIDGE_RETENTION: 24h0m0s is less than 48h")
 	require.ErrorContains(t, err, "CARDBRIDGE_DEAD_LETTER_BODY_RETENTION")
 }
+
+func TestFromEnvBankSettings(t *testing.T) {
+	c, err := FromEnv(env(valid()))
+	require.NoError(t, err)
+	require.Zero(t, c.MBanq.RequestTimeout, "unset: the client's default")
+	require.True(t, c.MBanq.AdaptiveLimit, "the limiter is on by default")
+
+	m := valid()
+	m["MBANQ_REQUEST_TIMEOUT"] = "45s"
+	m["MBANQ_CONNECT_TIMEOUT"] = "2s"
+	m["MBANQ_TLS_HANDSHAKE_TIMEOUT"] = "3s"
+	m["MBANQ_ADAPTIVE_LIMIT"] = "false"
+	c, err = FromEnv(env(m))
+	require.NoError(t, err)
+	require.Equal(t, 45*time.Second, c.MBanq.RequestTimeout)
+	require.Equal(t, 2*time.Second, c.MBanq.ConnectTimeout)
+	require.Equal(t, 3*time.Second, c.MBanq.TLSHandshakeTimeout)
+	require.False(t, c.MBanq.AdaptiveLimit)
+
+	m = valid()
+	m["MBANQ_REQUEST_TIMEOUT"] = "0s"
+	m["MBANQ_ADAPTIVE_LIMIT"] = "sometimes"
+	_, err = FromEnv(env(m))
+	require.ErrorContains(t, err, "MBANQ_REQUEST_TIMEOUT")
+	require.ErrorContains(t, err, "MBANQ_ADAPTIVE_LIMIT")
+
+	m = valid()
+	m["MBANQ_REQUEST_TIMEOUT"] = "2s"
+	m["MBANQ_CONNECT_TIMEOUT"] = "5s"
+	_, err = FromEnv(env(m))
+	require.ErrorContains(t, err, "MBANQ_CONNECT_TIMEOUT: 5s is longer than MBANQ_REQUEST_TIMEOUT (2s)")
+}
+
+func TestFromEnvConnectTimeoutWithinTheDefaultRequestTimeout(t *testing.T) {
+	m := valid()
+	m["MBANQ_CONNECT_TIMEOUT"] = "20s"
+	_, err := FromEnv(env(m))
+	require.ErrorContains(t, err, "MBANQ_CONNECT_TIMEOUT: 20s is longer than MBANQ_REQUEST_TIMEOUT's default (15s)")
+}
