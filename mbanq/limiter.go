@@ -26,10 +26,11 @@ import (
 //     503) it is cut by overloadCut; while it is what holds calls back it
 //     grows, by a share of itself per second (congestion avoidance), or
 //     doubling each second below the slow-start threshold (slow start);
-//   - the calls in flight, a limit that grows by one per limit's worth of
-//     answers while calls wait for it, and is cut on the same signals and
-//     when answers take far longer than the shortest seen (the gradient
-//     signal of the latency-based limiters).
+//   - the calls in flight, a limit that doubles per round of answers
+//     until the first cut, then grows by one per limit's worth of answers,
+//     while calls wait for it; it is cut on the same signals and when
+//     answers (on average) take far longer than the shortest seen (the
+//     gradient signal of the latency-based limiters).
 //
 // A Retry-After pauses the whole tenant: no call starts before the time the
 // bank asked for. One decrease per episode: answers to calls started before
@@ -80,6 +81,10 @@ const (
 	latencyFactor = 2.0
 	latencySlack  = 100 * time.Millisecond
 	minRTTWindow  = 30 * time.Second
+	// latencyCutEvery spaces the cuts of the latency signal: a bank that
+	// became slower for good is accepted as such when minRTTWindow moves
+	// on, after a few cuts rather than a collapse to one call.
+	latencyCutEvery = 5 * time.Second
 	// minTimerWait bounds how often the dispatcher wakes at high rates.
 	minTimerWait = time.Millisecond
 )
@@ -145,8 +150,9 @@ type pacer struct {
 	tokens   float64
 	refilled time.Time
 
-	limit    float64
-	inflight int
+	limit       float64
+	limitThresh float64 // the limit doubles per round below this
+	inflight    int
 
 	pauseUntil time.Time
 	lastCut    time.Time
@@ -162,6 +168,9 @@ type pacer struct {
 
 	minRTT   time.Duration
 	minRTTAt time.Time
+	srtt     time.Duration // smoothed answer time
+
+	lastLatencyCut time.Time
 }
 
 func newPacer(maxConcurrency int) *pacer {
@@ -169,11 +178,12 @@ func newPacer(maxConcurrency int) *pacer {
 		maxConcurrency = DefaultMaxConcurrency
 	}
 	return &pacer{
-		maxLimit: float64(maxConcurrency),
-		rate:     math.Inf(1),
-		ssthresh: math.Inf(1),
-		limit:    math.Min(initialLimit, float64(maxConcurrency)),
-		tokens:   1,
+		maxLimit:    float64(maxConcurrency),
+		rate:        math.Inf(1),
+		ssthresh:    math.Inf(1),
+		limit:       math.Min(initialLimit, float64(maxConcurrency)),
+		limitThresh: math.Inf(1),
+		tokens:      1,
 	}
 }
 
@@ -255,7 +265,8 @@ func (p *pacer) release(now, start time.Time, o outcome, rtt, retryAfter time.Du
 	case outcomeOK:
 		p.streak = 0
 		p.grow(now)
-		if p.slow(now, rtt) && fresh {
+		if p.slow(now, rtt) && fresh && now.Sub(p.lastLatencyCut) >= latencyCutEvery {
+			p.lastLatencyCut = now
 			p.cutLimit(now, overloadCut)
 		}
 	case outcomeOverload:
@@ -287,7 +298,7 @@ func (p *pacer) grow(now time.Time) {
 		}
 	}
 	if p.limit < p.maxLimit && now.Sub(p.pressedLimit) <= pressWindow {
-		if p.rate < p.ssthresh {
+		if p.limit < p.limitThresh {
 			p.limit++
 		} else {
 			p.limit += 1 / p.limit
@@ -296,16 +307,22 @@ func (p *pacer) grow(now time.Time) {
 	}
 }
 
-// slow reports whether an answer took far longer than the shortest lately.
+// slow reports whether answers lately (a moving average, so that one
+// slow answer does not count) take far longer than the shortest lately.
 func (p *pacer) slow(now time.Time, rtt time.Duration) bool {
 	if rtt <= 0 {
 		return false
+	}
+	if p.srtt == 0 {
+		p.srtt = rtt
+	} else {
+		p.srtt += (rtt - p.srtt) / 8
 	}
 	if p.minRTT == 0 || rtt < p.minRTT || now.Sub(p.minRTTAt) > minRTTWindow {
 		p.minRTT, p.minRTTAt = rtt, now
 		return false
 	}
-	return float64(rtt) > latencyFactor*float64(p.minRTT)+float64(latencySlack)
+	return float64(p.srtt) > latencyFactor*float64(p.minRTT)+float64(latencySlack)
 }
 
 // cut decreases the rate and the limit by factor, once per episode.
@@ -322,6 +339,7 @@ func (p *pacer) cut(now time.Time, factor float64) {
 
 func (p *pacer) cutLimit(now time.Time, factor float64) {
 	p.limit = math.Max(1, p.limit*factor)
+	p.limitThresh = p.limit
 	p.lastCut = now
 	p.cuts++
 }
