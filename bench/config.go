@@ -45,6 +45,10 @@ type Config struct {
 	// BankLatency and BankLatencyJitter are the sandbox's added delay.
 	BankLatency       time.Duration
 	BankLatencyJitter time.Duration
+	// BankRateLimit, when positive, is the sandbox tenant's limit in calls
+	// per second (`cardbridge sandbox --rate-limit`): calls over it are
+	// answered 429 with Retry-After.
+	BankRateLimit float64
 	// DatabaseURL is the Postgres server of the stack and the baseline;
 	// Schema is created (dropped first if present) and, unless KeepSchema,
 	// dropped at the end.
@@ -174,6 +178,9 @@ func (c Config) Validate() error {
 	if c.BankLatency < 0 || c.BankLatencyJitter < 0 {
 		add("--bank-latency and --bank-latency-jitter must not be negative")
 	}
+	if c.BankRateLimit < 0 {
+		add("--bank-rate-limit must not be negative")
+	}
 	if c.Publishers <= 0 || c.PublishWindow <= 0 {
 		add("--publishers and --publish-window must be positive")
 	}
@@ -192,8 +199,8 @@ func (c Config) Validate() error {
 	if (c.SelfContained() || c.Baseline) && !validSchemaName(c.Schema) {
 		add("--schema %q: want a lower-case SQL identifier (letters, digits, _), not public, information_schema or pg_*", c.Schema)
 	}
-	if !c.SelfContained() && (c.Instances != 1 || c.BankLatency != 0 || c.BankLatencyJitter != 0) {
-		add("--instances and --bank-latency apply only to a stack of the bench's own (no --nats-url)")
+	if !c.SelfContained() && (c.Instances != 1 || c.BankLatency != 0 || c.BankLatencyJitter != 0 || c.BankRateLimit != 0) {
+		add("--instances, --bank-latency and --bank-rate-limit apply only to a stack of the bench's own (no --nats-url)")
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/cardbridge/cardbridge/mbanq/sandbox"
 )
 
 // Report is the outcome of a run. It is written for people by WriteText,
@@ -39,6 +41,8 @@ type Report struct {
 	// Logs summarises cardbridge's warnings and errors.
 	Logs     *LogSummary     `json:"logs,omitempty"`
 	Baseline *BaselineReport `json:"baseline,omitempty"`
+	// Bank is what the sandbox saw; only for a self-contained run.
+	Bank *BankReport `json:"bank,omitempty"`
 
 	// Passed is false when a request did not get exactly one outcome, a
 	// publish failed, or (without --allow-failed) a request failed;
@@ -53,6 +57,42 @@ type Report struct {
 	Timeline []Second `json:"timeline"`
 
 	hist Histogram
+}
+
+// BankReport is what the sandbox counted over the run: every call
+// cardbridge made (token requests, users and cards), those refused by its
+// tenant rate limit, and the cards made.
+type BankReport struct {
+	// RateLimit is --bank-rate-limit, calls per second (0: none).
+	RateLimit float64 `json:"rateLimit,omitempty"`
+	Calls     int64   `json:"calls"`
+	// RateLimited counts the calls refused with 429 by the tenant limit,
+	// RateLimitedShare their share of Calls.
+	RateLimited      int64   `json:"rateLimited"`
+	RateLimitedShare float64 `json:"rateLimitedShare"`
+	// Accepted is the calls not refused by the limit; AcceptedPerSecond
+	// over the throughput window, and LimitShare that rate over the limit
+	// (the goodput at the bank).
+	Accepted          int64   `json:"accepted"`
+	AcceptedPerSecond float64 `json:"acceptedPerSecond"`
+	LimitShare        float64 `json:"limitShare,omitempty"`
+	CardsCreated      int64   `json:"cardsCreated"`
+	TooEarly          int64   `json:"tooEarly"`
+}
+
+func bankReport(st sandbox.Stats, limit, windowSeconds float64) *BankReport {
+	b := &BankReport{RateLimit: limit, Calls: st.Requests, RateLimited: st.TenantRateLimited,
+		Accepted: st.Requests - st.TenantRateLimited, CardsCreated: st.CardsCreated, TooEarly: st.TooEarly}
+	if b.Calls > 0 {
+		b.RateLimitedShare = float64(b.RateLimited) / float64(b.Calls)
+	}
+	if windowSeconds > 0 {
+		b.AcceptedPerSecond = float64(b.Accepted) / windowSeconds
+	}
+	if limit > 0 {
+		b.LimitShare = b.AcceptedPerSecond / limit
+	}
+	return b
 }
 
 // Settings echoes the configuration that shapes the figures.
@@ -358,6 +398,13 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "  latency     p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (mean %s, min %s; %s)\n",
 		fmtMS(l.P50MS), fmtMS(l.P90MS), fmtMS(l.P99MS), fmtMS(l.P999MS), fmtMS(l.MaxMS), fmtMS(l.MeanMS), fmtMS(l.MinMS), what)
+	if bk := r.Bank; bk != nil {
+		fmt.Fprintf(&b, "  bank        %d calls, %d refused by the rate limit (%.1f%%), %s accepted calls/s", bk.Calls, bk.RateLimited, 100*bk.RateLimitedShare, num(bk.AcceptedPerSecond))
+		if bk.RateLimit > 0 {
+			fmt.Fprintf(&b, " (%.1f%% of the %s/s limit)", 100*bk.LimitShare, num(bk.RateLimit))
+		}
+		fmt.Fprintf(&b, ", %d cards made, %d answered 425\n", bk.CardsCreated, bk.TooEarly)
+	}
 	var peakSum int64
 	nInst := 0
 	for _, p := range r.Processes {

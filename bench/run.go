@@ -151,6 +151,11 @@ func Run(ctx context.Context, cfg Config, status io.Writer) (*Report, error) {
 
 	r.summarise(l, windowStartNS, cfg.Warmup, cfg.AllowFailed)
 	if st != nil {
+		bs, err := st.sandboxStats(ctx)
+		if err != nil {
+			return nil, err
+		}
+		r.Bank = bankReport(bs, cfg.BankRateLimit, r.Throughput.WindowSeconds)
 		st.sampleMemory()
 		r.Processes = st.processReports()
 		for i, p := range r.Processes {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cardbridge/cardbridge/broker"
+	"github.com/cardbridge/cardbridge/mbanq/sandbox"
 	"github.com/cardbridge/cardbridge/secret"
 	"github.com/cardbridge/cardbridge/store"
 )
@@ -156,7 +158,8 @@ func (s *stack) startSandbox(ctx context.Context) error {
 		return true
 	}}
 	args := []string{"sandbox", "--addr", "127.0.0.1:0",
-		"--latency", s.cfg.BankLatency.String(), "--latency-jitter", s.cfg.BankLatencyJitter.String()}
+		"--latency", s.cfg.BankLatency.String(), "--latency-jitter", s.cfg.BankLatencyJitter.String(),
+		"--rate-limit", strconv.FormatFloat(s.cfg.BankRateLimit, 'g', -1, 64)}
 	c, err := startChild("sandbox", s.cfg.CardbridgeBin, args, os.Environ(), filepath.Join(s.logDir, "sandbox.log"), w)
 	if err != nil {
 		return err
@@ -386,4 +389,27 @@ func (s *stack) close() {
 		os.RemoveAll(s.dir)
 		s.dir = ""
 	}
+}
+
+// sandboxStats reads what the sandbox counted (GET /_sandbox/stats).
+func (s *stack) sandboxStats(ctx context.Context) (sandbox.Stats, error) {
+	var st sandbox.Stats
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.sandboxURL+"/_sandbox/stats", nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, fmt.Errorf("reading the sandbox's counts: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("reading the sandbox's counts: HTTP %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
+		return st, fmt.Errorf("reading the sandbox's counts: %w", err)
+	}
+	return st, nil
 }

@@ -55,6 +55,7 @@ func benchCmd(ctx context.Context, args []string, env Env) error {
 	fs.IntVar(&cfg.Instances, "instances", cfg.Instances, "cardbridge processes sharing the consumer")
 	fs.DurationVar(&cfg.BankLatency, "bank-latency", 0, "delay the sandbox adds to every MBanq call, e.g. 200ms")
 	fs.DurationVar(&cfg.BankLatencyJitter, "bank-latency-jitter", 0, "random extra sandbox delay of up to this much")
+	fs.Float64Var(&cfg.BankRateLimit, "bank-rate-limit", 0, "the sandbox tenant's limit in calls per second; calls over it are answered 429 with Retry-After (0: none). MBANQ_ADAPTIVE_LIMIT=false in the bench's environment turns cardbridge's limiter off, for comparison")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "Postgres server of the stack and the baseline (DATABASE_URL)")
 	fs.StringVar(&cfg.Schema, "schema", cfg.Schema, "schema the bench creates, uses and drops")
 	fs.BoolVar(&cfg.KeepSchema, "keep-schema", false, "do not drop the schema at the end (to inspect it)")
