@@ -166,9 +166,9 @@ type pacer struct {
 	startsNow, startsPrev int
 	startsSec             int64
 
-	minRTT   time.Duration
-	minRTTAt time.Time
-	srtt     time.Duration // smoothed answer time
+	// rtts are the answer times by operation: a card order and a token
+	// request take different times, and only like is compared with like.
+	rtts map[string]*rttStat
 
 	lastLatencyCut time.Time
 }
@@ -183,6 +183,7 @@ func newPacer(maxConcurrency int) *pacer {
 		ssthresh:    math.Inf(1),
 		limit:       math.Min(initialLimit, float64(maxConcurrency)),
 		limitThresh: math.Inf(1),
+		rtts:        map[string]*rttStat{},
 		tokens:      1,
 	}
 }
@@ -253,7 +254,7 @@ func (p *pacer) startRate(now time.Time) float64 {
 
 // release ends a call started at start, answered at now after rtt, with
 // what its answer says of the bank and the Retry-After it carried.
-func (p *pacer) release(now, start time.Time, o outcome, rtt, retryAfter time.Duration) {
+func (p *pacer) release(now, start time.Time, op string, o outcome, rtt, retryAfter time.Duration) {
 	p.inflight--
 	if retryAfter > 0 && (o == outcomeOverload || o == outcomeFailed) {
 		if until := now.Add(retryAfter); until.After(p.pauseUntil) {
@@ -265,7 +266,7 @@ func (p *pacer) release(now, start time.Time, o outcome, rtt, retryAfter time.Du
 	case outcomeOK:
 		p.streak = 0
 		p.grow(now)
-		if p.slow(now, rtt) && fresh && now.Sub(p.lastLatencyCut) >= latencyCutEvery {
+		if p.slow(now, op, rtt) && fresh && now.Sub(p.lastLatencyCut) >= latencyCutEvery {
 			p.lastLatencyCut = now
 			p.cutLimit(now, overloadCut)
 		}
@@ -307,22 +308,33 @@ func (p *pacer) grow(now time.Time) {
 	}
 }
 
-// slow reports whether answers lately (a moving average, so that one
+// rttStat is what is known of the answer times of one operation.
+type rttStat struct {
+	min   time.Duration // the shortest in the last minRTTWindow
+	minAt time.Time
+	avg   time.Duration // a moving average
+}
+
+// slow reports whether answers to op lately (a moving average, so that one
 // slow answer does not count) take far longer than the shortest lately.
-func (p *pacer) slow(now time.Time, rtt time.Duration) bool {
+func (p *pacer) slow(now time.Time, op string, rtt time.Duration) bool {
 	if rtt <= 0 {
 		return false
 	}
-	if p.srtt == 0 {
-		p.srtt = rtt
-	} else {
-		p.srtt += (rtt - p.srtt) / 8
+	st := p.rtts[op]
+	if st == nil {
+		if len(p.rtts) >= 64 {
+			return false // a bounded set of operations; not expected
+		}
+		st = &rttStat{avg: rtt}
+		p.rtts[op] = st
 	}
-	if p.minRTT == 0 || rtt < p.minRTT || now.Sub(p.minRTTAt) > minRTTWindow {
-		p.minRTT, p.minRTTAt = rtt, now
+	st.avg += (rtt - st.avg) / 8
+	if st.min == 0 || rtt < st.min || now.Sub(st.minAt) > minRTTWindow {
+		st.min, st.minAt = rtt, now
 		return false
 	}
-	return float64(p.srtt) > latencyFactor*float64(p.minRTT)+float64(latencySlack)
+	return float64(st.avg) > latencyFactor*float64(st.min)+float64(latencySlack)
 }
 
 // cut decreases the rate and the limit by factor, once per episode.
@@ -422,7 +434,7 @@ func (l *limiter) acquire(ctx context.Context, op string) (time.Time, error) {
 	l.mu.Lock()
 	if w.granted {
 		l.mu.Unlock()
-		l.release(w.start, outcomeIgnore, 0, 0)
+		l.release(w.start, op, outcomeIgnore, 0, 0)
 		return time.Time{}, ctx.Err()
 	}
 	for i, q := range l.queue {
@@ -435,11 +447,11 @@ func (l *limiter) acquire(ctx context.Context, op string) (time.Time, error) {
 	return time.Time{}, ctx.Err()
 }
 
-// release ends a call that acquire started.
-func (l *limiter) release(start time.Time, o outcome, rtt, retryAfter time.Duration) {
+// release ends a call of op that acquire started.
+func (l *limiter) release(start time.Time, op string, o outcome, rtt, retryAfter time.Duration) {
 	l.mu.Lock()
 	now := l.clk.Now()
-	l.p.release(now, start, o, rtt, retryAfter)
+	l.p.release(now, start, op, o, rtt, retryAfter)
 	l.dispatchLocked(now)
 	l.mu.Unlock()
 }

@@ -82,7 +82,7 @@ func simulate(t *testing.T, p *pacer, bank *simBank, now *time.Time, d, latency 
 			case outcomeFailed:
 				res.failed++
 			}
-			p.release(*now, c.start, o, latency, ra)
+			p.release(*now, c.start, "op", o, latency, ra)
 		}
 		flying = kept
 		// Start whatever the pace allows.
@@ -206,7 +206,7 @@ func TestPacerRetryAfterPausesEveryCall(t *testing.T) {
 	now := epoch
 	b, _ := p.admit(now)
 	require.Equal(t, notBlocked, b)
-	p.release(now.Add(10*time.Millisecond), now, outcomeOverload, 10*time.Millisecond, 3*time.Second)
+	p.release(now.Add(10*time.Millisecond), now, "op", outcomeOverload, 10*time.Millisecond, 3*time.Second)
 	now = now.Add(10 * time.Millisecond)
 	b, wait := p.admit(now)
 	assert.Equal(t, byPause, b)
@@ -227,7 +227,7 @@ func TestPacerCutsOncePerEpisode(t *testing.T) {
 	}
 	start := epoch
 	for range 100 {
-		p.release(now, start, outcomeOverload, time.Millisecond, 0)
+		p.release(now, start, "op", outcomeOverload, time.Millisecond, 0)
 		start = start.Add(5 * time.Millisecond)
 	}
 	assert.EqualValues(t, 1, p.cuts, "the answers to calls sent before the cut do not cut again")
@@ -235,7 +235,7 @@ func TestPacerCutsOncePerEpisode(t *testing.T) {
 	// A call started after the cut and refused cuts again.
 	b, _ := p.admit(now.Add(time.Second))
 	require.Equal(t, notBlocked, b)
-	p.release(now.Add(time.Second+time.Millisecond), now.Add(time.Second), outcomeOverload, time.Millisecond, 0)
+	p.release(now.Add(time.Second+time.Millisecond), now.Add(time.Second), "op", outcomeOverload, time.Millisecond, 0)
 	assert.EqualValues(t, 2, p.cuts)
 }
 
@@ -247,7 +247,7 @@ func TestPacerGrowsOnlyWhenPressed(t *testing.T) {
 	for range 60 {
 		b, _ := p.admit(now)
 		require.Equal(t, notBlocked, b)
-		p.release(now.Add(time.Millisecond), now, outcomeOK, time.Millisecond, 0)
+		p.release(now.Add(time.Millisecond), now, "op", outcomeOK, time.Millisecond, 0)
 		now = now.Add(time.Second)
 	}
 	assert.Equal(t, 50.0, p.rate, "a rate nobody waits for does not grow")
@@ -263,7 +263,7 @@ func TestPacerSlowAnswersCutTheLimit(t *testing.T) {
 		b, _ := p.admit(now)
 		require.Equal(t, notBlocked, b)
 		now = now.Add(rtt)
-		p.release(now, now.Add(-rtt), outcomeOK, rtt, 0)
+		p.release(now, now.Add(-rtt), "op", outcomeOK, rtt, 0)
 	}
 	for range 10 {
 		answer(20 * time.Millisecond)
@@ -289,7 +289,7 @@ func TestPacerPassingFailuresLeaveThePaceAlone(t *testing.T) {
 		if i%10 == 0 {
 			o = outcomeFailed // one 500 in ten
 		}
-		p.release(now.Add(time.Millisecond), now, o, time.Millisecond, 0)
+		p.release(now.Add(time.Millisecond), now, "op", o, time.Millisecond, 0)
 		now = now.Add(20 * time.Millisecond)
 	}
 	assert.Zero(t, p.cuts)
@@ -354,7 +354,7 @@ func TestLimiterWaitersStartInOrderWhenThePauseEnds(t *testing.T) {
 	l := newLimiter(clk, DefaultMaxConcurrency, 30*time.Second)
 	start, err := l.acquire(context.Background(), "t")
 	require.NoError(t, err)
-	l.release(start, outcomeOverload, time.Millisecond, 2*time.Second)
+	l.release(start, "t", outcomeOverload, time.Millisecond, 2*time.Second)
 
 	started := make(chan int, 3)
 	for i := range 3 {
@@ -393,7 +393,7 @@ func TestLimiterFailsAtOnceOnAPauseLongerThanACallWaits(t *testing.T) {
 	l := newLimiter(clk, DefaultMaxConcurrency, 30*time.Second)
 	start, err := l.acquire(context.Background(), "order card")
 	require.NoError(t, err)
-	l.release(start, outcomeOverload, time.Millisecond, 2*time.Minute)
+	l.release(start, "t", outcomeOverload, time.Millisecond, 2*time.Minute)
 	_, err = l.acquire(context.Background(), "order card")
 	require.Error(t, err)
 	assert.Equal(t, ClassRetry, Classify(err), "not sent: retry later, nothing happened")
@@ -413,6 +413,26 @@ func TestLimiterWaiterLeavesWithItsContext(t *testing.T) {
 	cancel()
 	require.ErrorIs(t, <-done, context.Canceled)
 	assert.Zero(t, l.state().Waiting)
-	l.release(start, outcomeOK, time.Millisecond, 0)
+	l.release(start, "t", outcomeOK, time.Millisecond, 0)
 	assert.Zero(t, l.state().InFlight, "the slot is free again")
+}
+
+// A token request answered in 2ms and card orders in 400ms are each as fast
+// as they always are: no latency signal.
+func TestPacerComparesAnswerTimesOfOneOperation(t *testing.T) {
+	p := newPacer(DefaultMaxConcurrency)
+	p.limit = 40
+	now := epoch
+	for i := range 100 {
+		op, rtt := "order card", 400*time.Millisecond
+		if i%10 == 0 {
+			op, rtt = "oauth token", 2*time.Millisecond
+		}
+		b, _ := p.admit(now)
+		require.Equal(t, notBlocked, b)
+		now = now.Add(rtt)
+		p.release(now, now.Add(-rtt), op, outcomeOK, rtt, 0)
+	}
+	assert.Zero(t, p.cuts)
+	assert.Equal(t, 40.0, p.limit)
 }

@@ -85,7 +85,7 @@ func (c *Client) exchange(ctx context.Context, r *request, body []byte, contentT
 		return err
 	}
 	err = c.attempt(ctx, r, body, contentType, token, traceID, attempt, out)
-	c.limiter.release(start, outcomeOf(err), c.limiter.clk.Now().Sub(start), RetryAfter(err))
+	c.limiter.release(start, r.op, outcomeOf(err), c.limiter.clk.Now().Sub(start), RetryAfter(err))
 	return err
 }
 

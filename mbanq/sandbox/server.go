@@ -208,7 +208,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// which goes on when the client hangs up, as at a real bank.
 			// A POST under an Idempotency-Key takes it while holding the
 			// key, so that a repeat meanwhile is answered 425.
-			if r.Method == http.MethodPost && r.Header.Get("Idempotency-Key") != "" {
+			if r.Method == http.MethodPost && r.Header.Get("Idempotency-Key") != "" && strings.HasPrefix(r.URL.Path, "/v1/") {
 				r = r.WithContext(context.WithValue(r.Context(), workDelayKey{}, d.delay))
 			} else {
 				work(d.delay)
