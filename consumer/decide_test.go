@@ -121,7 +121,7 @@ var decisionCases = []struct {
 	{"the bank refused the order (a business rule: 400, 403, 404), every earlier answer known", Facts{Fault: FaultRejected}, "inbox + `card.failed` (+ bank code) + dead letter"},
 	{"the bank failed without acting (500, 503, 429), 3rd delivery, budget left", Facts{Fault: FaultBank, Deliveries: 3, Spent: time.Minute}, "the time spent at the bank"},
 	{"same, the bank asked for `Retry-After: 60`", Facts{Fault: FaultBank, Deliveries: 3, Spent: time.Minute, RetryAfter: time.Minute}, "the time spent at the bank"},
-	{"the bank's answer is unknown (timeout, lost connection, 502/504, 409, the key reused with another body, an unreadable or incomplete 2xx), budget left", Facts{Fault: FaultBankUnknown, Deliveries: 1}, "the time spent at the bank; that an answer is unknown"},
+	{"the bank's answer is unknown (timeout, lost connection, 502/504, 409, 425 (an earlier try under the key still at work), the key reused with another body, an unreadable or incomplete 2xx), budget left", Facts{Fault: FaultBankUnknown, Deliveries: 1}, "the time spent at the bank; that an answer is unknown"},
 	{"the budget (`CARDBRIDGE_RETRY_FOR`) is spent and some answer was unknown", Facts{Fault: FaultBank, Deliveries: 40, Spent: DefaultRetryFor, Unknown: true}, "inbox + `card.failed` + dead letter"},
 	{"the budget is spent and every answer was a failure", Facts{Fault: FaultBank, Deliveries: 40, Spent: DefaultRetryFor}, "inbox + `card.failed` + dead letter"},
 	{"an answer has been unknown for as long as the bank keeps keys (`CARDBRIDGE_BANK_KEY_RETENTION`)", Facts{Fault: FaultBank, Deliveries: 40, Spent: time.Hour, Unknown: true, UnknownFor: 24 * time.Hour}, "inbox + `card.failed` + dead letter"},

@@ -41,6 +41,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if !cfg.DisableLimiter {
 		c.limiter = newLimiter(realClock{}, cfg.MaxConcurrency, cfg.MaxRetryAfter)
+		if w, ok := cfg.Observer.(LimiterWatcher); ok {
+			w.WatchLimiter(c.limiter.state)
+		}
 	}
 	return c, nil
 }

@@ -43,3 +43,9 @@ func observed(hc *http.Client, o Observer) *http.Client {
 	cp.Transport = o.Transport(next)
 	return &cp
 }
+
+// LimiterWatcher is an Observer that also exports the adaptive limiter's
+// state (optional): New hands it a function that reads the state.
+type LimiterWatcher interface {
+	WatchLimiter(state func() LimiterState)
+}

@@ -34,6 +34,7 @@ type metrics struct {
 
 	bankDuration *prometheus.HistogramVec // endpoint, status
 	tokenGrants  *prometheus.CounterVec   // grant, result
+	limiter      *limiterCollector
 
 	relayDuration prometheus.Histogram
 	relayEvents   *prometheus.CounterVec // result
@@ -93,6 +94,7 @@ func newMetrics() *metrics {
 			Name: "cardbridge_mbanq_token_grants_total",
 			Help: "OAuth token requests at MBanq, by grant (password: a fetch, refresh_token: a refresh) and result (ok, error).",
 		}, []string{"grant", "result"}),
+		limiter: newLimiterCollector(),
 		relayDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "cardbridge_relay_publish_duration_seconds",
 			Help:    "Time the outbox relay took to publish one batch and get JetStream's acks.",
@@ -106,7 +108,7 @@ func newMetrics() *metrics {
 	m.reg.MustRegister(
 		m.requests, m.duration, m.deliveries, m.inFlight, m.deadLetters, m.provisioned, m.paused, m.dropped,
 		m.answeredScans, m.answeredScanned,
-		m.bankDuration, m.tokenGrants, m.relayDuration, m.relayEvents,
+		m.bankDuration, m.tokenGrants, m.limiter, m.relayDuration, m.relayEvents,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/cardbridge/cardbridge/event"
 	"github.com/cardbridge/cardbridge/internal/testenv"
+	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/observe"
 	"github.com/cardbridge/cardbridge/secret"
 	"github.com/cardbridge/cardbridge/store"
@@ -375,4 +376,28 @@ func TestLoggerAddsTheRequestAndTrace(t *testing.T) {
 func TestNewRefusesABadEndpoint(t *testing.T) {
 	_, err := observe.New(context.Background(), observe.Config{TracesURL: "::not a url"})
 	require.Error(t, err)
+}
+
+// The bank client's limiter is exported once a client is made with the
+// observer, as the client sees it.
+func TestLimiterMetrics(t *testing.T) {
+	tel, _ := newTelemetry(t, false)
+	require.NotContains(t, scrape(t, tel), "cardbridge_mbanq_limiter_", "nothing before a client")
+	bank := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "30")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	defer bank.Close()
+	c, err := mbanq.New(mbanq.Config{BaseURL: bank.URL, TenantID: "t", ClientID: "c", ClientSecret: secret.New("s"),
+		MaxAttempts: 1, Observer: tel.MBanq()})
+	require.NoError(t, err)
+	page := scrape(t, tel)
+	requireSeries(t, page, `cardbridge_mbanq_limiter_rate`, "+Inf")
+	requireSeries(t, page, `cardbridge_mbanq_limiter_cuts_total`, "0")
+	_, err = c.As(mbanq.Credentials{Username: "u", Password: secret.New("p")}).Token(context.Background())
+	require.Error(t, err, "refused with 429")
+	page = scrape(t, tel)
+	requireSeries(t, page, `cardbridge_mbanq_limiter_cuts_total`, "1")
+	requireSeries(t, page, `cardbridge_mbanq_limiter_in_flight`, "0")
+	require.Contains(t, page, "cardbridge_mbanq_limiter_pause_seconds 29.", "the bank's pause")
 }
