@@ -436,3 +436,23 @@ func TestPacerComparesAnswerTimesOfOneOperation(t *testing.T) {
 	assert.Zero(t, p.cuts)
 	assert.Equal(t, 40.0, p.limit)
 }
+
+// The tenant's limit is shared with the NeoBank's portal: when the portal
+// takes half of it, cardbridge's share halves, and the pacer follows both
+// ways.
+func TestPacerFollowsAShareThatChanges(t *testing.T) {
+	p := newPacer(DefaultMaxConcurrency)
+	now := epoch
+	bank := &simBank{rate: 100, tokens: 100, last: now}
+	simulate(t, p, bank, &now, 60*time.Second, 20*time.Millisecond, nil)
+	for _, share := range []float64{50, 100} {
+		bank.rate = share
+		simulate(t, p, bank, &now, 30*time.Second, 20*time.Millisecond, nil) // adapting
+		r := simulate(t, p, bank, &now, 2*time.Minute, 20*time.Millisecond, nil)
+		goodput := float64(r.ok) / 120
+		refused := float64(r.refused) / float64(r.ok+r.refused)
+		t.Logf("share %v/s: goodput %.1f/s, %.2f%% refused", share, goodput, 100*refused)
+		assert.GreaterOrEqual(t, goodput, 0.95*share)
+		assert.LessOrEqual(t, refused, 0.05)
+	}
+}
