@@ -19,6 +19,14 @@
 //   - Network errors, timeouts, 5xx and 429 answers are retried inside the
 //     client with capped exponential backoff and jitter (honouring
 //     Retry-After), waiting in a select on the context.
+//   - Every attempt, token requests included, passes the Client's adaptive
+//     limiter (limiter.go): the tenant's calls are paced by what MBanq
+//     answers (429, 503, Retry-After, failures, answer times), so that a
+//     tenant's rate limit is used without a retry storm, and a bank back
+//     from an outage is met by a ramp rather than the whole backlog.
+//   - A 425 (an earlier request under the same Idempotency-Key is still at
+//     work) is an unknown outcome, never a refusal: it is asked again under
+//     the same key.
 //   - A 401 on a call invalidates the cached token and retries the call once.
 //   - Every failure is an *Error; Classify turns it into the action a caller
 //     should take (retry later, re-authenticate, give up, or stop because the
