@@ -24,8 +24,9 @@ import (
 //     unbounded; the first refusal sets it to a little under the rate at
 //     which calls were started in the last second. After a refusal (429,
 //     503) it is cut by overloadCut; while it is what holds calls back it
-//     grows, by a share of itself per second (congestion avoidance), or
-//     doubling each second below the slow-start threshold (slow start);
+//     grows, by a share of itself per second that grows the longer the
+//     bank refused nothing (congestion avoidance), or doubling each second
+//     below the slow-start threshold (slow start);
 //   - the calls in flight, a limit that doubles per round of answers
 //     until the first cut, then grows by one per limit's worth of answers,
 //     while calls wait for it; it is cut on the same signals and when
@@ -63,6 +64,9 @@ const (
 	// calls at that rate in congestion avoidance (at least minRate per
 	// second).
 	growthPerSecond = 0.02
+	// probeAccel: each probeAccel since the last cut adds growthPerSecond
+	// to the growth.
+	probeAccel = 5 * time.Second
 	// pressWindow: a rate or limit grows only when calls waited for it this
 	// recently.
 	pressWindow = time.Second
@@ -295,7 +299,12 @@ func (p *pacer) grow(now time.Time) {
 		if p.rate < p.ssthresh {
 			p.rate++ // a rate's worth of answers a second: doubles each second
 		} else {
-			p.rate += math.Max(minRate/p.rate, growthPerSecond)
+			// The longer the bank took everything, the faster the rate
+			// probes upwards (as CUBIC does away from its last loss): a
+			// share freed by another process or the portal is taken up
+			// in seconds, while just after a cut the rate stays close.
+			gain := growthPerSecond * (1 + now.Sub(p.lastCut).Seconds()/probeAccel.Seconds())
+			p.rate += math.Max(minRate/p.rate, gain)
 		}
 	}
 	if p.limit < p.maxLimit && now.Sub(p.pressedLimit) <= pressWindow {
