@@ -189,7 +189,11 @@ func TestLimiterKeepsToTheBanksRateLimit(t *testing.T) {
 				t.Errorf("the bank made %d cards, the callers learnt of %d", st.CardsCreated, len(cards))
 			}
 			if tc.disable {
-				if refused < 0.5 {
+				// 72-74% on an idle machine; fewer when a loaded one
+				// (-race, other tests) cannot make the calls as fast.
+				// Four times the bound the limiter keeps is enough to
+				// show the limit bites.
+				if refused < 0.2 {
 					t.Errorf("without the limiter only %.1f%% of calls were refused: the bank's limit did not bite", 100*refused)
 				}
 				return
