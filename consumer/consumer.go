@@ -100,6 +100,8 @@ type Consumer struct {
 	// answered looks for outcomes of requests whose records may have
 	// been lost (answered.go); nil when Config.Stream is.
 	answered *answered
+	// pullExpiry overrides pullExpiry (tests).
+	pullExpiry time.Duration
 }
 
 // New returns a Consumer. box seals the self-service passwords.
@@ -166,8 +168,10 @@ func New(cfg Config, s *store.Store, bank *mbanq.Client, box *secret.Box) (*Cons
 }
 
 // Run pulls messages from cons until ctx ends. Then it stops fetching,
-// gives in-flight requests ShutdownGrace to finish, and hands the messages
-// it had fetched but not started back to JetStream for prompt redelivery.
+// gives in-flight requests ShutdownGrace to finish, and hands messages
+// that arrive after that back to JetStream for prompt redelivery.
+// It fetches only as many messages as it has free handlers (see puller),
+// so every message it holds is being worked on and kept alive.
 // While the process is paused by a fault of the deployment it fetches
 // nothing, and probes the fault until it clears.
 func (c *Consumer) Run(ctx context.Context, cons jetstream.Consumer) error {
@@ -178,80 +182,25 @@ func (c *Consumer) Run(ctx context.Context, cons jetstream.Consumer) error {
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(c.cfg.ShutdownGrace, cancelWork) })
 	defer stop()
 
-	// A fixed pool of handlers, each taking messages one at a time: a
-	// goroutine per message would grow a fresh stack through decoding,
-	// the bank call and the commit every time.
-	handoff := make(chan jetstream.Msg)
-	var wg sync.WaitGroup
-	for range 2 * c.cfg.MaxInFlight {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for msg := range handoff {
-				c.Handle(work, msg)
-			}
-		}()
+	p := newPuller(cons, 2*c.cfg.MaxInFlight, func(msg jetstream.Msg) { c.Handle(work, msg) }, c.gate.paused, c.log)
+	if c.pullExpiry > 0 {
+		p.expiry = c.pullExpiry
 	}
-	defer func() {
-		close(handoff)
-		wg.Wait()
-	}()
+	defer p.close()
 	for ctx.Err() == nil {
 		if c.gate.paused() {
 			c.waitForResume(ctx)
 			continue
 		}
-		if err := c.fetch(ctx, cons, handoff); err != nil {
-			return err
-		}
+		// A pause stops the fetch at once, also while it waits for a
+		// free handler.
+		stopFetch := make(chan struct{})
+		var once sync.Once
+		c.gate.fetching(func() { once.Do(func() { close(stopFetch) }) })
+		p.fetch(ctx, stopFetch)
+		c.gate.fetching(nil)
 	}
 	return nil
-}
-
-// fetch passes messages to the handlers until ctx ends or the process is
-// paused. Messages fetched after that are handed back: at once at
-// shutdown, for another process; after a moment when pausing.
-func (c *Consumer) fetch(ctx context.Context, cons jetstream.Consumer, handoff chan<- jetstream.Msg) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(c.cfg.MaxInFlight))
-	if err != nil {
-		return fmt.Errorf("consuming: %w", err)
-	}
-	// Drain, not Stop: the messages already buffered come out of Next and
-	// are handed back, rather than waiting out their AckWait.
-	stop := context.AfterFunc(ctx, it.Drain)
-	defer stop()
-	c.gate.fetching(it.Drain)
-	defer c.gate.fetching(nil)
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
-			}
-			// Missed heartbeats and the like while NATS reconnects: the
-			// iterator recovers by itself; pause so the log is not flooded.
-			if ctx.Err() == nil {
-				c.log.Warn("fetching messages", "err", err)
-			}
-			time.Sleep(100 * time.Millisecond) // also while draining, so as not to spin
-			continue
-		}
-		switch {
-		case ctx.Err() != nil:
-			// Fetched but not started: hand it back at once.
-			_ = msg.Nak()
-			continue
-		case c.gate.paused():
-			_ = msg.NakWithDelay(pauseHandBack)
-			continue
-		}
-		select {
-		case handoff <- msg: // waits for a free handler
-		case <-ctx.Done():
-			// Shutdown began while every handler was busy: hand it back.
-			_ = msg.Nak()
-		}
-	}
 }
 
 // KeyMargin is how long before the bank's key retention ends a request whose

@@ -31,7 +31,7 @@ type gate struct {
 	mu      sync.Mutex
 	state   PauseState
 	resumed chan struct{} // closed when a pause ends; nil while running
-	// stopFetch stops the current message iterator (set by Run).
+	// stopFetch stops the current fetch (set by Run).
 	stopFetch func()
 	// observe is told of every change (Observer.Paused), under the lock so
 	// that two changes cannot be told in the wrong order.
