@@ -107,6 +107,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, err
 	}
+	if err := s.alignAckWait(ctx); err != nil {
+		return nil, err
+	}
 
 	bank, err := mbanq.New(mbanq.Config{
 		BaseURL:             cfg.MBanq.BaseURL,
@@ -141,7 +144,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		MaxRetryDelay:     cfg.RetryDelayMax,
 		KeyRetention:      cfg.BankKeyRetention,
 		Retention:         cfg.Retention,
-		AckWait:           cfg.NATS.AckWait,
+		AckWait:           s.cons.CachedInfo().Config.AckWait, // the one in force
 		Admin:             mbanq.Credentials{Username: cfg.MBanq.AdminUsername, Password: cfg.MBanq.AdminPassword},
 		OfficeID:          cfg.MBanq.OfficeID,
 		SelfServiceRoleID: cfg.MBanq.SelfServiceRoleID,
@@ -174,6 +177,27 @@ func (s *Service) topology() broker.Topology {
 	t.RequestMaxBytes = s.cfg.NATS.RequestMaxBytes
 	t.OutcomeMaxAge = s.cfg.NATS.OutcomeRetention
 	return t
+}
+
+// alignAckWait brings the consumer's ack wait to CARDBRIDGE_ACK_WAIT where
+// broker.AlignAckWait does, and says what it did, or why the consumer keeps
+// another ack wait. The process sends InProgress by the ack wait in force.
+func (s *Service) alignAckWait(ctx context.Context) error {
+	before := s.cons.CachedInfo().Config.AckWait
+	cons, err := broker.AlignAckWait(ctx, s.js, s.cons, s.topology(), s.cfg.NATS.AckWaitSet)
+	if err != nil {
+		return err
+	}
+	s.cons = cons
+	now := cons.CachedInfo().Config.AckWait
+	switch {
+	case now != before:
+		s.log.Info("consumer's ack wait changed", "consumer", s.cfg.NATS.Consumer, "from", before.String(), "to", now.String())
+	case now != s.cfg.NATS.AckWait:
+		s.log.Warn("the consumer's ack wait was set by hand and is kept; messages of a process that dies are redelivered after it (set CARDBRIDGE_ACK_WAIT to change it)",
+			"consumer", s.cfg.NATS.Consumer, "ack_wait", now.String(), "default", s.cfg.NATS.AckWait.String())
+	}
+	return nil
 }
 
 // HTTPAddr is the address the health endpoints listen on.

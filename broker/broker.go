@@ -39,7 +39,7 @@ func DefaultTopology() Topology {
 		OutcomeStream:   "CARDS",
 		OutcomeSubjects: []string{"card.>"},
 		Consumer:        "cardbridge",
-		AckWait:         60 * time.Second,
+		AckWait:         DefaultAckWait,
 		MaxAckPending:   10000,
 		RequestMaxBytes: DefaultRequestMaxBytes,
 		OutcomeMaxAge:   DefaultOutcomeMaxAge,

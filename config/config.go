@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cardbridge/cardbridge/mbanq"
+	"github.com/cardbridge/cardbridge/broker"
 	"github.com/cardbridge/cardbridge/secret"
 )
 
@@ -108,7 +109,10 @@ type NATS struct {
 	RequestSubject string        // CARDBRIDGE_REQUEST_SUBJECT, default employee.card.requested
 	OutcomeStream  string        // CARDBRIDGE_OUTCOME_STREAM, default CARDS
 	Consumer       string        // CARDBRIDGE_CONSUMER, default cardbridge
-	AckWait        time.Duration // CARDBRIDGE_ACK_WAIT, default 60s
+	AckWait        time.Duration // CARDBRIDGE_ACK_WAIT, default broker.DefaultAckWait (6s)
+	// AckWaitSet says CARDBRIDGE_ACK_WAIT was set: an existing consumer is
+	// brought to it (broker.AlignAckWait).
+	AckWaitSet bool
 	// RequestMaxBytes bounds the request stream cardbridge creates
 	// (CARDBRIDGE_REQUEST_STREAM_MAX_BYTES, default 1 GiB).
 	RequestMaxBytes int64
@@ -125,7 +129,7 @@ const (
 	DefaultRequestSubject          = "employee.card.requested"
 	DefaultOutcomeStream           = "CARDS"
 	DefaultConsumer                = "cardbridge"
-	DefaultAckWait                 = 60 * time.Second
+	DefaultAckWait                 = broker.DefaultAckWait
 	DefaultRetryFor                = 24 * time.Hour
 	DefaultRetryDelayMax           = 5 * time.Minute
 	DefaultRetention               = 90 * 24 * time.Hour
@@ -135,6 +139,9 @@ const (
 	DefaultDatabaseURL             = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	DefaultNATSURL                 = "nats://127.0.0.1:4222"
 )
+
+// MinAckWait is the shortest CARDBRIDGE_ACK_WAIT accepted.
+const MinAckWait = time.Second
 
 // Error lists every problem found in the environment.
 type Error struct {
@@ -220,6 +227,10 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.optional("CARDBRIDGE_OUTCOME_STREAM", &c.NATS.OutcomeStream)
 	p.optional("CARDBRIDGE_CONSUMER", &c.NATS.Consumer)
 	p.duration("CARDBRIDGE_ACK_WAIT", &c.NATS.AckWait)
+	c.NATS.AckWaitSet = strings.TrimSpace(getenv("CARDBRIDGE_ACK_WAIT")) != ""
+	if c.NATS.AckWait < MinAckWait {
+		p.problem("CARDBRIDGE_ACK_WAIT: %s is shorter than %s; a process says it is still working on a message every third of it, and a moment's stall would hand slow work to another process", c.NATS.AckWait, MinAckWait)
+	}
 	p.positiveInt64("CARDBRIDGE_REQUEST_STREAM_MAX_BYTES", &c.NATS.RequestMaxBytes)
 	p.duration("CARDBRIDGE_OUTCOME_RETENTION", &c.NATS.OutcomeRetention)
 	p.duration("CARDBRIDGE_RETRY_FOR", &c.RetryFor)

@@ -36,7 +36,8 @@ func TestFromEnvDefaults(t *testing.T) {
 	require.Equal(t, "ERP", c.NATS.RequestStream)
 	require.Equal(t, "CARDS", c.NATS.OutcomeStream)
 	require.Equal(t, "cardbridge", c.NATS.Consumer)
-	require.Equal(t, 60*time.Second, c.NATS.AckWait)
+	require.Equal(t, 6*time.Second, c.NATS.AckWait, "messages of a killed process are redelivered within 10s")
+	require.False(t, c.NATS.AckWaitSet)
 	require.Len(t, c.SecretKey, 32)
 }
 
@@ -167,4 +168,17 @@ func TestFromEnvConnectTimeoutWithinTheDefaultRequestTimeout(t *testing.T) {
 	m["MBANQ_CONNECT_TIMEOUT"] = "20s"
 	_, err := FromEnv(env(m))
 	require.ErrorContains(t, err, "MBANQ_CONNECT_TIMEOUT: 20s is longer than MBANQ_REQUEST_TIMEOUT's default (15s)")
+}
+
+func TestAckWait(t *testing.T) {
+	m := valid()
+	m["CARDBRIDGE_ACK_WAIT"] = "20s"
+	c, err := FromEnv(env(m))
+	require.NoError(t, err)
+	require.Equal(t, 20*time.Second, c.NATS.AckWait)
+	require.True(t, c.NATS.AckWaitSet, "set by the operator: an existing consumer is brought to it")
+
+	m["CARDBRIDGE_ACK_WAIT"] = "500ms"
+	_, err = FromEnv(env(m))
+	require.ErrorContains(t, err, "CARDBRIDGE_ACK_WAIT: 500ms is shorter than 1s")
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cardbridge/cardbridge/broker"
 	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/secret"
 	"github.com/cardbridge/cardbridge/store"
@@ -47,8 +48,9 @@ type Config struct {
 	// ProbeInterval is the first wait before a paused process probes the
 	// fault that paused it (default 1s); it doubles up to 30s.
 	ProbeInterval time.Duration
-	// AckWait is the consumer's ack wait; slow handling sends InProgress
-	// well before it runs out.
+	// AckWait is the ack wait in force on the consumer (default
+	// broker.DefaultAckWait): every message held is kept alive with
+	// InProgress every third of it.
 	AckWait time.Duration
 	// ShutdownGrace is how long in-flight requests may run after Run's
 	// context ends (default 15s).
@@ -128,7 +130,7 @@ func New(cfg Config, s *store.Store, bank *mbanq.Client, box *secret.Box) (*Cons
 		cfg.ProbeInterval = firstProbe
 	}
 	if cfg.AckWait <= 0 {
-		cfg.AckWait = 60 * time.Second
+		cfg.AckWait = broker.DefaultAckWait
 	}
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 15 * time.Second
