@@ -99,6 +99,24 @@ func TestSmoke(t *testing.T) {
 					t.Errorf("the run's report lacks the CPU per request: %+v", r.CPU)
 				}
 			}
+			// The split among the instances, as each counts its work.
+			instances := 1
+			if slices.Contains(tc.args, "--instances") {
+				instances = 2
+			}
+			var issued int64
+			for _, in := range r.Instances {
+				if in.Error != "" || in.PID == 0 {
+					t.Errorf("instance %+v", in)
+				}
+				issued += in.Issued
+			}
+			if len(r.Instances) != instances || issued != 200 {
+				t.Errorf("want %d instances issuing 200 together, got %+v", instances, r.Instances)
+			}
+			if !strings.Contains(stderr.String(), "  split       cardbridge-1 (pid ") {
+				t.Errorf("the text report has no split line:\n%s", stderr.String())
+			}
 			if r.Latency.Samples != 200 {
 				t.Errorf("latency samples = %d, want 200", r.Latency.Samples)
 			}

@@ -28,6 +28,8 @@ type child struct {
 	logPath string
 	logFile *os.File
 	started time.Time
+	// httpAddr is where a cardbridge instance serves /metrics.
+	httpAddr string
 
 	done    chan struct{} // closed when the process has exited
 	waitErr error         // valid after done

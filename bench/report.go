@@ -36,6 +36,8 @@ type Report struct {
 	// Processes are the children, then the bench itself (with the
 	// embedded NATS server); only for a self-contained run.
 	Processes []ProcessReport `json:"processes,omitempty"`
+	// Instances is the split of the work among the cardbridge instances.
+	Instances []InstanceReport `json:"instances,omitempty"`
 	// CPU splits the machine's CPU time over the measured window.
 	CPU *CPUReport `json:"cpu,omitempty"`
 	// Logs summarises cardbridge's warnings and errors.
@@ -404,6 +406,9 @@ func (r *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, " (%.1f%% of the %s/s limit)", 100*bk.LimitShare, num(bk.RateLimit))
 		}
 		fmt.Fprintf(&b, ", %d cards made, %d answered 425\n", bk.CardsCreated, bk.TooEarly)
+	}
+	if len(r.Instances) > 0 {
+		fmt.Fprintf(&b, "  split       %s (as each counts, warm-up included)\n", splitLine(r.Instances))
 	}
 	var peakSum int64
 	nInst := 0

@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"bufio"
+	"maps"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -199,5 +201,28 @@ func TestWarmupIsLeftOutOfLatency(t *testing.T) {
 	}
 	if len(r.Timeline) != 2 {
 		t.Errorf("timeline = %+v, want the warm-up second and second 3", r.Timeline)
+	}
+}
+
+func TestParseOutcomeCounts(t *testing.T) {
+	page := `# HELP cardbridge_requests_total Deliveries of request messages handled.
+# TYPE cardbridge_requests_total counter
+cardbridge_requests_total{outcome="issued",type="employee.card.requested"} 1234
+cardbridge_requests_total{outcome="issued",type="other"} 1
+cardbridge_requests_total{outcome="failed",type="employee.card.requested"} 7
+cardbridge_requests_total{outcome="retry",type="employee.card.requested"} 2
+cardbridge_requests_in_flight 3
+`
+	counts, err := parseOutcomeCounts(bufio.NewScanner(strings.NewReader(page)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"issued": 1235, "failed": 7, "retry": 2}
+	if !maps.Equal(counts, want) {
+		t.Fatalf("got %v, want %v", counts, want)
+	}
+	line := splitLine([]InstanceReport{{Name: "cardbridge-1", PID: 10, Issued: 600, Share: 0.6}, {Name: "cardbridge-2", PID: 11, Issued: 400, Share: 0.4}})
+	if line != "cardbridge-1 (pid 10) 600 issued (60.0%), cardbridge-2 (pid 11) 400 issued (40.0%)" {
+		t.Fatalf("split line %q", line)
 	}
 }

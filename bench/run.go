@@ -158,6 +158,7 @@ func Run(ctx context.Context, cfg Config, status io.Writer) (*Report, error) {
 		r.Bank = bankReport(bs, cfg.BankRateLimit, r.Throughput.WindowSeconds)
 		st.sampleMemory()
 		r.Processes = st.processReports()
+		r.Instances = st.instanceReports(ctx)
 		for i, p := range r.Processes {
 			r.Processes[i].CPUSeconds = (cpu1.procs[p.PID] - cpu0.procs[p.PID]).Seconds()
 		}

@@ -259,6 +259,7 @@ func (s *stack) startInstances(ctx context.Context) (time.Time, error) {
 		if err != nil {
 			return launched, err
 		}
+		c.httpAddr = addr
 		if i == 0 {
 			launched = c.started
 		}
