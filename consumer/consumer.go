@@ -102,8 +102,6 @@ type Consumer struct {
 	// answered looks for outcomes of requests whose records may have
 	// been lost (answered.go); nil when Config.Stream is.
 	answered *answered
-	// pullExpiry overrides pullExpiry (tests).
-	pullExpiry time.Duration
 }
 
 // New returns a Consumer. box seals the self-service passwords.
@@ -185,9 +183,6 @@ func (c *Consumer) Run(ctx context.Context, cons jetstream.Consumer) error {
 	defer stop()
 
 	p := newPuller(cons, 2*c.cfg.MaxInFlight, func(msg jetstream.Msg) { c.Handle(work, msg) }, c.gate.paused, c.log)
-	if c.pullExpiry > 0 {
-		p.expiry = c.pullExpiry
-	}
 	defer p.close()
 	for ctx.Err() == nil {
 		if c.gate.paused() {

@@ -58,7 +58,7 @@ type puller struct {
 	// paused tells whether to stop fetching (a pause of the process);
 	// messages that arrive while paused are handed back after pauseHandBack.
 	paused func() bool
-	// expiry of a pull request (pullExpiry; tests lengthen it).
+	// expiry of a pull request (pullExpiry).
 	expiry time.Duration
 	log    *slog.Logger
 

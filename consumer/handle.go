@@ -441,9 +441,13 @@ func (c *Consumer) maxGap() time.Duration {
 	return 2 * (c.policy.maxDelay() + c.cfg.AckWait)
 }
 
-// keepAlive tells JetStream the message is still being worked on while a
-// slow bank call runs, so AckWait does not expire and a second consumer
-// does not start the same request. It returns the function that stops it.
+// keepAlive tells JetStream the message is still being worked on, every
+// third of AckWait for as long as Handle holds it (waiting for a bank slot,
+// at the bank, holding a card whose commit failed), so AckWait does not
+// expire and another process does not start the same request. A message is
+// handed to Handle as it arrives (see puller), so it is kept alive from its
+// delivery until it is settled, and no longer. It returns the function that
+// stops it.
 func (c *Consumer) keepAlive(msg jetstream.Msg) func() {
 	every := c.cfg.AckWait / 3
 	var (
