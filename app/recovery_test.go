@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cardbridge/cardbridge/broker"
 	"github.com/cardbridge/cardbridge/event"
 	"github.com/cardbridge/cardbridge/internal/testenv"
 	"github.com/cardbridge/cardbridge/mbanq/sandbox"
@@ -332,4 +333,29 @@ func TestSlowWorkOfALiveProcessIsNotRedelivered(t *testing.T) {
 	require.Positive(t, doorA.ordered.Load(), "both processes had work")
 	require.Positive(t, doorB.ordered.Load(), "both processes had work")
 	requireIssuedOnce(t, s.sb, arr.outs, reqs)
+}
+
+// An ack wait set by hand on an existing consumer is kept, with a warning,
+// and the process keeps its messages alive by it, not by its own setting:
+// with 1.5s in force and the default 6s configured, InProgress every 2s
+// would let a 3s bank call be redelivered.
+func TestHandSetAckWaitIsKeptAndKeptAliveBy(t *testing.T) {
+	s := newStack(t, nil)
+	top := broker.DefaultTopology()
+	top.AckWait = 1500 * time.Millisecond
+	_, err := broker.Ensure(context.Background(), s.js, top)
+	require.NoError(t, err)
+	require.NoError(t, s.sb.SetFaults(sandbox.Faults{Latency: sandbox.Duration(3 * time.Second), Paths: []string{"/v1/cards"}}))
+
+	require.Equal(t, broker.DefaultAckWait, s.cfg.NATS.AckWait)
+	p := s.start(t, s.cfg)
+	require.Equal(t, 1, p.logLines("the consumer's ack wait was set by hand and is kept; messages of a process that dies are redelivered after it (set CARDBRIDGE_ACK_WAIT to change it)"))
+	s.bind(t, p.svc.Store(), 1)
+	reqs := s.publish(t, 1)
+	outs := s.outcomes(t, 1)
+	requireIssuedOnce(t, s.sb, outs, reqs)
+
+	info := s.consumerInfo(t)
+	require.Equal(t, 1500*time.Millisecond, info.Config.AckWait, "kept")
+	require.EqualValues(t, 1, info.Delivered.Consumer, "kept alive through a call twice as long as the ack wait")
 }
