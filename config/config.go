@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/broker"
+	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/secret"
 )
 
