@@ -176,6 +176,8 @@ func (s *Service) topology() broker.Topology {
 	t.AckWait = s.cfg.NATS.AckWait
 	t.RequestMaxBytes = s.cfg.NATS.RequestMaxBytes
 	t.OutcomeMaxAge = s.cfg.NATS.OutcomeRetention
+	t.Replicas = s.cfg.NATS.StreamReplicas
+	t.Logger = s.log
 	return t
 }
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -28,6 +29,15 @@ type Topology struct {
 	RequestMaxBytes int64
 	// OutcomeMaxAge is how long outcome events are kept for subscribers.
 	OutcomeMaxAge time.Duration
+	// Replicas is how many copies of each stream cardbridge creates keep
+	// (1 to 5); 0 gives what the deployment can: DefaultReplicas on a
+	// cluster that can place them, 1 on a single server. The durable
+	// consumer has as many as its stream.
+	Replicas int
+	// Logger is told which replicas the streams got, and warned of an
+	// existing stream that is not replicated on a cluster; nil logs
+	// nothing.
+	Logger *slog.Logger
 }
 
 // DefaultTopology is the contract's naming.
@@ -65,6 +75,11 @@ const (
 // guarantee does not rest on a default.
 const DuplicateWindow = 2 * time.Minute
 
+// DefaultReplicas is how many copies of a stream cardbridge creates on a
+// cluster of three or more JetStream servers: a leader and two followers,
+// so that losing any one server costs only a leader election.
+const DefaultReplicas = 3
+
 // Ensure creates the streams and the durable consumer when they are
 // missing. Existing ones are used as they are: an operator may have tuned
 // them, and cardbridge must not undo that on every start.
@@ -75,8 +90,18 @@ const DuplicateWindow = 2 * time.Minute
 // limit, so a request waits as long as its retry budget and any pause
 // need; its size is bounded, and a full stream refuses new requests rather
 // than discarding waiting ones. Outcome events are kept for OutcomeMaxAge.
+//
+// Streams it creates are replicated as t.Replicas says, or, when it says
+// nothing, as the deployment can give (see replicas). An existing stream
+// keeps its replicas; one with a single copy on a cluster is logged as a
+// warning, for losing its server stops cardbridge until it returns.
 func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.Consumer, error) {
-	if err := ensureStream(ctx, js, jetstream.StreamConfig{
+	log := t.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := ensurer{js: js, replicas: t.Replicas, log: log.With("component", "broker")}
+	requestReplicas, err := e.stream(ctx, jetstream.StreamConfig{
 		Name:       t.RequestStream,
 		Subjects:   t.RequestSubjects,
 		Storage:    jetstream.FileStorage,
@@ -84,10 +109,11 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.
 		Retention:  jetstream.InterestPolicy,
 		MaxBytes:   t.RequestMaxBytes,
 		Discard:    jetstream.DiscardNew,
-	}); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
-	if err := ensureStream(ctx, js, jetstream.StreamConfig{
+	if _, err := e.stream(ctx, jetstream.StreamConfig{
 		Name:       t.OutcomeStream,
 		Subjects:   t.OutcomeSubjects,
 		Storage:    jetstream.FileStorage,
@@ -118,6 +144,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.
 		MaxDeliver:    -1,
 		MaxAckPending: t.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
+		// As many copies as the stream it reads, so that the consumer
+		// survives the loss of any server the stream survives.
+		Replicas: requestReplicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating consumer %s: %w", t.Consumer, err)
@@ -125,16 +154,99 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.
 	return cons, nil
 }
 
-func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
-	_, err := js.Stream(ctx, cfg.Name)
+type ensurer struct {
+	js       jetstream.JetStream
+	replicas int // as configured; 0: as the deployment can give
+	log      *slog.Logger
+}
+
+// stream creates the stream cfg names when it is missing, and returns how
+// many replicas the stream has.
+func (e *ensurer) stream(ctx context.Context, cfg jetstream.StreamConfig) (int, error) {
+	st, err := e.js.Stream(ctx, cfg.Name)
 	if err == nil {
-		return nil
+		info := st.CachedInfo()
+		if info.Cluster != nil && info.Cluster.Name != "" && info.Config.Replicas < 2 {
+			e.log.Warn("stream is not replicated on a NATS cluster: losing its server stops cardbridge until the server returns; "+
+				"raise its replicas with `nats stream edit "+cfg.Name+" --replicas 3`",
+				"stream", cfg.Name, "replicas", info.Config.Replicas, "cluster", info.Cluster.Name)
+		}
+		return max(info.Config.Replicas, 1), nil
 	}
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("looking up stream %s: %w", cfg.Name, err)
+		return 0, fmt.Errorf("looking up stream %s: %w", cfg.Name, err)
 	}
-	if _, err := js.CreateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return fmt.Errorf("creating stream %s: %w", cfg.Name, err)
+	if e.replicas > 0 {
+		cfg.Replicas = e.replicas
+		if err := e.create(ctx, cfg); err != nil {
+			return 0, fmt.Errorf("creating stream %s with %d replicas (CARDBRIDGE_STREAM_REPLICAS): %w", cfg.Name, cfg.Replicas, err)
+		}
+		return e.created(ctx, cfg)
+	}
+	cfg.Replicas = 1
+	if cluster := e.js.Conn().ConnectedClusterName(); cluster != "" {
+		// On a cluster, the servers that place the stream know whether
+		// they can keep DefaultReplicas copies: a cluster of fewer
+		// JetStream servers (or whose servers lack the room) refuses.
+		// That answer, not a count of the servers the client was told
+		// of, decides: those need not all run JetStream.
+		cfg.Replicas = DefaultReplicas
+		err := e.create(ctx, cfg)
+		if err == nil {
+			return e.created(ctx, cfg)
+		}
+		if !cannotPlace(err) {
+			return 0, fmt.Errorf("creating stream %s with %d replicas: %w", cfg.Name, cfg.Replicas, err)
+		}
+		e.log.Warn("the NATS cluster cannot keep "+fmt.Sprint(DefaultReplicas)+" copies of the stream; it is created with one, "+
+			"and losing its server stops cardbridge until the server returns (set CARDBRIDGE_STREAM_REPLICAS to decide)",
+			"stream", cfg.Name, "cluster", cluster, "err", err)
+		cfg.Replicas = 1
+	}
+	if err := e.create(ctx, cfg); err != nil {
+		return 0, fmt.Errorf("creating stream %s: %w", cfg.Name, err)
+	}
+	return e.created(ctx, cfg)
+}
+
+func (e *ensurer) create(ctx context.Context, cfg jetstream.StreamConfig) error {
+	if _, err := e.js.CreateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return err
 	}
 	return nil
 }
+
+// created reads the replicas of a stream just created: another process
+// may have created it first, with other settings.
+func (e *ensurer) created(ctx context.Context, cfg jetstream.StreamConfig) (int, error) {
+	st, err := e.js.Stream(ctx, cfg.Name)
+	if err != nil {
+		return 0, fmt.Errorf("looking up stream %s: %w", cfg.Name, err)
+	}
+	n := max(st.CachedInfo().Config.Replicas, 1)
+	e.log.Info("stream ready", "stream", cfg.Name, "replicas", n)
+	return n, nil
+}
+
+// cannotPlace reports whether err is JetStream saying it cannot keep as
+// many copies of a stream as were asked for.
+func cannotPlace(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case errInsufficientResources, errClusterNoPeers, errReplicasNotSupported:
+		return true
+	}
+	return false
+}
+
+// JetStream's error codes for a placement it cannot make (nats-server's
+// JSInsufficientResourcesErr, JSClusterNoPeersErrF,
+// JSStreamReplicasNotSupportedErr).
+const (
+	errInsufficientResources jetstream.ErrorCode = 10023
+	errClusterNoPeers        jetstream.ErrorCode = 10005
+	errReplicasNotSupported  jetstream.ErrorCode = 10074
+)

@@ -119,6 +119,10 @@ type NATS struct {
 	// OutcomeRetention is how long the outcome stream cardbridge creates
 	// keeps events (CARDBRIDGE_OUTCOME_RETENTION, default 30 days).
 	OutcomeRetention time.Duration
+	// StreamReplicas is how many copies of each stream cardbridge creates
+	// keep (CARDBRIDGE_STREAM_REPLICAS, 1 to 5); 0, the default, gives 3
+	// on a NATS cluster that can keep them and 1 on a single server.
+	StreamReplicas int
 }
 
 // Defaults for the optional settings.
@@ -233,6 +237,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	}
 	p.positiveInt64("CARDBRIDGE_REQUEST_STREAM_MAX_BYTES", &c.NATS.RequestMaxBytes)
 	p.duration("CARDBRIDGE_OUTCOME_RETENTION", &c.NATS.OutcomeRetention)
+	p.streamReplicas("CARDBRIDGE_STREAM_REPLICAS", &c.NATS.StreamReplicas)
 	p.duration("CARDBRIDGE_RETRY_FOR", &c.RetryFor)
 	p.duration("CARDBRIDGE_RETRY_DELAY_MAX", &c.RetryDelayMax)
 	p.duration("CARDBRIDGE_BANK_KEY_RETENTION", &c.BankKeyRetention)
@@ -335,6 +340,25 @@ func (p *parser) positiveInt64(name string, dst *int64) {
 	}
 	*dst = n
 }
+
+// streamReplicas reads a stream's number of replicas: 1 to
+// maxStreamReplicas, or "auto" (0) for what the deployment can give
+// (broker.DefaultReplicas on a cluster).
+func (p *parser) streamReplicas(name string, dst *int) {
+	v := strings.TrimSpace(p.getenv(name))
+	if v == "" || strings.EqualFold(v, "auto") {
+		return
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxStreamReplicas {
+		p.problem("%s: %q is not a number of replicas from 1 to %d, or auto (3 on a NATS cluster that can keep them, 1 on a single server)", name, v, maxStreamReplicas)
+		return
+	}
+	*dst = n
+}
+
+// maxStreamReplicas is the most copies JetStream keeps of a stream.
+const maxStreamReplicas = 5
 
 func (p *parser) positiveInt(name string, dst *int) {
 	var n int64 = int64(*dst)

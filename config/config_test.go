@@ -182,3 +182,22 @@ func TestAckWait(t *testing.T) {
 	_, err = FromEnv(env(m))
 	require.ErrorContains(t, err, "CARDBRIDGE_ACK_WAIT: 500ms is shorter than 1s")
 }
+
+func TestStreamReplicas(t *testing.T) {
+	c, err := FromEnv(env(valid()))
+	require.NoError(t, err)
+	require.Zero(t, c.NATS.StreamReplicas, "unset: as the deployment can give")
+	for v, want := range map[string]int{"1": 1, " 3 ": 3, "5": 5, "auto": 0, "AUTO": 0} {
+		m := valid()
+		m["CARDBRIDGE_STREAM_REPLICAS"] = v
+		c, err := FromEnv(env(m))
+		require.NoError(t, err, v)
+		require.Equal(t, want, c.NATS.StreamReplicas, v)
+	}
+	for _, v := range []string{"0", "6", "-1", "three", "3.0"} {
+		m := valid()
+		m["CARDBRIDGE_STREAM_REPLICAS"] = v
+		_, err := FromEnv(env(m))
+		require.ErrorContains(t, err, "CARDBRIDGE_STREAM_REPLICAS: \""+v+"\" is not a number of replicas from 1 to 5, or auto", v)
+	}
+}
