@@ -20,9 +20,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cardbridge/cardbridge/store"
@@ -60,20 +61,24 @@ type Relay struct {
 	js    jetstream.JetStream
 	cfg   Config
 	log   *slog.Logger
-	// acks carries the pending acknowledgements of Committed's publishes
-	// to the collector that Run starts; stopped is closed when Run returns.
-	acks    chan pendingAck
+	// acks carries Committed's publishes to the collector that Run
+	// starts; stopped is closed when Run returns.
+	acks    chan *flight
 	stopped chan struct{}
 	// stale is what the sweeps remember of rows that outlived their
 	// stream's duplicate window (stale.go).
 	stale staleState
-}
-
-type pendingAck struct {
-	eventID string
-	ack     jetstream.PubAckFuture
-	sent    time.Time
-	end     func(error) // the Observer's, or nil
+	// answers is the evidence that JetStream answers (answers.go).
+	answers answers
+	// retry holds Committed's events whose publish failed or went
+	// unanswered, to be published again at the next poll while they are
+	// younger than SweepAge (then a sweep takes them).
+	retryMu sync.Mutex
+	retry   []*flight
+	// retrying is len(retry), for the collector to read cheaply; kick
+	// tells Run to publish them at once, for a publish was just answered.
+	retrying atomic.Int32
+	kick     chan struct{}
 }
 
 // errUncollected ends the observation of a publish whose acknowledgement
@@ -100,38 +105,69 @@ func New(s *store.Store, js jetstream.JetStream, cfg Config) *Relay {
 	return &Relay{
 		store: s, js: js, cfg: cfg,
 		log:     cfg.Logger.With("component", "relay"),
-		acks:    make(chan pendingAck, 4*cfg.BatchSize),
+		acks:    make(chan *flight, 4*cfg.BatchSize),
 		stopped: make(chan struct{}),
 		stale:   staleState{holdLimit: defaultHoldLimit},
+		answers: newAnswers(),
+		kick:    make(chan struct{}, 1),
 	}
 }
 
 // Committed publishes an outcome event whose outbox row has just been
 // committed. It does not wait for JetStream: Run collects the
-// acknowledgement and then deletes the row. A publish that fails leaves the
-// row for a sweep, so Committed has nothing to report. It never blocks the
-// caller: when more acknowledgements are pending than Run holds (Run is
-// behind, or stopped), the row is left to a sweep too, and the sweep's
-// publish is a duplicate that JetStream drops.
+// acknowledgement and then deletes the row. A publish that fails, or whose
+// acknowledgement does not come, is published again at Run's next poll
+// while the row is younger than SweepAge, and left to a sweep after, so
+// Committed has nothing to report. It never blocks the caller: when more
+// acknowledgements are pending than Run holds (Run is behind, or stopped),
+// the row is left to a sweep too, and the sweep's publish is a duplicate
+// that JetStream drops.
 func (r *Relay) Committed(ctx context.Context, e store.OutboxEvent) {
 	var end func(error)
 	if o := r.cfg.Observer; o != nil {
 		end = o.Publishing(ctx, e)
 	}
-	f, err := r.js.PublishMsgAsync(outboxMsg(e), jetstream.WithMsgID(e.EventID))
-	if err != nil {
-		r.log.Warn("publishing an outcome failed; a sweep will publish it", "event_id", e.EventID, "err", err)
-		if end != nil {
-			end(err)
-		}
+	r.publishCommitted(&flight{eventID: e.EventID, event: e, end: end})
+}
+
+// publishCommitted publishes fl (again) and hands it to the collector.
+func (r *Relay) publishCommitted(fl *flight) {
+	if err := fl.publish(r.js, &r.answers); err != nil {
+		r.log.Warn("publishing an outcome failed; it is published again shortly", "event_id", fl.eventID, "err", err)
+		fl.finish(err)
+		r.retryLater(fl)
 		return
 	}
 	select {
-	case r.acks <- pendingAck{eventID: e.EventID, ack: f, sent: time.Now(), end: end}:
+	case r.acks <- fl:
 	default:
-		r.log.Debug("acknowledgements pending beyond the relay's capacity; a sweep will confirm the outcome", "event_id", e.EventID)
-		if end != nil {
-			end(errUncollected)
+		r.log.Debug("acknowledgements pending beyond the relay's capacity; a sweep will confirm the outcome", "event_id", fl.eventID)
+		fl.finish(errUncollected)
+	}
+}
+
+// retryLater keeps fl for the next poll, if there is room.
+func (r *Relay) retryLater(fl *flight) {
+	r.retryMu.Lock()
+	defer r.retryMu.Unlock()
+	if len(r.retry) < 4*r.cfg.BatchSize {
+		r.retry = append(r.retry, fl)
+		r.retrying.Store(int32(len(r.retry)))
+	}
+}
+
+// retryFailed publishes again Committed's events that failed or went
+// unanswered, except those old enough for a sweep to take: JetStream drops
+// a copy of one it stored after all.
+func (r *Relay) retryFailed() {
+	r.retryMu.Lock()
+	failed := r.retry
+	r.retry = nil
+	r.retrying.Store(0)
+	r.retryMu.Unlock()
+	for _, fl := range failed {
+		if time.Since(fl.first) < r.cfg.SweepAge {
+			r.publishCommitted(fl)
 		}
 	}
 }
@@ -165,27 +201,46 @@ func (r *Relay) Run(ctx context.Context) error {
 				return fmt.Errorf("final outbox sweep: %w", err)
 			}
 			return nil
+		case <-r.kick:
+			// JetStream answers again (a new stream leader, say): what
+			// failed meanwhile goes now, not at the next poll.
+			r.retryFailed()
+			continue
 		case <-poll.C:
 		}
+		r.retryFailed()
 		_, err := r.Flush(ctx)
 		next := r.cfg.PollInterval
-		if err != nil && ctx.Err() == nil {
+		var unpublished *publishError
+		switch {
+		case err == nil || ctx.Err() != nil:
+			failures = 0
+		case errors.As(err, &unpublished):
+			// JetStream did not take every event (no stream leader, say):
+			// the next poll tries again, without backing off, so that
+			// the outcomes go as soon as a leader answers. A try costs a
+			// round trip per event.
+			failures = 0
+			r.log.Warn("publishing outbox rows failed; they are published again at the next poll", "err", err)
+		default:
 			failures++
 			r.log.Warn("sweeping the outbox failed", "err", err, "attempt", failures)
 			next = backoff(failures)
-		} else {
-			failures = 0
 		}
 		poll.Reset(next)
 	}
 }
 
-// collect waits for each acknowledgement in turn and deletes the rows of
-// the acknowledged events in batches. When ctx ends it drains what was
+// collect takes the acknowledgements of Committed's publishes as they come
+// and deletes the rows of the acknowledged events in batches. It waits for
+// them in the order of the publishes, but never behind one that will not
+// come: a publish is given up when a later one was answered (see
+// answers.go), or PublishWait after it was sent, and its event is
+// published again at the next poll. When ctx ends it drains what was
 // already sent (the consumer has stopped by then). Neither a wait nor a
-// delete is cut short by ctx: each has its own bound (PublishWait), so an
-// event JetStream stored is not left in the outbox to be published again
-// after a restart.
+// delete is cut short by ctx: each has its own bound, so an event
+// JetStream stored is not left in the outbox to be published again after
+// a restart.
 func (r *Relay) collect(ctx context.Context) {
 	bg := context.WithoutCancel(ctx)
 	acked := make([]string, 0, r.cfg.BatchSize)
@@ -207,85 +262,91 @@ func (r *Relay) collect(ctx context.Context) {
 		}
 		acked = acked[:0]
 	}
-	take := func(p pendingAck) {
-		if r.await(p) {
-			acked = append(acked, p.eventID)
+	settle := func(fl *flight) {
+		r.observe(fl)
+		if fl.err == nil {
+			if r.retrying.Load() > 0 {
+				select {
+				case r.kick <- struct{}{}:
+				default:
+				}
+			}
+			acked = append(acked, fl.eventID)
+			if len(acked) >= r.cfg.BatchSize {
+				deleteAcked()
+			}
+			return
 		}
-		if len(acked) >= r.cfg.BatchSize {
-			deleteAcked()
-		}
+		r.log.Warn("an outcome was not acknowledged; it is published again shortly", "event_id", fl.eventID, "err", fl.err)
+		r.retryLater(fl)
 	}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	deleteTimer := time.NewTimer(time.Hour)
+	deleteTimer.Stop()
 	armed := false
 	arm := func() {
 		if !armed && len(acked) > 0 {
-			timer.Reset(deleteDelay)
+			deleteTimer.Reset(deleteDelay)
 			armed = true
 		}
 	}
-	for running := true; running; {
+	var q queue
+	tick := time.NewTicker(evidenceTick)
+	defer tick.Stop()
+	done := ctx.Done()
+	for {
+		if done == nil { // stopping: take what was sent, wait for nothing new
+			for drained := false; !drained; {
+				select {
+				case fl := <-r.acks:
+					q.push(fl)
+				default:
+					drained = true
+				}
+			}
+		}
+		for fl := q.settled(&r.answers, r.cfg.PublishWait); fl != nil; fl = q.settled(&r.answers, r.cfg.PublishWait) {
+			settle(fl)
+		}
+		arm()
+		if done == nil && q.empty() {
+			break
+		}
+		w := q.waiting(r.cfg.PublishWait, tick.C)
 		select {
-		case p := <-r.acks:
-			take(p)
-			arm()
-		case <-timer.C:
+		case fl := <-r.acks:
+			q.push(fl)
+		case ack := <-w.headOk:
+			w.head.answer(ack, nil, &r.answers)
+		case err := <-w.headErr:
+			w.head.answer(nil, err, &r.answers)
+		case ack := <-w.tailOk:
+			w.tail.answer(ack, nil, &r.answers)
+		case err := <-w.tailErr:
+			w.tail.answer(nil, err, &r.answers)
+		case <-w.deadline:
+		case <-w.tick:
+		case <-deleteTimer.C:
 			armed = false
 			deleteAcked()
-			arm() // what a failed delete kept
-		case <-ctx.Done():
-			running = false
+		case <-done:
+			done = nil
 		}
+		w.stop()
 	}
-	timer.Stop()
-	for {
-		select {
-		case p := <-r.acks:
-			take(p)
-			continue
-		default:
-		}
-		break
-	}
+	deleteTimer.Stop()
 	deleteAcked()
 }
 
-// await waits for one publish's acknowledgement, at most PublishWait after
-// the publish, and reports whether JetStream stored the event (or
-// recognised it as a duplicate).
-func (r *Relay) await(p pendingAck) bool {
-	var err error
-	select {
-	case <-p.ack.Ok(): // already there: the collector may be behind
-	default:
-		wait := time.NewTimer(r.cfg.PublishWait - time.Since(p.sent))
-		select {
-		case <-p.ack.Ok():
-		case err = <-p.ack.Err():
-		case <-wait.C:
-			err = errors.New("timed out waiting for the JetStream ack")
-		}
-		wait.Stop()
-	}
+// observe reports a settled publish to the Observer.
+func (r *Relay) observe(fl *flight) {
 	if o := r.cfg.Observer; o != nil {
 		n := 0
-		if err == nil {
+		if fl.err == nil {
 			n = 1
 		}
-		o.Published(1, n, time.Since(p.sent), err)
+		o.Published(1, n, time.Since(fl.sent), fl.err)
 	}
-	if p.end != nil {
-		p.end(err)
-	}
-	if err != nil {
-		r.log.Warn("an outcome was not acknowledged; a sweep will publish it", "event_id", p.eventID, "err", err)
-		return false
-	}
-	return true
-}
-
-func outboxMsg(e store.OutboxEvent) *nats.Msg {
-	return &nats.Msg{Subject: e.Subject, Header: nats.Header(e.Header), Data: e.Data}
+	fl.finish(fl.err)
 }
 
 // Flush sweeps the outbox: it publishes every row older than SweepAge that
@@ -304,80 +365,103 @@ func (r *Relay) sweep(ctx context.Context, minAge time.Duration) (int, error) {
 	}
 }
 
-// publish sends the batch asynchronously and waits for every ack. It
+// publish sends the batch asynchronously and waits for the acks. It
 // returns the ids of the rows JetStream stored (or recognised as
-// duplicates, or found in the stream already: see stale.go); the others stay in the
-// outbox for the next pass. Rows the duplicate window covers are sent
-// first, so that looking for older ones in the stream cannot delay them
-// past the window.
+// duplicates, or found in the stream already: see stale.go); the others
+// stay in the outbox for the next pass. Rows the duplicate window covers
+// are sent first, so that looking for older ones in the stream cannot
+// delay them past the window. Each ack is waited for at most PublishWait
+// from its own publish, and not at all once a later publish was answered
+// (answers.go): one lost publish does not hold the claimed rows.
 func (r *Relay) publish(ctx context.Context, claimed []store.OutboxEvent) ([]int64, error) {
 	young, old, splitErr := r.split(ctx, claimed)
 	var s sending
-	s.send(r.js, young)
+	s.send(r.js, &r.answers, young)
 	var stored []store.OutboxEvent
 	var screenErr error
 	if len(old) > 0 {
 		var checked []store.OutboxEvent
 		checked, stored, screenErr = r.screen(ctx, old)
-		s.send(r.js, checked)
+		s.send(r.js, &r.answers, checked)
 	}
 	acked := make([]int64, 0, len(claimed))
 	for _, e := range stored {
 		acked = append(acked, e.ID)
 	}
-	acked, err := s.wait(ctx, r.cfg.PublishWait, acked)
+	acked, err := s.wait(ctx, &r.answers, r.cfg.PublishWait, acked)
 	return acked, errors.Join(err, splitErr, screenErr)
 }
 
+// publishError is a batch's failure to publish (JetStream refused or did
+// not answer), as opposed to one of the database.
+type publishError struct{ err error }
+
+func (e *publishError) Error() string { return e.err.Error() }
+func (e *publishError) Unwrap() error { return e.err }
+
 // sending is a batch of asynchronous publishes.
 type sending struct {
-	events  []store.OutboxEvent
-	futures []jetstream.PubAckFuture
-	err     error // the publish that failed; the rows after it wait for the next pass
+	q   queue
+	ids map[*flight]int64
+	err error // the publish that failed; the rows after it wait for the next pass
 }
 
-func (s *sending) send(js jetstream.JetStream, events []store.OutboxEvent) {
+func (s *sending) send(js jetstream.JetStream, a *answers, events []store.OutboxEvent) {
 	for _, e := range events {
 		if s.err != nil {
 			return
 		}
-		f, err := js.PublishMsgAsync(outboxMsg(e), jetstream.WithMsgID(e.EventID))
-		if err != nil {
-			s.err = fmt.Errorf("publishing %s: %w", e.EventID, err)
+		fl := &flight{eventID: e.EventID, event: e}
+		if err := fl.publish(js, a); err != nil {
+			s.err = &publishError{fmt.Errorf("publishing %s: %w", e.EventID, err)}
 			return
 		}
-		s.events = append(s.events, e)
-		s.futures = append(s.futures, f)
+		if s.ids == nil {
+			s.ids = map[*flight]int64{}
+		}
+		s.ids[fl] = e.ID
+		s.q.push(fl)
 	}
 }
 
-// wait collects the acknowledgements, within timeout, appending the ids of
-// the rows JetStream stored to acked.
-func (s *sending) wait(ctx context.Context, timeout time.Duration, acked []int64) ([]int64, error) {
+// wait collects the acknowledgements, appending the ids of the rows
+// JetStream stored to acked.
+func (s *sending) wait(ctx context.Context, a *answers, timeout time.Duration, acked []int64) ([]int64, error) {
 	firstErr := s.err
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for i, f := range s.futures {
-		select {
-		case <-f.Ok():
-			acked = append(acked, s.events[i].ID)
-		case err := <-f.Err():
-			if firstErr == nil {
-				firstErr = fmt.Errorf("publishing %s: %w", s.events[i].EventID, err)
+	tick := time.NewTicker(evidenceTick)
+	defer tick.Stop()
+	for {
+		for fl := s.q.settled(a, timeout); fl != nil; fl = s.q.settled(a, timeout) {
+			if fl.err == nil {
+				acked = append(acked, s.ids[fl])
+			} else if firstErr == nil {
+				firstErr = &publishError{fmt.Errorf("publishing %s: %w", fl.eventID, fl.err)}
 			}
-		case <-t.C:
-			if firstErr == nil {
-				firstErr = errors.New("publishing outbox: timed out waiting for JetStream acks")
-			}
+		}
+		if s.q.empty() {
 			return acked, firstErr
+		}
+		w := s.q.waiting(timeout, tick.C)
+		select {
+		case ack := <-w.headOk:
+			w.head.answer(ack, nil, a)
+		case err := <-w.headErr:
+			w.head.answer(nil, err, a)
+		case ack := <-w.tailOk:
+			w.tail.answer(ack, nil, a)
+		case err := <-w.tailErr:
+			w.tail.answer(nil, err, a)
+		case <-w.deadline:
+		case <-w.tick:
 		case <-ctx.Done():
+			w.stop()
 			if firstErr == nil {
 				firstErr = ctx.Err()
 			}
 			return acked, firstErr
 		}
+		w.stop()
 	}
-	return acked, firstErr
 }
 
 func backoff(attempt int) time.Duration {

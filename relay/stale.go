@@ -38,8 +38,8 @@ const (
 	// consumer limit) before it is published unchecked, with a warning,
 	// for the same reason.
 	defaultHoldLimit = time.Minute
-	// streamNameTTL is how long the stream of a subject is remembered; its
-	// window is read afresh for every batch that needs it.
+	// streamNameTTL is how long the stream of a subject, and its
+	// duplicate window, are remembered.
 	streamNameTTL = time.Minute
 )
 
@@ -49,7 +49,8 @@ var errHeld = errors.New("outcomes older than the duplicate window wait for a ch
 type staleState struct {
 	holdLimit time.Duration
 	mu        sync.Mutex
-	names     map[string]streamName // by subject
+	names     map[string]streamName   // by subject
+	windows   map[string]streamWindow // by stream
 	// failing is, by stream ("" for rows whose stream is unknown), since
 	// when its check has failed and when it was last tried.
 	failing map[string]failedCheck
@@ -82,6 +83,38 @@ func (r *Relay) streamNameOf(ctx context.Context, subject string) (string, error
 	return name, nil
 }
 
+// windowOf is stream's duplicate window. It is read at most once per
+// streamNameTTL: a read during a leader election may wait, and the claimed
+// rows with it. When a read fails, the window read last is used, if any.
+func (r *Relay) windowOf(ctx context.Context, stream string) (time.Duration, error) {
+	r.stale.mu.Lock()
+	w, ok := r.stale.windows[stream]
+	r.stale.mu.Unlock()
+	if ok && time.Since(w.read) < streamNameTTL {
+		return w.window, nil
+	}
+	st, err := r.js.Stream(ctx, stream)
+	switch {
+	case err == nil:
+		w.window = st.CachedInfo().Config.Duplicates
+	case !ok:
+		return 0, fmt.Errorf("reading stream %s: %w", stream, err)
+	}
+	w.read = time.Now()
+	r.stale.mu.Lock()
+	if r.stale.windows == nil {
+		r.stale.windows = map[string]streamWindow{}
+	}
+	r.stale.windows[stream] = w
+	r.stale.mu.Unlock()
+	return w.window, nil
+}
+
+type streamWindow struct {
+	window time.Duration
+	read   time.Time
+}
+
 // oldRow is a claimed row too old for the duplicate window to cover; stream
 // is empty when its stream could not be found.
 type oldRow struct {
@@ -93,8 +126,9 @@ type oldRow struct {
 // window covers, and old ones, to look for in the stream first. A row is
 // young when younger than three quarters of the window: a copy falls in
 // the window with a quarter of it to spare for the time until the publish.
-// Each subject's stream and each stream's window are looked up once per
-// batch, all within PublishWait. A row whose stream or window cannot be
+// Each subject's stream and each stream's window are looked up at most
+// once per batch, and remembered for streamNameTTL, all within
+// PublishWait. A row whose stream or window cannot be
 // read is judged by the window cardbridge sets (broker.DuplicateWindow),
 // so that young rows go out as they did before this check; the first such
 // error is returned with the split.
@@ -116,12 +150,7 @@ func (r *Relay) split(ctx context.Context, events []store.OutboxEvent) (young []
 				w, known := windows[l.name]
 				if !known {
 					w.name = l.name
-					var st jetstream.Stream
-					if st, w.err = r.js.Stream(ctx, l.name); w.err == nil {
-						w.window = st.CachedInfo().Config.Duplicates
-					} else {
-						w.err = fmt.Errorf("reading stream %s: %w", l.name, w.err)
-					}
+					w.window, w.err = r.windowOf(ctx, l.name)
 					windows[l.name] = w
 				}
 				l = w

@@ -26,10 +26,17 @@ func (s *Store) RelayBatch(ctx context.Context, limit int, minAge time.Duration,
 	// Once events are published, ending ctx (a shutdown) must not undo the
 	// deletes, or cut the transaction off with its locks still held by a
 	// backend that has not noticed yet, where the shutdown's last sweep
-	// would skip them: the end of the transaction has a bound of its own.
-	end, cancel := context.WithTimeout(context.WithoutCancel(ctx), relayFinishTimeout)
-	defer cancel()
-	defer func() { _ = tx.Rollback(end) }() // after a commit, a no-op
+	// would skip them: the end of the transaction has a bound of its own,
+	// which starts when the end does (after the publish), so that a slow
+	// publish does not leave the delete no time.
+	finish := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), relayFinishTimeout)
+	}
+	defer func() { // after a commit, a no-op
+		end, cancel := finish()
+		defer cancel()
+		_ = tx.Rollback(end)
+	}()
 	rows, err := tx.Query(ctx, `
 		SELECT id, event_id, subject, headers, data,
 		       extract(epoch FROM now() - created_at)::float8 FROM outbox
@@ -49,9 +56,13 @@ func (s *Store) RelayBatch(ctx context.Context, limit int, minAge time.Duration,
 		return 0, fmt.Errorf("claiming outbox rows: %w", err)
 	}
 	if len(events) == 0 {
+		end, cancel := finish()
+		defer cancel()
 		return 0, tx.Commit(end)
 	}
 	acked, pubErr := publish(ctx, events)
+	end, cancel := finish()
+	defer cancel()
 	if len(acked) > 0 {
 		if _, err := tx.Exec(end, `DELETE FROM outbox WHERE id = ANY($1)`, acked); err != nil {
 			return len(events), fmt.Errorf("deleting published outbox rows: %w", err)
