@@ -43,6 +43,8 @@ type Service struct {
 	relay    *relay.Relay
 	// telemetry: metrics and tracing (operations.go).
 	telemetry *observe.Telemetry
+	// streams is /readyz's check of the streams (http.go).
+	streams streamCheck
 }
 
 // Start connects to everything cfg names and checks it, but handles no

@@ -3,8 +3,13 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
+	"strings"
+	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cardbridge/cardbridge/observe"
 )
@@ -52,6 +57,11 @@ func (s *Service) readiness(ctx context.Context) (map[string]string, bool) {
 	} else {
 		checks["nats"], ok = s.nc.Status().String(), false
 	}
+	if state := s.streams.check(ctx, s.js, s.cfg.NATS.RequestStream, s.cfg.NATS.OutcomeStream); state != "ok" {
+		checks["jetstream"], ok = state, false
+	} else {
+		checks["jetstream"] = "ok"
+	}
 	// A process paused by a fault of the deployment handles nothing until
 	// the fault clears; the check names it.
 	if p := s.consumer.Paused(); p.Paused {
@@ -66,4 +76,63 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// streamCheck is the "jetstream" check of /readyz: the streams cardbridge
+// reads and writes answer, each with a leader. A stream without one (a
+// cluster that lost its quorum) takes no request and no outcome, though
+// the connection to NATS is up. The answer is kept for streamCheckTTL, so
+// that frequent probes and scrapes cost two requests a second at most.
+type streamCheck struct {
+	mu    sync.Mutex
+	at    time.Time
+	state string
+}
+
+const (
+	streamCheckTTL     = time.Second
+	streamCheckTimeout = time.Second
+)
+
+func (c *streamCheck) check(ctx context.Context, js jetstream.JetStream, streams ...string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && time.Since(c.at) < streamCheckTTL {
+		return c.state
+	}
+	ctx, cancel := context.WithTimeout(ctx, streamCheckTimeout)
+	defer cancel()
+	states := make([]string, len(streams))
+	var wg sync.WaitGroup
+	for i, name := range streams {
+		wg.Go(func() { states[i] = streamState(ctx, js, name) })
+	}
+	wg.Wait()
+	var bad []string
+	for _, st := range states {
+		if st != "" {
+			bad = append(bad, st)
+		}
+	}
+	c.state = "ok"
+	if len(bad) > 0 {
+		c.state = strings.Join(bad, "; ")
+	}
+	c.at = time.Now()
+	return c.state
+}
+
+// streamState is "" when stream answers with a leader, else what is wrong.
+func streamState(ctx context.Context, js jetstream.JetStream, name string) string {
+	st, err := js.Stream(ctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return "stream " + name + " missing"
+	case err != nil:
+		return "stream " + name + " unavailable"
+	}
+	if cl := st.CachedInfo().Cluster; cl != nil && cl.Name != "" && cl.Leader == "" {
+		return "stream " + name + " has no leader"
+	}
+	return ""
 }

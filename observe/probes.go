@@ -27,7 +27,7 @@ func (t *Telemetry) WatchProbes(p Probes) error {
 
 var (
 	descReady = prometheus.NewDesc("cardbridge_ready",
-		"1 when the /readyz check passes (postgres: reachable and migrated; nats: connected; consumer: not paused by a fault of the deployment), 0 when not.", []string{"check"}, nil)
+		"1 when the /readyz check passes (postgres: reachable and migrated; nats: connected; jetstream: the streams answer with a leader; consumer: not paused by a fault of the deployment), 0 when not.", []string{"check"}, nil)
 	descPending = prometheus.NewDesc("cardbridge_consumer_pending",
 		"Request messages in the stream not yet delivered to any cardbridge process (the consumer's lag).", nil, nil)
 	descAckPending = prometheus.NewDesc("cardbridge_consumer_ack_pending",
