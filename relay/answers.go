@@ -2,6 +2,8 @@ package relay
 
 import (
 	"errors"
+	"log/slog"
+	"maps"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +42,7 @@ const evidenceTick = 50 * time.Millisecond
 type answers struct {
 	epoch  time.Time
 	latest atomic.Int64 // nanoseconds since epoch (monotonic); 0: none
+	stored atomic.Int64 // the same, of a new message stored
 }
 
 func newAnswers() answers { return answers{epoch: time.Now()} }
@@ -56,34 +59,63 @@ func (a *answers) note(start int64) {
 	}
 }
 
+// storedAt records that a new message was stored at t.
+func (a *answers) storedAt(t int64) {
+	for {
+		cur := a.stored.Load()
+		if t <= cur || a.stored.CompareAndSwap(cur, t) {
+			return
+		}
+	}
+}
+
+// storedSince reports whether a new message was stored after t.
+func (a *answers) storedSince(t int64) bool { return a.stored.Load() > t }
+
 // after reports whether a publish started after sent (the end of another
 // publish) was answered.
 func (a *answers) after(sent int64) bool { return a.latest.Load() > sent }
 
 // flight is one publish of an event, and its answer once taken.
 type flight struct {
-	eventID string
-	event   store.OutboxEvent
-	end     func(error) // the Observer's, or nil; called once
-	first   time.Time   // the first attempt
+	eventID  string
+	event    store.OutboxEvent
+	end      func(error) // the Observer's, or nil; called once
+	first    time.Time   // the first attempt
+	attempts int
 
-	ok      <-chan *jetstream.PubAck
-	errc    <-chan error
-	start   int64     // answers clock before the publish
-	sentAt  int64     // answers clock after it
-	sent    time.Time // after it: PublishWait runs from here
-	settled bool
-	err     error // nil: stored, or recognised as a duplicate
+	ok       <-chan *jetstream.PubAck
+	errc     <-chan error
+	start    int64     // answers clock before the publish
+	sentAt   int64     // answers clock after it
+	sent     time.Time // after it
+	waitFrom time.Time // PublishWait runs from here: the publish, not a probe
+	probing  bool      // the last publish was a probe
+	settled  bool
+	err      error // nil: stored, or recognised as a duplicate
 }
 
+// outboxMsg is e as a message, with headers of its own: the client sets
+// Nats-Msg-Id in them, and may still be sending an earlier publish of e
+// (it retries one that found no responders).
 func outboxMsg(e store.OutboxEvent) *nats.Msg {
-	return &nats.Msg{Subject: e.Subject, Header: nats.Header(e.Header), Data: e.Data}
+	return &nats.Msg{Subject: e.Subject, Header: nats.Header(maps.Clone(e.Header)), Data: e.Data}
 }
 
 // publish sends fl's event (again), asynchronously.
 func (fl *flight) publish(js jetstream.JetStream, a *answers) error {
+	return fl.send(js, a, false)
+}
+
+// send publishes fl's event; a probe is a copy sent while the first waits
+// (see queue.probe), within the first's PublishWait.
+func (fl *flight) send(js jetstream.JetStream, a *answers, probe bool) error {
 	if fl.first.IsZero() {
 		fl.first = time.Now()
+	}
+	fl.probing = probe
+	if !probe {
+		fl.attempts++
 	}
 	fl.settled, fl.err = false, nil
 	fl.start = a.now()
@@ -93,6 +125,9 @@ func (fl *flight) publish(js jetstream.JetStream, a *answers) error {
 	}
 	fl.ok, fl.errc = f.Ok(), f.Err()
 	fl.sent, fl.sentAt = time.Now(), a.now()
+	if !probe {
+		fl.waitFrom = fl.sent
+	}
 	return nil
 }
 
@@ -100,8 +135,14 @@ func (fl *flight) publish(js jetstream.JetStream, a *answers) error {
 // when it proves the order.
 func (fl *flight) answer(ack *jetstream.PubAck, err error, a *answers) {
 	fl.settled, fl.err = true, err
-	if (err == nil && ack != nil && !ack.Duplicate) || errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+	stored := err == nil && ack != nil && !ack.Duplicate
+	// A probe answered at all proves a leader answers now, and that
+	// the publishes before it are lost or answered.
+	if stored || (fl.probing && err == nil) || errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
 		a.note(fl.start)
+	}
+	if stored {
+		a.storedAt(a.now())
 	}
 }
 
@@ -119,11 +160,20 @@ func (fl *flight) poll(a *answers, timeout time.Duration) bool {
 		switch {
 		case a.after(fl.sentAt):
 			fl.settled, fl.err = true, errLost
-		case time.Since(fl.sent) >= timeout:
+		case time.Since(fl.waitFrom) >= timeout:
 			fl.settled, fl.err = true, errAckTimeout
 		}
 	}
 	return fl.settled
+}
+
+// logLevel is how loud a failure of fl is: a warning the first time, for
+// debugging after (an election fails every publish until it ends).
+func (fl *flight) logLevel() slog.Level {
+	if fl.attempts > 1 {
+		return slog.LevelDebug
+	}
+	return slog.LevelWarn
 }
 
 func (fl *flight) finish(err error) {
@@ -154,6 +204,25 @@ func (q *queue) settled(a *answers, timeout time.Duration) *flight {
 	return fl
 }
 
+// probe publishes again the first publish of q when it has waited
+// probeAfter without an answer: the copy is dropped as a duplicate if the
+// first was stored, and answered by the current leader either way, so a
+// lone publish lost with its leader (no later one to prove it) is not
+// waited for until PublishWait. A probe that cannot be sent settles it.
+func (q *queue) probe(js jetstream.JetStream, a *answers) {
+	if len(q.fl) == 0 || q.fl[0].settled || time.Since(q.fl[0].sent) < probeAfter {
+		return
+	}
+	fl := q.fl[0]
+	if err := fl.send(js, a, true); err != nil {
+		fl.settled, fl.err = true, err
+	}
+}
+
+// probeAfter is how long a publish waits for its answer before it is
+// probed; JetStream answers within milliseconds when it has a leader.
+const probeAfter = time.Second
+
 // waiter is what can settle the first publish of a queue: its answer, a
 // later one's answer (evidence), its deadline, or another wait's evidence
 // (tick). Its channels are nil when the queue is empty.
@@ -179,7 +248,7 @@ func (q *queue) waiting(timeout time.Duration, tick <-chan time.Time) waiter {
 		w.tail = t
 		w.tailOk, w.tailErr = t.ok, t.errc
 	}
-	w.timer = time.NewTimer(timeout - time.Since(w.head.sent))
+	w.timer = time.NewTimer(timeout - time.Since(w.head.waitFrom))
 	w.deadline = w.timer.C
 	w.tick = tick
 	return w

@@ -50,6 +50,20 @@ type Config struct {
 // the client until none can be sent.
 const DefaultPublishWait = 10 * time.Second
 
+// Defaults of Config.
+const (
+	DefaultPollInterval = time.Second
+	DefaultSweepAge     = 5 * time.Second
+)
+
+// After a sweep that could not publish everything, while JetStream stored
+// other messages meanwhile, the next sweep comes after quickSweep rather
+// than PollInterval, at most maxQuickSweeps times in a row.
+const (
+	quickSweep     = 100 * time.Millisecond
+	maxQuickSweeps = 3
+)
+
 // deleteDelay is how long the rows of acknowledged events may wait, to be
 // deleted together. A row deleted late costs nothing: it is younger than
 // SweepAge, and JetStream would drop a second publish of it anyway.
@@ -75,10 +89,8 @@ type Relay struct {
 	// younger than SweepAge (then a sweep takes them).
 	retryMu sync.Mutex
 	retry   []*flight
-	// retrying is len(retry), for the collector to read cheaply; kick
-	// tells Run to publish them at once, for a publish was just answered.
+	// retrying is len(retry), for the collector to read cheaply.
 	retrying atomic.Int32
-	kick     chan struct{}
 }
 
 // errUncollected ends the observation of a publish whose acknowledgement
@@ -91,10 +103,10 @@ func New(s *store.Store, js jetstream.JetStream, cfg Config) *Relay {
 		cfg.BatchSize = 500
 	}
 	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = time.Second
+		cfg.PollInterval = DefaultPollInterval
 	}
 	if cfg.SweepAge <= 0 {
-		cfg.SweepAge = 5 * time.Second
+		cfg.SweepAge = DefaultSweepAge
 	}
 	if cfg.PublishWait <= 0 {
 		cfg.PublishWait = DefaultPublishWait
@@ -109,7 +121,6 @@ func New(s *store.Store, js jetstream.JetStream, cfg Config) *Relay {
 		stopped: make(chan struct{}),
 		stale:   staleState{holdLimit: defaultHoldLimit},
 		answers: newAnswers(),
-		kick:    make(chan struct{}, 1),
 	}
 }
 
@@ -133,7 +144,7 @@ func (r *Relay) Committed(ctx context.Context, e store.OutboxEvent) {
 // publishCommitted publishes fl (again) and hands it to the collector.
 func (r *Relay) publishCommitted(fl *flight) {
 	if err := fl.publish(r.js, &r.answers); err != nil {
-		r.log.Warn("publishing an outcome failed; it is published again shortly", "event_id", fl.eventID, "err", err)
+		r.log.Log(context.Background(), fl.logLevel(), "publishing an outcome failed; it is published again shortly", "event_id", fl.eventID, "err", err, "attempt", fl.attempts)
 		fl.finish(err)
 		r.retryLater(fl)
 		return
@@ -156,20 +167,21 @@ func (r *Relay) retryLater(fl *flight) {
 	}
 }
 
-// retryFailed publishes again Committed's events that failed or went
-// unanswered, except those old enough for a sweep to take: JetStream drops
-// a copy of one it stored after all.
-func (r *Relay) retryFailed() {
+// takeRetries returns Committed's events that failed or went unanswered,
+// to publish again, except those old enough for a sweep to take.
+func (r *Relay) takeRetries() []*flight {
 	r.retryMu.Lock()
 	failed := r.retry
 	r.retry = nil
 	r.retrying.Store(0)
 	r.retryMu.Unlock()
+	young := failed[:0]
 	for _, fl := range failed {
 		if time.Since(fl.first) < r.cfg.SweepAge {
-			r.publishCommitted(fl)
+			young = append(young, fl)
 		}
 	}
+	return young
 }
 
 // Run collects the acknowledgements of Committed's publishes, and sweeps
@@ -185,7 +197,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		r.collect(ctx)
 	}()
 
-	failures := 0
+	failures, quick := 0, 0
 	poll := time.NewTimer(0) // sweep at once: rows may wait from before the start
 	defer poll.Stop()
 	for {
@@ -201,20 +213,15 @@ func (r *Relay) Run(ctx context.Context) error {
 				return fmt.Errorf("final outbox sweep: %w", err)
 			}
 			return nil
-		case <-r.kick:
-			// JetStream answers again (a new stream leader, say): what
-			// failed meanwhile goes now, not at the next poll.
-			r.retryFailed()
-			continue
 		case <-poll.C:
 		}
-		r.retryFailed()
+		began := r.answers.now()
 		_, err := r.Flush(ctx)
 		next := r.cfg.PollInterval
 		var unpublished *publishError
 		switch {
 		case err == nil || ctx.Err() != nil:
-			failures = 0
+			failures, quick = 0, 0
 		case errors.As(err, &unpublished):
 			// JetStream did not take every event (no stream leader, say):
 			// the next poll tries again, without backing off, so that
@@ -222,6 +229,13 @@ func (r *Relay) Run(ctx context.Context) error {
 			// round trip per event.
 			failures = 0
 			r.log.Warn("publishing outbox rows failed; they are published again at the next poll", "err", err)
+			// JetStream stored a message meanwhile: what this sweep gave
+			// up (lost with a leader that went) can go now. A few times
+			// in a row at most, for a row that fails on its own.
+			if r.answers.storedSince(began) && quick < maxQuickSweeps {
+				quick++
+				next = quickSweep
+			}
 		default:
 			failures++
 			r.log.Warn("sweeping the outbox failed", "err", err, "attempt", failures)
@@ -243,6 +257,7 @@ func (r *Relay) Run(ctx context.Context) error {
 // a restart.
 func (r *Relay) collect(ctx context.Context) {
 	bg := context.WithoutCancel(ctx)
+	var q queue
 	acked := make([]string, 0, r.cfg.BatchSize)
 	deleteAcked := func() {
 		if len(acked) == 0 {
@@ -262,22 +277,36 @@ func (r *Relay) collect(ctx context.Context) {
 		}
 		acked = acked[:0]
 	}
+	// Events that failed or went unanswered are published again each
+	// PollInterval, and at once when a publish is answered again (a new
+	// stream leader, say), not behind a sweep.
+	answered := false
+	lastRetry := time.Now()
+	retry := func() {
+		if r.retrying.Load() == 0 || (!answered && time.Since(lastRetry) < r.cfg.PollInterval) {
+			return
+		}
+		answered, lastRetry = false, time.Now()
+		for _, fl := range r.takeRetries() {
+			if err := fl.publish(r.js, &r.answers); err != nil {
+				r.log.Log(context.Background(), fl.logLevel(), "publishing an outcome failed; it is published again shortly", "event_id", fl.eventID, "err", err, "attempt", fl.attempts)
+				r.retryLater(fl)
+				continue
+			}
+			q.push(fl)
+		}
+	}
 	settle := func(fl *flight) {
 		r.observe(fl)
 		if fl.err == nil {
-			if r.retrying.Load() > 0 {
-				select {
-				case r.kick <- struct{}{}:
-				default:
-				}
-			}
+			answered = true
 			acked = append(acked, fl.eventID)
 			if len(acked) >= r.cfg.BatchSize {
 				deleteAcked()
 			}
 			return
 		}
-		r.log.Warn("an outcome was not acknowledged; it is published again shortly", "event_id", fl.eventID, "err", fl.err)
+		r.log.Log(context.Background(), fl.logLevel(), "an outcome was not acknowledged; it is published again shortly", "event_id", fl.eventID, "err", fl.err, "attempt", fl.attempts)
 		r.retryLater(fl)
 	}
 	deleteTimer := time.NewTimer(time.Hour)
@@ -289,7 +318,6 @@ func (r *Relay) collect(ctx context.Context) {
 			armed = true
 		}
 	}
-	var q queue
 	tick := time.NewTicker(evidenceTick)
 	defer tick.Stop()
 	done := ctx.Done()
@@ -307,11 +335,18 @@ func (r *Relay) collect(ctx context.Context) {
 		for fl := q.settled(&r.answers, r.cfg.PublishWait); fl != nil; fl = q.settled(&r.answers, r.cfg.PublishWait) {
 			settle(fl)
 		}
+		q.probe(r.js, &r.answers)
+		if done != nil {
+			retry()
+		}
 		arm()
 		if done == nil && q.empty() {
 			break
 		}
 		w := q.waiting(r.cfg.PublishWait, tick.C)
+		if w.tick == nil && done != nil && r.retrying.Load() > 0 {
+			w.tick = tick.C
+		}
 		select {
 		case fl := <-r.acks:
 			q.push(fl)
@@ -388,7 +423,7 @@ func (r *Relay) publish(ctx context.Context, claimed []store.OutboxEvent) ([]int
 	for _, e := range stored {
 		acked = append(acked, e.ID)
 	}
-	acked, err := s.wait(ctx, &r.answers, r.cfg.PublishWait, acked)
+	acked, err := s.wait(ctx, r.js, &r.answers, r.cfg.PublishWait, acked)
 	return acked, errors.Join(err, splitErr, screenErr)
 }
 
@@ -426,7 +461,7 @@ func (s *sending) send(js jetstream.JetStream, a *answers, events []store.Outbox
 
 // wait collects the acknowledgements, appending the ids of the rows
 // JetStream stored to acked.
-func (s *sending) wait(ctx context.Context, a *answers, timeout time.Duration, acked []int64) ([]int64, error) {
+func (s *sending) wait(ctx context.Context, js jetstream.JetStream, a *answers, timeout time.Duration, acked []int64) ([]int64, error) {
 	firstErr := s.err
 	tick := time.NewTicker(evidenceTick)
 	defer tick.Stop()
@@ -441,6 +476,7 @@ func (s *sending) wait(ctx context.Context, a *answers, timeout time.Duration, a
 		if s.q.empty() {
 			return acked, firstErr
 		}
+		s.q.probe(js, a)
 		w := s.q.waiting(timeout, tick.C)
 		select {
 		case ack := <-w.headOk:

@@ -40,6 +40,11 @@ const (
 	defaultHoldLimit = time.Minute
 	// streamNameTTL is how long the stream of a subject, and its
 	// duplicate window, are remembered.
+	// lookupWait bounds those lookups (a stream without a leader does not
+	// answer: the claimed rows wait meanwhile), and lookupRetry is how
+	// long a failed one is not tried again.
+	lookupWait    = 2 * time.Second
+	lookupRetry   = 5 * time.Second
 	streamNameTTL = time.Minute
 )
 
@@ -51,6 +56,7 @@ type staleState struct {
 	mu        sync.Mutex
 	names     map[string]streamName   // by subject
 	windows   map[string]streamWindow // by stream
+	lookups   map[string]failedLookup // the last failure of a lookup, by what it looked up
 	// failing is, by stream ("" for rows whose stream is unknown), since
 	// when its check has failed and when it was last tried.
 	failing map[string]failedCheck
@@ -70,9 +76,14 @@ func (r *Relay) streamNameOf(ctx context.Context, subject string) (string, error
 	if ok && time.Since(n.read) < streamNameTTL {
 		return n.name, nil
 	}
+	if err := r.recentlyFailed("name " + subject); err != nil {
+		return "", err
+	}
 	name, err := r.js.StreamNameBySubject(ctx, subject)
 	if err != nil {
-		return "", fmt.Errorf("finding the stream of %s: %w", subject, err)
+		err = fmt.Errorf("finding the stream of %s: %w", subject, err)
+		r.lookupFailed("name "+subject, err)
+		return "", err
 	}
 	r.stale.mu.Lock()
 	if r.stale.names == nil {
@@ -93,12 +104,19 @@ func (r *Relay) windowOf(ctx context.Context, stream string) (time.Duration, err
 	if ok && time.Since(w.read) < streamNameTTL {
 		return w.window, nil
 	}
+	if err := r.recentlyFailed("window " + stream); err != nil && !ok {
+		return 0, err
+	} else if err != nil {
+		return w.window, nil
+	}
 	st, err := r.js.Stream(ctx, stream)
 	switch {
 	case err == nil:
 		w.window = st.CachedInfo().Config.Duplicates
 	case !ok:
-		return 0, fmt.Errorf("reading stream %s: %w", stream, err)
+		err = fmt.Errorf("reading stream %s: %w", stream, err)
+		r.lookupFailed("window "+stream, err)
+		return 0, err
 	}
 	w.read = time.Now()
 	r.stale.mu.Lock()
@@ -108,6 +126,32 @@ func (r *Relay) windowOf(ctx context.Context, stream string) (time.Duration, err
 	r.stale.windows[stream] = w
 	r.stale.mu.Unlock()
 	return w.window, nil
+}
+
+// recentlyFailed is the error of a lookup that failed less than
+// lookupRetry ago, else nil: during an election or an outage each sweep
+// would wait out lookupWait again for nothing.
+func (r *Relay) recentlyFailed(key string) error {
+	r.stale.mu.Lock()
+	defer r.stale.mu.Unlock()
+	if f, ok := r.stale.lookups[key]; ok && time.Since(f.at) < lookupRetry {
+		return f.err
+	}
+	return nil
+}
+
+func (r *Relay) lookupFailed(key string, err error) {
+	r.stale.mu.Lock()
+	defer r.stale.mu.Unlock()
+	if r.stale.lookups == nil {
+		r.stale.lookups = map[string]failedLookup{}
+	}
+	r.stale.lookups[key] = failedLookup{at: time.Now(), err: err}
+}
+
+type failedLookup struct {
+	at  time.Time
+	err error
 }
 
 type streamWindow struct {
@@ -128,12 +172,12 @@ type oldRow struct {
 // the window with a quarter of it to spare for the time until the publish.
 // Each subject's stream and each stream's window are looked up at most
 // once per batch, and remembered for streamNameTTL, all within
-// PublishWait. A row whose stream or window cannot be
+// lookupWait. A row whose stream or window cannot be
 // read is judged by the window cardbridge sets (broker.DuplicateWindow),
 // so that young rows go out as they did before this check; the first such
 // error is returned with the split.
 func (r *Relay) split(ctx context.Context, events []store.OutboxEvent) (young []store.OutboxEvent, old []oldRow, err error) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.PublishWait)
+	ctx, cancel := context.WithTimeout(ctx, min(lookupWait, r.cfg.PublishWait))
 	defer cancel()
 	type lookup struct {
 		name   string
