@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/cardbridge/cardbridge/broker"
 	"github.com/cardbridge/cardbridge/store"
 )
@@ -38,13 +36,14 @@ const (
 	// consumer limit) before it is published unchecked, with a warning,
 	// for the same reason.
 	defaultHoldLimit = time.Minute
+	// lookupWait bounds the lookups of a stream's name and window (a
+	// stream without a leader does not answer: the claimed rows wait
+	// meanwhile), and lookupRetry is how long a failed one is not tried
+	// again.
+	lookupWait  = 2 * time.Second
+	lookupRetry = 5 * time.Second
 	// streamNameTTL is how long the stream of a subject, and its
 	// duplicate window, are remembered.
-	// lookupWait bounds those lookups (a stream without a leader does not
-	// answer: the claimed rows wait meanwhile), and lookupRetry is how
-	// long a failed one is not tried again.
-	lookupWait    = 2 * time.Second
-	lookupRetry   = 5 * time.Second
 	streamNameTTL = time.Minute
 )
 
