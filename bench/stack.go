@@ -179,16 +179,17 @@ func (s *stack) startSandbox(ctx context.Context) error {
 	}
 }
 
-// ensureStreams creates the request and outcome streams as cardbridge
-// would (broker.Ensure's settings), so that requests can be published
-// before any cardbridge runs (--preload) and the outcome stream can be
-// subscribed to before publishing. The durable consumer is left to
+// ensureStreams creates the request and outcome streams, so that requests
+// can be published before any cardbridge runs (--preload) and the outcome
+// stream can be subscribed to before publishing. They have broker.Ensure's
+// duplicate windows but not its retention: a request stream with interest
+// retention would not keep requests preloaded before the consumer exists. The durable consumer is left to
 // cardbridge, so that its settings are cardbridge's own and an experiment
 // with them is not silently overridden by the bench.
 func ensureStreams(ctx context.Context, js jetstream.JetStream) error {
 	t := broker.DefaultTopology()
 	for _, sc := range []jetstream.StreamConfig{
-		{Name: t.RequestStream, Subjects: t.RequestSubjects, Storage: jetstream.FileStorage, Duplicates: broker.DuplicateWindow},
+		{Name: t.RequestStream, Subjects: t.RequestSubjects, Storage: jetstream.FileStorage, Duplicates: broker.RequestDuplicateWindow},
 		{Name: t.OutcomeStream, Subjects: t.OutcomeSubjects, Storage: jetstream.FileStorage, Duplicates: broker.DuplicateWindow},
 	} {
 		if _, err := js.Stream(ctx, sc.Name); err == nil {

@@ -75,6 +75,17 @@ const (
 // guarantee does not rest on a default.
 const DuplicateWindow = 2 * time.Minute
 
+// RequestDuplicateWindow is how long JetStream remembers a Nats-Msg-Id on
+// the request stream: the least it allows. The window is the whole
+// stream's, keyed by Nats-Msg-Id alone whatever the subject, so on a NATS
+// that several ERPs share, one ERP could otherwise have another's request
+// dropped as a duplicate by publishing its Nats-Msg-Id first (an order
+// number is easy to guess), and the victim's publish would succeed with
+// duplicate: true and never be answered. cardbridge needs no window there:
+// it deduplicates requests on (source, id) in its inbox, so a request
+// published twice is answered once.
+const RequestDuplicateWindow = 100 * time.Millisecond
+
 // DefaultReplicas is how many copies of a stream cardbridge creates on a
 // cluster of three or more JetStream servers: a leader and two followers,
 // so that losing any one server costs only a leader election.
@@ -105,7 +116,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.
 		Name:       t.RequestStream,
 		Subjects:   t.RequestSubjects,
 		Storage:    jetstream.FileStorage,
-		Duplicates: DuplicateWindow,
+		Duplicates: RequestDuplicateWindow,
 		Retention:  jetstream.InterestPolicy,
 		MaxBytes:   t.RequestMaxBytes,
 		Discard:    jetstream.DiscardNew,

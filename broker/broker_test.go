@@ -134,3 +134,28 @@ func TestEnsureLeavesAnExistingStreamWithAWarning(t *testing.T) {
 	require.Equal(t, "CARDS", w[0]["stream"])
 	require.Contains(t, w[0]["msg"], "not replicated on a NATS cluster")
 }
+
+// The request stream forgets a Nats-Msg-Id almost at once: an ERP that
+// publishes another ERP's Nats-Msg-Id first does not get that ERP's request
+// dropped as a duplicate (cardbridge deduplicates on source and id itself).
+func TestRequestStreamDoesNotLetOneERPSwallowAnothersRequest(t *testing.T) {
+	srv := testenv.NATS(t)
+	_, js := testenv.JetStream(t, srv.URL())
+	_, err := ensure(t, js, 0)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, broker.DefaultTopology().RequestStream)
+	require.NoError(t, err)
+	require.Equal(t, broker.RequestDuplicateWindow, st.CachedInfo().Config.Duplicates)
+
+	_, err = js.Publish(ctx, "employee.card.requested.acme", []byte("junk"), jetstream.WithMsgID("PO-2026-0042"))
+	require.NoError(t, err)
+	// Globex publishes its request with the same Nats-Msg-Id: stored as
+	// soon as the window has passed (with a 2-minute window, never within
+	// this test).
+	require.Eventually(t, func() bool {
+		ack, err := js.Publish(ctx, "employee.card.requested.globex", []byte("request"), jetstream.WithMsgID("PO-2026-0042"))
+		return err == nil && !ack.Duplicate
+	}, 5*time.Second, 20*time.Millisecond)
+}
