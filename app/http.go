@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cardbridge/cardbridge/observe"
@@ -27,8 +28,8 @@ func (s *Service) routes() http.Handler {
 	return mux
 }
 
-// ready reports whether this process can do its job: Postgres answers and
-// is migrated, and NATS is connected.
+// ready reports whether this process can do its job: Postgres accepts
+// the pipeline's writes now and is migrated, and NATS is connected.
 func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -45,8 +46,11 @@ func (s *Service) ready(w http.ResponseWriter, r *http.Request) {
 func (s *Service) readiness(ctx context.Context) (map[string]string, bool) {
 	checks := map[string]string{}
 	ok := true
-	if err := s.store.Ping(ctx); err != nil {
-		checks["postgres"], ok = "unreachable", false
+	// Not a ping: a stalled database (a table locked, a server that
+	// accepts connections but not writes, a read-only standby) answers a
+	// ping and still holds every request. CheckWritable has its own bound.
+	if err := s.store.CheckWritable(ctx); err != nil {
+		checks["postgres"], ok = postgresState(err), false
 	} else if err := s.store.CheckMigrations(ctx); err != nil {
 		checks["postgres"], ok = "migrations pending", false
 	} else {
@@ -70,6 +74,21 @@ func (s *Service) readiness(ctx context.Context) (map[string]string, bool) {
 		checks["consumer"] = "ok"
 	}
 	return checks, ok
+}
+
+// postgresState names what is wrong with Postgres for /readyz, without
+// the error's text (which names hosts and users).
+func postgresState(err error) string {
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &pe) && (pe.Code == "55P03" || pe.Code == "57014"):
+		return "stalled: the pipeline's tables are locked or statements time out"
+	case errors.As(err, &pe) && pe.Code == "25006":
+		return "read-only: connected to a server that does not accept writes"
+	case errors.As(err, &pe):
+		return "error " + pe.Code
+	}
+	return "unreachable"
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"time"
 )
 
 // batcher groups concurrent calls into batches: calls that arrive while a
@@ -16,8 +18,11 @@ type batcher[Q, R any] struct {
 	quit chan struct{}
 	wg   sync.WaitGroup
 	max  int
+	// timeout bounds a batch, its one-by-one reruns included.
+	timeout time.Duration
 	// run handles a batch; it returns one result per call, in order. When
-	// it fails for a batch of several, each call is run again alone, so one
+	// it fails for a batch of several with an error about a call (not the
+	// database being unavailable), each call is run again alone, so one
 	// bad call cannot fail the others.
 	run func(ctx context.Context, qs []Q) ([]R, error)
 }
@@ -35,8 +40,8 @@ type batchResult[R any] struct {
 var errStoreClosed = errors.New("store is closed")
 
 // newBatcher starts workers goroutines, each running one batch at a time.
-func newBatcher[Q, R any](workers, max int, run func(context.Context, []Q) ([]R, error)) *batcher[Q, R] {
-	b := &batcher[Q, R]{in: make(chan batchCall[Q, R]), quit: make(chan struct{}), max: max, run: run}
+func newBatcher[Q, R any](workers, max int, timeout time.Duration, run func(context.Context, []Q) ([]R, error)) *batcher[Q, R] {
+	b := &batcher[Q, R]{in: make(chan batchCall[Q, R]), quit: make(chan struct{}), max: max, timeout: timeout, run: run}
 	for range workers {
 		b.wg.Add(1)
 		go b.loop()
@@ -44,22 +49,28 @@ func newBatcher[Q, R any](workers, max int, run func(context.Context, []Q) ([]R,
 	return b
 }
 
-// do submits q and waits for its result. Once submitted, the call goes
-// ahead even if ctx ends (a write must not be abandoned half way) and the
-// caller learns its fate either way.
+// do submits q and waits for its result, for as long as ctx lasts. Once
+// submitted, the call goes ahead even if ctx ends (a batch is not cut
+// short for one caller), but the caller stops waiting: it gets
+// ErrUnconfirmed, as the write may or may not be committed. A batch that
+// outlasts the batcher's timeout fails with ErrUnavailable.
 func (b *batcher[Q, R]) do(ctx context.Context, q Q) (R, error) {
+	var zero R
 	c := batchCall[Q, R]{q: q, done: make(chan batchResult[R], 1)}
 	select {
 	case b.in <- c:
 	case <-ctx.Done():
-		var zero R
 		return zero, ctx.Err()
 	case <-b.quit:
-		var zero R
 		return zero, errStoreClosed
 	}
-	r := <-c.done
-	return r.r, r.err
+	select {
+	case r := <-c.done:
+		return r.r, r.err
+	case <-ctx.Done():
+		// done is buffered: the batch's answer is dropped, not blocked on.
+		return zero, fmt.Errorf("%w: %w", ErrUnconfirmed, ctx.Err())
+	}
 }
 
 func (b *batcher[Q, R]) close() {
@@ -97,8 +108,11 @@ func (b *batcher[Q, R]) loop() {
 
 func (b *batcher[Q, R]) settle(batch []batchCall[Q, R], qs []Q) {
 	// Batches run on a context of their own: the callers' contexts may end
-	// while a batch runs, and a half-sent batch would help nobody.
-	ctx := context.Background()
+	// while a batch runs, and a half-sent batch would help nobody. It has
+	// a deadline, so that a database that does not answer fails the batch
+	// (and frees the worker for the next) rather than holding it for ever.
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	defer cancel()
 	rs, err := b.run(ctx, qs)
 	if err == nil {
 		for i, c := range batch {
@@ -106,16 +120,29 @@ func (b *batcher[Q, R]) settle(batch []batchCall[Q, R], qs []Q) {
 		}
 		return
 	}
-	if len(batch) == 1 {
-		batch[0].done <- batchResult[R]{err: err}
+	err = b.timedOut(ctx, err)
+	if len(batch) == 1 || Unavailable(err) {
+		// Running the calls one by one would wait as long again, each.
+		for _, c := range batch {
+			c.done <- batchResult[R]{err: err}
+		}
 		return
 	}
 	for i, c := range batch {
 		rs, err := b.run(ctx, qs[i:i+1])
 		if err != nil {
-			c.done <- batchResult[R]{err: err}
+			c.done <- batchResult[R]{err: b.timedOut(ctx, err)}
 			continue
 		}
 		c.done <- batchResult[R]{r: rs[0]}
 	}
+}
+
+// timedOut turns the error of a batch cut off by its deadline into
+// ErrUnavailable: it is no caller's context that ended.
+func (b *batcher[Q, R]) timedOut(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w (%s): %v", ErrUnavailable, b.timeout, err)
+	}
+	return err
 }

@@ -207,7 +207,9 @@ const reasonBankRejected = "bank_rejected"
 // second request reusing an id with other data (kind DeadLetterConflict).
 // Each such message is kept, whatever dead letters its request id has; a
 // redelivery of the same message (same stream sequence) adds nothing.
-func (s *Store) AddConflict(ctx context.Context, d DeadLetter) error {
+func (s *Store) AddConflict(caller context.Context, d DeadLetter) error {
+	ctx, cancel := bound(caller)
+	defer cancel()
 	h, err := headerJSON(d.Header)
 	if err != nil {
 		return fmt.Errorf("recording dead letter: %w", err)
@@ -223,7 +225,7 @@ func (s *Store) AddConflict(ctx context.Context, d DeadLetter) error {
 		cleanText(d.Source), cleanText(d.RequestID), d.Reason, cleanText(d.Message), cleanText(d.BankCode),
 		cleanText(d.Subject), h, d.Data, int64(d.StreamSeq), int64(d.Deliveries), d.FirstSeen)
 	if err != nil {
-		return fmt.Errorf("recording dead letter: %w", err)
+		return fmt.Errorf("recording dead letter: %w", unanswered(caller, err))
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Retention says how long the store keeps what it records.
@@ -25,6 +27,11 @@ type Purged struct {
 // purgeBatch bounds one statement of a purge, so that it holds its locks
 // for a short time and never competes for long with commits.
 const purgeBatch = 1000
+
+// purgeStatementTimeout replaces the request path's statement timeout for
+// a statement of a purge: finding a batch of old rows may read far more
+// than a request ever does.
+const purgeStatementTimeout = 5 * time.Minute
 
 // Purge deletes what r says is too old, a batch at a time, until nothing
 // is left or ctx ends. Several processes may purge at once; they share the
@@ -83,12 +90,20 @@ func (s *Store) Purge(ctx context.Context, r Retention) (Purged, error) {
 			continue
 		}
 		for {
-			tag, err := s.pool.Exec(ctx, st.sql, st.age, purgeBatch)
+			var n int64
+			err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL statement_timeout = %d", purgeStatementTimeout.Milliseconds())); err != nil {
+					return err
+				}
+				tag, err := tx.Exec(ctx, st.sql, st.age, purgeBatch)
+				n = tag.RowsAffected()
+				return err
+			})
 			if err != nil {
 				return p, fmt.Errorf("purging: %w", err)
 			}
-			*st.n += tag.RowsAffected()
-			if tag.RowsAffected() < purgeBatch {
+			*st.n += n
+			if n < purgeBatch {
 				break
 			}
 		}

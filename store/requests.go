@@ -110,14 +110,16 @@ const (
 )
 
 // ProcessedRequest returns the inbox row of (source, id), or ErrNotFound.
-func (s *Store) ProcessedRequest(ctx context.Context, source, id string) (ProcessedRequest, error) {
+func (s *Store) ProcessedRequest(caller context.Context, source, id string) (ProcessedRequest, error) {
+	ctx, cancel := bound(caller)
+	defer cancel()
 	p := ProcessedRequest{}
 	err := s.pool.QueryRow(ctx, `
 		SELECT source, request_id, payload_hash, outcome, coalesce(reason, ''), processed_at
 		FROM processed_requests WHERE source = $1 AND request_id = $2`, cleanText(source), cleanText(id)).
 		Scan(&p.Source, &p.RequestID, &p.PayloadHash, &p.Outcome, &p.Reason, &p.ProcessedAt)
 	if err != nil {
-		return ProcessedRequest{}, fmt.Errorf("reading processed request: %w", notFound(err))
+		return ProcessedRequest{}, fmt.Errorf("reading processed request: %w", notFound(unanswered(caller, err)))
 	}
 	return p, nil
 }

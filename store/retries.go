@@ -45,7 +45,9 @@ type BankRetries struct {
 // record. maxGap bounds how much of the wait since the previous failure is
 // counted as time spent trying (the longest retry delay, plus a margin).
 // The clock is the database's, so processes with skewed clocks agree.
-func (s *Store) RecordBankFailure(ctx context.Context, f BankFailure, maxGap time.Duration) (BankRetries, error) {
+func (s *Store) RecordBankFailure(caller context.Context, f BankFailure, maxGap time.Duration) (BankRetries, error) {
+	ctx, cancel := bound(caller)
+	defer cancel()
 	r, err := scanRetries(s.pool.QueryRow(ctx, `
 		INSERT INTO bank_retries AS r (source, request_id, spent_ms, attempts, unknown, unknown_since, last_error)
 		VALUES ($1, $2, $3, 1, $4, CASE WHEN $4 THEN now() - make_interval(secs => $3::bigint / 1000.0) END, $5)
@@ -58,7 +60,7 @@ func (s *Store) RecordBankFailure(ctx context.Context, f BankFailure, maxGap tim
 		RETURNING `+retriesColumns,
 		cleanText(f.Source), cleanText(f.RequestID), f.Took.Milliseconds(), f.Unknown, cleanText(f.Error), maxGap.Milliseconds()))
 	if err != nil {
-		return BankRetries{}, fmt.Errorf("recording a failed try at the bank: %w", err)
+		return BankRetries{}, fmt.Errorf("recording a failed try at the bank: %w", unanswered(caller, err))
 	}
 	return r, nil
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -44,6 +45,7 @@ type Options struct {
 // Store is a handle on cardbridge's database.
 type Store struct {
 	pool       *pgxpool.Pool
+	cfg        *pgxpool.Config // what pool was made from, for the migrator
 	schema     string
 	log        *slog.Logger
 	sealingKey string
@@ -72,11 +74,17 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if _, set := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
 		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
 	}
+	sessionDefaults(cfg)
+	// A connection that broke (a server stopped, a failover) is found and
+	// replaced before it is handed out: pgx pings one idle for over a
+	// second, and the health check drops dead idle ones between calls.
+	cfg.PingTimeout = readyTimeout
+	cfg.HealthCheckPeriod = 15 * time.Second
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("opening database: %w", err)
 	}
-	s := &Store{pool: pool, log: opts.Logger, sealingKey: opts.SealingKey}
+	s := &Store{pool: pool, cfg: cfg.Copy(), log: opts.Logger, sealingKey: opts.SealingKey}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -98,6 +106,28 @@ func (s *Store) Close() {
 
 // Ping checks that the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// CheckWritable checks, within a second or two, that the request path
+// could write now: a connection to a server that accepts writes, and a
+// lock on each table the pipeline writes of the kind its inserts take
+// (ROW EXCLUSIVE), which waits behind any lock that would block them (a
+// LOCK TABLE, a long ALTER). It writes nothing and holds the locks only
+// for its own transaction. A ping would say yes to all of those stalls.
+func (s *Store) CheckWritable(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*readyTimeout)
+	defer cancel()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("checking the database: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	ms := readyTimeout.Milliseconds()
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL statement_timeout = %d; SET LOCAL lock_timeout = %d;
+		LOCK TABLE processed_requests, card_orders, outbox, dead_letters, bank_retries IN ROW EXCLUSIVE MODE`, ms, ms)); err != nil {
+		return fmt.Errorf("checking the database: %w", err)
+	}
+	return nil
+}
 
 // Pool exposes the pool for tests and tools that need raw SQL.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }

@@ -47,10 +47,12 @@ func scanUser(row interface{ Scan(...any) error }) (SelfServiceUser, error) {
 }
 
 // SelfServiceUser returns the user of a client, or ErrNotFound.
-func (s *Store) SelfServiceUser(ctx context.Context, clientID int64) (SelfServiceUser, error) {
+func (s *Store) SelfServiceUser(caller context.Context, clientID int64) (SelfServiceUser, error) {
+	ctx, cancel := bound(caller)
+	defer cancel()
 	u, err := scanUser(s.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM self_service_users WHERE client_id = $1`, clientID))
 	if err != nil {
-		return SelfServiceUser{}, fmt.Errorf("reading self-service user: %w", notFound(err))
+		return SelfServiceUser{}, fmt.Errorf("reading self-service user: %w", notFound(unanswered(caller, err)))
 	}
 	return u, nil
 }
@@ -77,24 +79,28 @@ func (s *Store) SelfServiceUsers(ctx context.Context) ([]SelfServiceUser, error)
 // fingerprint of the key that sealed its password (u.SealingKey). When
 // another process recorded one for the same client first, that row wins and
 // is returned instead, so two processes never provision two users.
-func (s *Store) RecordProvisioning(ctx context.Context, u SelfServiceUser) (SelfServiceUser, error) {
+func (s *Store) RecordProvisioning(caller context.Context, u SelfServiceUser) (SelfServiceUser, error) {
+	ctx, cancel := bound(caller)
+	defer cancel()
 	_, err := s.pool.Exec(ctx, `
 		INSERT INTO self_service_users (client_id, username, password_sealed, sealing_key, status)
 		VALUES ($1, $2, $3, NULLIF($4, ''), 'provisioning')
 		ON CONFLICT (client_id) DO NOTHING`, u.ClientID, u.Username, u.PasswordSealed, u.SealingKey)
 	if err != nil {
-		return SelfServiceUser{}, fmt.Errorf("recording self-service user: %w", err)
+		return SelfServiceUser{}, fmt.Errorf("recording self-service user: %w", unanswered(caller, err))
 	}
-	return s.SelfServiceUser(ctx, u.ClientID)
+	return s.SelfServiceUser(caller, u.ClientID)
 }
 
 // ActivateUser records the MBanq id of a provisioned user.
-func (s *Store) ActivateUser(ctx context.Context, clientID, mbanqUserID int64) error {
+func (s *Store) ActivateUser(caller context.Context, clientID, mbanqUserID int64) error {
+	ctx, cancel := bound(caller)
+	defer cancel()
 	tag, err := s.pool.Exec(ctx, `
 		UPDATE self_service_users SET mbanq_user_id = $2, status = 'active', updated_at = now()
 		WHERE client_id = $1`, clientID, mbanqUserID)
 	if err != nil {
-		return fmt.Errorf("activating self-service user: %w", err)
+		return fmt.Errorf("activating self-service user: %w", unanswered(caller, err))
 	}
 	if tag.RowsAffected() == 0 {
 		return fmt.Errorf("activating self-service user: %w", ErrNotFound)
