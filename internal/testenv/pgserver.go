@@ -123,7 +123,7 @@ func StartPostgres(t testing.TB) *PGServer {
 func (p *PGServer) StartStandby(t testing.TB) *PGServer {
 	t.Helper()
 	s := &PGServer{t: t, dir: pgDir(t, "standby"), Port: freePort(t)}
-	s.run("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(p.Port), "-U", "postgres", "-D", s.dir, "-R", "-X", "stream", "--no-sync")
+	s.run("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(p.Port), "-U", "postgres", "-D", s.dir, "-R", "-X", "stream", "--checkpoint=fast", "--no-sync")
 	s.configure()
 	s.Start()
 	t.Cleanup(s.stopQuietly)
