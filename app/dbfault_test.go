@@ -9,17 +9,23 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cardbridge/cardbridge/app"
 	"github.com/cardbridge/cardbridge/internal/testenv"
 	"github.com/cardbridge/cardbridge/mbanq/sandbox"
 	"github.com/cardbridge/cardbridge/secret"
@@ -261,5 +267,76 @@ func TestFailoverToAPromotedStandbyRecoversByItself(t *testing.T) {
 		status, _ := p.readyz(t)
 		return status == http.StatusOK
 	}, 30*time.Second, 50*time.Millisecond, "/readyz is 200 on the new primary")
+	requireIssuedOnce(t, s.sb, s.outcomes(t, len(reqs)), reqs)
+}
+
+// A database that stops answering without closing anything (a network
+// that drops every packet, here a toxiproxy timeout toxic between
+// cardbridge and Postgres): /readyz turns 503, requests are handed back
+// after a bounded wait instead of being held, a shutdown ends within the
+// grace, and once the network heals a process issues every request once.
+func TestUnansweringDatabaseHandsBackAndDoesNotHoldShutdown(t *testing.T) {
+	s := newStack(t, nil)
+	direct := s.cfg.DatabaseURL.Reveal()
+	u, err := url.Parse(direct)
+	require.NoError(t, err)
+	proxy := toxiproxy.NewProxy(toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop()),
+		"postgres", "127.0.0.1:0", u.Host)
+	require.NoError(t, proxy.Start())
+	t.Cleanup(proxy.Stop)
+	u.Host = proxy.Listen
+	s.cfg.DatabaseURL = secret.New(u.String())
+
+	st, err := store.Open(context.Background(), store.Options{URL: secret.New(direct)})
+	require.NoError(t, err)
+	t.Cleanup(st.Close)
+	logs := &testenv.LogBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	svc, err := app.Start(ctx, s.cfg, slog.New(slog.NewJSONHandler(logs, nil)))
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	p := &process{svc: svc, logs: logs}
+	s.bind(t, st, 1)
+	reqs := s.publish(t, 5)
+	s.waitOutcomes(t, 5)
+
+	// Every byte from cardbridge to Postgres is held from now on; no
+	// connection is closed.
+	_, err = proxy.Toxics.AddToxicJson(strings.NewReader(
+		`{"name":"blackhole","type":"timeout","stream":"upstream","attributes":{"timeout":0}}`))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		status, checks := p.readyz(t)
+		return status == http.StatusServiceUnavailable && checks["postgres"] != "ok"
+	}, 30*time.Second, 50*time.Millisecond, "/readyz says Postgres does not answer")
+	reqs = append(reqs, s.publish(t, 10)...)
+	require.Eventually(t, func() bool {
+		return s.consumerInfo(t).Delivered.Consumer >= uint64(5+2*10)
+	}, 2*time.Minute, 50*time.Millisecond, "requests are handed back while Postgres does not answer")
+	require.EqualValues(t, 5, s.outcomeCount(t))
+
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		took := time.Since(start)
+		t.Logf("stopped %s after the shutdown began, Postgres not answering (%v)", took.Round(time.Millisecond), err)
+		require.Less(t, took, shutdownGrace+exitMargin, "shutdown with Postgres not answering")
+		// The relay reports the outcomes it could not flush (they stay
+		// in the outbox for the next process); nothing else may fail.
+		if err != nil {
+			require.ErrorContains(t, err, "final outbox sweep")
+		}
+	case <-time.After(shutdownGrace + time.Minute):
+		t.Fatalf("still running %s after the shutdown began", time.Since(start))
+	}
+
+	require.NoError(t, proxy.Toxics.RemoveToxic(context.Background(), "blackhole"))
+	p2 := s.start(t, s.cfg)
+	s.waitOutcomes(t, len(reqs))
+	status, _ := p2.readyz(t)
+	require.Equal(t, http.StatusOK, status)
 	requireIssuedOnce(t, s.sb, s.outcomes(t, len(reqs)), reqs)
 }
