@@ -147,6 +147,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		KeyRetention:      cfg.BankKeyRetention,
 		Retention:         cfg.Retention,
 		AckWait:           s.cons.CachedInfo().Config.AckWait, // the one in force
+		ShutdownGrace:     ShutdownGrace,
 		Admin:             mbanq.Credentials{Username: cfg.MBanq.AdminUsername, Password: cfg.MBanq.AdminPassword},
 		OfficeID:          cfg.MBanq.OfficeID,
 		SelfServiceRoleID: cfg.MBanq.SelfServiceRoleID,
@@ -210,10 +211,40 @@ func (s *Service) HTTPAddr() string { return s.ln.Addr().String() }
 // Store is the service's store (for dev and tests).
 func (s *Service) Store() *store.Store { return s.store }
 
+// ShutdownGrace is how long in-flight requests may run after a shutdown
+// begins (SIGTERM); ShutdownLimit is the longest a shutdown takes,
+// whatever Postgres or NATS do.
+const (
+	ShutdownGrace = 15 * time.Second
+	ShutdownLimit = ShutdownGrace + 3*time.Second
+)
+
+// ErrShutdownOverran is returned by Run when a shutdown did not finish
+// within ShutdownLimit.
+var ErrShutdownOverran = errors.New("shutdown did not finish in time; stopped anyway: requests still held come back after AckWait and unpublished outcomes stay in the outbox, as after a crash")
+
 // Run consumes and relays until ctx ends, then shuts down gracefully: stop
-// fetching, let in-flight requests finish, flush the relay, close. It
-// returns nil after a clean shutdown.
+// fetching, let in-flight requests finish (ShutdownGrace), flush the
+// relay, close. It returns nil after a clean shutdown, and
+// ErrShutdownOverran, without waiting for what is left, when that took
+// longer than ShutdownLimit: every wait has a bound of its own, and this
+// one makes sure their sum cannot hold a stop.
 func (s *Service) Run(ctx context.Context) error {
+	overran := make(chan struct{})
+	limit := context.AfterFunc(ctx, func() { time.AfterFunc(ShutdownLimit, func() { close(overran) }) })
+	defer limit()
+	finished := make(chan error, 1)
+	go func() { finished <- s.run(ctx) }()
+	select {
+	case err := <-finished:
+		return err
+	case <-overran:
+		s.log.Error("shutdown overran its limit", "limit", ShutdownLimit, "err", ErrShutdownOverran)
+		return ErrShutdownOverran
+	}
+}
+
+func (s *Service) run(ctx context.Context) error {
 	defer s.close()
 	s.log.Info("cardbridge running", "http", s.HTTPAddr(), "consumer", s.cfg.NATS.Consumer, "source", s.cfg.Source)
 	g, gctx := errgroup.WithContext(ctx)
