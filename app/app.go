@@ -216,7 +216,7 @@ func (s *Service) Store() *store.Store { return s.store }
 // whatever Postgres or NATS do.
 const (
 	ShutdownGrace = 15 * time.Second
-	ShutdownLimit = ShutdownGrace + 3*time.Second
+	ShutdownLimit = ShutdownGrace + 5*time.Second
 )
 
 // ErrShutdownOverran is returned by Run when a shutdown did not finish

@@ -22,12 +22,17 @@ import (
 // the function that releases it.
 func lockTable(t *testing.T, s *store.Store, table string) (release func()) {
 	t.Helper()
+	return lockTableIn(t, s, table, "ACCESS EXCLUSIVE")
+}
+
+func lockTableIn(t *testing.T, s *store.Store, table, mode string) (release func()) {
+	t.Helper()
 	ctx := context.Background()
 	conn, err := s.Pool().Acquire(ctx)
 	require.NoError(t, err)
 	tx, err := conn.Begin(ctx)
 	require.NoError(t, err)
-	_, err = tx.Exec(ctx, "LOCK TABLE "+table+" IN ACCESS EXCLUSIVE MODE")
+	_, err = tx.Exec(ctx, "LOCK TABLE "+table+" IN "+mode+" MODE")
 	require.NoError(t, err)
 	var once sync.Once
 	release = func() {
@@ -67,31 +72,58 @@ func TestSessionTimeoutsHaveDefaultsTheURLOverrides(t *testing.T) {
 }
 
 // Migrations and the purge may take longer than a request's statement
-// timeout: they lift it for themselves. With a statement timeout of 1 ms in
-// the URL, every one of their statements would fail otherwise.
+// timeout: they lift it for themselves. Migrations run under a statement
+// timeout of 5 ms in the URL, which fails an ordinary statement; a purge
+// statement waits for a lock for longer than the URL's 300 ms.
 func TestMigrationsAndPurgeAreNotBoundByTheStatementTimeout(t *testing.T) {
-	u, err := url.Parse(testenv.DatabaseURL(t))
-	require.NoError(t, err)
-	q := u.Query()
-	q.Set("statement_timeout", "1")
-	u.RawQuery = q.Encode()
 	ctx := context.Background()
-	s, err := store.Open(ctx, store.Options{URL: secret.New(u.String())})
-	require.NoError(t, err)
-	defer s.Close()
-	// The timeout does bite an ordinary statement.
-	_, err = s.Pool().Exec(ctx, "SELECT pg_sleep(0.05)")
-	require.ErrorContains(t, err, "statement timeout")
-
+	plain := testenv.DatabaseURL(t)
+	withTimeout := func(ms string) *store.Store {
+		u, err := url.Parse(plain)
+		require.NoError(t, err)
+		q := u.Query()
+		q.Set("statement_timeout", ms)
+		u.RawQuery = q.Encode()
+		s, err := store.Open(ctx, store.Options{URL: secret.New(u.String())})
+		require.NoError(t, err)
+		t.Cleanup(s.Close)
+		return s
+	}
+	s := withTimeout("5")
+	_, err := s.Pool().Exec(ctx, "SELECT pg_sleep(0.05)")
+	require.ErrorContains(t, err, "statement timeout", "the timeout bites an ordinary statement")
 	require.NoError(t, s.MigrateUp(ctx, &bytes.Buffer{}))
-	// Old rows for the purge to find, with a slow scan of them.
-	_, err = s.Pool().Exec(ctx, `SET statement_timeout = 0;
+
+	// Old rows for the purge to find, written under the default timeouts.
+	w, err := store.Open(ctx, store.Options{URL: secret.New(plain)})
+	require.NoError(t, err)
+	t.Cleanup(w.Close)
+	_, err = w.Pool().Exec(ctx, `
 		INSERT INTO processed_requests (source, request_id, payload_hash, outcome, processed_at)
 		SELECT 'urn:erp:old', g::text, '', 'issued', now() - interval '100 days' FROM generate_series(1, 3000) g`)
 	require.NoError(t, err)
-	p, err := s.Purge(ctx, store.Retention{Rows: 48 * time.Hour})
-	require.NoError(t, err)
-	require.EqualValues(t, 3000, p.Requests)
+	// A SHARE lock (an index build, say) makes the purge's DELETE wait.
+	release := lockTableIn(t, w, "processed_requests", "SHARE")
+	purger := withTimeout("300")
+	type result struct {
+		p   store.Purged
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		p, err := purger.Purge(ctx, store.Retention{Rows: 48 * time.Hour})
+		done <- result{p, err}
+	}()
+	require.Eventually(t, func() bool {
+		var waiting bool
+		require.NoError(t, w.Pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%processed_at < now()%' AND now() - query_start > interval '1 second')`).Scan(&waiting))
+		return waiting
+	}, 30*time.Second, 20*time.Millisecond, "the purge waits longer than the URL's statement timeout")
+	release()
+	r := <-done
+	require.NoError(t, r.err)
+	require.EqualValues(t, 3000, r.p.Requests)
 }
 
 // A batch of writes behind a locked table fails as a whole once the lock
