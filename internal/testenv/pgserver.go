@@ -3,7 +3,6 @@ package testenv
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -85,14 +84,14 @@ func pgDir(t testing.TB, name string) string {
 	return dir
 }
 
-func freePort(t testing.TB) int {
+// mustFreePort is freePort, failing the test when no port can be had.
+func mustFreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // StartPostgres initialises and starts a private server on a free port,
@@ -100,7 +99,7 @@ func freePort(t testing.TB) int {
 // database named cardbridge. It is stopped when the test ends.
 func StartPostgres(t testing.TB) *PGServer {
 	t.Helper()
-	p := &PGServer{t: t, dir: pgDir(t, "primary"), Port: freePort(t)}
+	p := &PGServer{t: t, dir: pgDir(t, "primary"), Port: mustFreePort(t)}
 	p.run("initdb", "-D", p.dir, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
 	p.configure()
 	p.Start()
@@ -122,7 +121,7 @@ func StartPostgres(t testing.TB) *PGServer {
 // and starts it on a free port.
 func (p *PGServer) StartStandby(t testing.TB) *PGServer {
 	t.Helper()
-	s := &PGServer{t: t, dir: pgDir(t, "standby"), Port: freePort(t)}
+	s := &PGServer{t: t, dir: pgDir(t, "standby"), Port: mustFreePort(t)}
 	s.run("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(p.Port), "-U", "postgres", "-D", s.dir, "-R", "-X", "stream", "--checkpoint=fast", "--no-sync")
 	s.configure()
 	s.Start()
