@@ -130,7 +130,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, fmt.Errorf("MBanq client: %w", err)
 	}
-	s.relay = relay.New(s.store, s.js, relay.Config{Logger: log, Observer: s.telemetry.Relay()})
+	s.relay = relay.New(s.store, s.js, relay.Config{Logger: log, Observer: s.telemetry.Relay(), DrainLimit: relayDrain})
 	// Requests that may have been answered before the database lost
 	// commits are looked for on the outcome stream once older than half
 	// its duplicate window (consumer/answered.go).
@@ -147,7 +147,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		KeyRetention:      cfg.BankKeyRetention,
 		Retention:         cfg.Retention,
 		AckWait:           s.cons.CachedInfo().Config.AckWait, // the one in force
-		ShutdownGrace:     ShutdownGrace,
+		ShutdownGrace:     workGrace,
 		Admin:             mbanq.Credentials{Username: cfg.MBanq.AdminUsername, Password: cfg.MBanq.AdminPassword},
 		OfficeID:          cfg.MBanq.OfficeID,
 		SelfServiceRoleID: cfg.MBanq.SelfServiceRoleID,
@@ -211,12 +211,17 @@ func (s *Service) HTTPAddr() string { return s.ln.Addr().String() }
 // Store is the service's store (for dev and tests).
 func (s *Service) Store() *store.Store { return s.store }
 
-// ShutdownGrace is how long in-flight requests may run after a shutdown
-// begins (SIGTERM); ShutdownLimit is the longest a shutdown takes,
-// whatever Postgres or NATS do.
+// ShutdownGrace is the longest a shutdown takes (SIGTERM to exit), whatever
+// Postgres, NATS or the bank do. In-flight requests may run for workGrace
+// of it; then the relay has relayDrain to collect its last
+// acknowledgements, delete their rows and sweep, and what is left of the
+// grace goes to closing. A shutdown that still runs at ShutdownLimit (the
+// grace) is ended there, as a crash would end it.
 const (
 	ShutdownGrace = 15 * time.Second
-	ShutdownLimit = ShutdownGrace + 5*time.Second
+	ShutdownLimit = ShutdownGrace
+	workGrace     = 10 * time.Second
+	relayDrain    = 3 * time.Second
 )
 
 // ErrShutdownOverran is returned by Run when a shutdown did not finish

@@ -33,9 +33,8 @@ import (
 	"github.com/cardbridge/cardbridge/store"
 )
 
-// exitBound is the documented longest time from SIGTERM to exit: the grace
-// in-flight requests get, and the few seconds after it to hand back, flush
-// and close (app.ShutdownLimit), with a second for the process to exit.
+// exitBound is the documented longest time from SIGTERM to exit
+// (app.ShutdownLimit, the grace), with a second for the process to exit.
 const exitBound = app.ShutdownLimit + time.Second
 
 // binProcess is a `cardbridge run` process.

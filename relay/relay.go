@@ -38,7 +38,13 @@ type Config struct {
 	// (default 5s). It must stay well under the JetStream duplicate window.
 	SweepAge    time.Duration
 	PublishWait time.Duration // how long to wait for JetStream's acks (default DefaultPublishWait)
-	Logger      *slog.Logger
+	// DrainLimit bounds what Run does after its context ends: collecting
+	// the acknowledgements still due, deleting their rows and a last
+	// sweep, together (default PublishWait). What it leaves stays in the
+	// outbox for the next sweep, by any process, and is dropped by
+	// JetStream as a duplicate if it was stored.
+	DrainLimit time.Duration
+	Logger     *slog.Logger
 	// Observer times each publish (package observe); nil observes nothing.
 	Observer Observer
 }
@@ -77,7 +83,10 @@ type Relay struct {
 	log   *slog.Logger
 	// acks carries Committed's publishes to the collector that Run
 	// starts; stopped is closed when Run returns.
-	acks    chan *flight
+	acks chan *flight
+	// drainBy is when the drain after Run's context ended must be done;
+	// set by the collector before it returns.
+	drainBy time.Time
 	stopped chan struct{}
 	// stale is what the sweeps remember of rows that outlived their
 	// stream's duplicate window (stale.go).
@@ -110,6 +119,9 @@ func New(s *store.Store, js jetstream.JetStream, cfg Config) *Relay {
 	}
 	if cfg.PublishWait <= 0 {
 		cfg.PublishWait = DefaultPublishWait
+	}
+	if cfg.DrainLimit <= 0 {
+		cfg.DrainLimit = cfg.PublishWait
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -203,11 +215,11 @@ func (r *Relay) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			<-collected
+			<-collected // it set r.drainBy
 			// The last sweep takes young rows too: they are this process's
 			// outcomes whose acknowledgement it could not collect, and a
 			// republish now is sure to fall in JetStream's duplicate window.
-			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishWait)
+			final, cancel := context.WithDeadline(context.WithoutCancel(ctx), r.drainBy)
 			defer cancel()
 			if _, err := r.sweep(final, 0); err != nil {
 				return fmt.Errorf("final outbox sweep: %w", err)
@@ -257,6 +269,14 @@ func (r *Relay) Run(ctx context.Context) error {
 // a restart.
 func (r *Relay) collect(ctx context.Context) {
 	bg := context.WithoutCancel(ctx)
+	// After ctx ends, everything (this drain, the deletes and Run's last
+	// sweep) must be done by drainBy.
+	var drainEnd <-chan time.Time
+	defer func() {
+		if r.drainBy.IsZero() {
+			r.drainBy = time.Now().Add(r.cfg.DrainLimit)
+		}
+	}()
 	var q queue
 	acked := make([]string, 0, r.cfg.BatchSize)
 	deleteAcked := func() {
@@ -264,6 +284,9 @@ func (r *Relay) collect(ctx context.Context) {
 			return
 		}
 		dctx, cancel := context.WithTimeout(bg, r.cfg.PublishWait)
+		if !r.drainBy.IsZero() {
+			dctx, cancel = context.WithDeadline(bg, r.drainBy)
+		}
 		err := r.store.DeletePublished(dctx, acked)
 		cancel()
 		if err != nil {
@@ -340,7 +363,10 @@ func (r *Relay) collect(ctx context.Context) {
 			retry()
 		}
 		arm()
-		if done == nil && q.empty() {
+		if done == nil && (q.empty() || !time.Now().Before(r.drainBy)) {
+			if !q.empty() {
+				r.log.Warn("stopping with outcomes whose acknowledgement did not come in time; their rows stay in the outbox for the next sweep", "outcomes", len(q.fl))
+			}
 			break
 		}
 		w := q.waiting(r.cfg.PublishWait, tick.C)
@@ -363,8 +389,13 @@ func (r *Relay) collect(ctx context.Context) {
 		case <-deleteTimer.C:
 			armed = false
 			deleteAcked()
+		case <-drainEnd:
 		case <-done:
 			done = nil
+			r.drainBy = time.Now().Add(r.cfg.DrainLimit)
+			t := time.NewTimer(r.cfg.DrainLimit)
+			defer t.Stop()
+			drainEnd = t.C
 		}
 		w.stop()
 	}
