@@ -229,12 +229,12 @@ func (p Policy) Decide(f Facts) Decision {
 	case FaultDeployment:
 		return Decision{Action: Pause, Delay: pauseHandBack}
 	case FaultInfra:
-		return Decision{Action: Retry, Delay: p.backoff(f.Deliveries)}
+		return Decision{Action: Retry, Delay: min(p.backoff(f.Deliveries), maxInfraDelay)}
 	case FaultUnrecorded:
 		if f.Holds < maxHolds {
 			return Decision{Action: Hold, Delay: time.Second << f.Holds}
 		}
-		return Decision{Action: Retry, Delay: p.backoff(f.Deliveries)}
+		return Decision{Action: Retry, Delay: min(p.backoff(f.Deliveries), maxInfraDelay)}
 	case FaultShutdown:
 		return Decision{Action: HandBack}
 	case FaultUnstorable:
@@ -249,6 +249,11 @@ func (p Policy) Decide(f Facts) Decision {
 
 // backoff grows with the deliveries: 1s, 2s, 4s... capped at MaxDelay, so a
 // bank outage is ridden out without hammering it.
+// maxInfraDelay caps the delay after a fault of our own database or NATS:
+// a request that waited out a long stall is taken again within this long
+// of its end, not after the bank's longest retry delay.
+const maxInfraDelay = 30 * time.Second
+
 func (p Policy) backoff(deliveries uint64) time.Duration {
 	if deliveries < 1 {
 		deliveries = 1
