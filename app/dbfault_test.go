@@ -7,7 +7,6 @@ package app_test
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -111,20 +110,11 @@ func TestLockedTableHandsRequestsBackAndDoesNotHoldShutdown(t *testing.T) {
 	require.NoError(t, st.MigrateUp(context.Background(), &strings.Builder{}))
 	s.bind(t, st, 1)
 	seed := sandbox.DefaultSeed()
-	env := []string{
-		"DATABASE_URL=" + s.cfg.DatabaseURL.Reveal(),
-		"NATS_URL=" + s.ns.URL(),
-		"MBANQ_BASE_URL=" + s.bank,
-		"MBANQ_TENANT_ID=" + seed.TenantID,
-		"MBANQ_CLIENT_ID=" + seed.OAuthClient.ID,
-		"MBANQ_CLIENT_SECRET=" + seed.OAuthClient.Secret.Reveal(),
-		"MBANQ_ADMIN_USERNAME=" + seed.Admin.Username,
-		"MBANQ_ADMIN_PASSWORD=" + seed.Admin.Password.Reveal(),
-		"CARDBRIDGE_SECRET_KEY=" + base64.StdEncoding.EncodeToString(s.cfg.SecretKey),
+	env := append(testenv.RunEnv(s.cfg.DatabaseURL.Reveal(), s.ns.URL(), s.bank, seed, s.cfg.SecretKey),
 		"HTTP_ADDR=127.0.0.1:0",
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=info",
-	}
+	)
 	p := startBinary(t, env)
 	reqs := s.publish(t, 5)
 	s.waitOutcomes(t, 5)

@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"context"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -15,7 +14,6 @@ import (
 	"github.com/cardbridge/cardbridge/broker"
 	"github.com/cardbridge/cardbridge/event"
 	"github.com/cardbridge/cardbridge/internal/testenv"
-	"github.com/cardbridge/cardbridge/mbanq/sandbox"
 	"github.com/cardbridge/cardbridge/store"
 )
 
@@ -32,23 +30,9 @@ func TestAnERPCanSpeakOnlyForItself(t *testing.T) {
 			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
 		}}
 	}
-	ns, err := broker.StartEmbeddedWith(t.TempDir(), 0, func(o *server.Options) {
+	s, as := natsWithUsers(t, func(o *server.Options) {
 		o.Users = []*server.User{{Username: "cardbridge", Password: "cardbridge-secret"}, erpUser("acme"), erpUser("globex")}
-	})
-	require.NoError(t, err)
-	t.Cleanup(ns.Stop)
-	as := func(user string) string {
-		u, err := url.Parse(ns.URL())
-		require.NoError(t, err)
-		u.User = url.UserPassword(user, user+"-secret")
-		return u.String()
-	}
-	seed := sandbox.DefaultSeed()
-	sb := sandbox.New(seed)
-	bank := httptest.NewServer(sb)
-	t.Cleanup(bank.Close)
-	s := &stack{ns: ns, sb: sb, bank: bank.URL, cfg: testenv.Config(t, as("cardbridge"), bank.URL, seed)}
-	s.nc, s.js = testenv.JetStream(t, as("cardbridge"))
+	}, func(user string) string { return user + "-secret" })
 	p := s.start(t, s.cfg)
 	st := p.svc.Store()
 	require.NoError(t, st.AddBinding(ctx, store.Binding{Source: "urn:erp:acme", ClientID: 1, SavingsAccountID: 1, CardProductID: 1, Publisher: "acme"}))
@@ -98,8 +82,8 @@ func TestAnERPCanSpeakOnlyForItself(t *testing.T) {
 		ids[d.RequestSource] = d.RequestID
 	}
 	require.Equal(t, map[string]string{"urn:erp:acme": "acme-1", "urn:erp:globex": "globex-1"}, ids)
-	require.Equal(t, 1, sb.CardCount(1))
-	require.Equal(t, 1, sb.CardCount(2), "one card for globex's client: its own")
+	require.Equal(t, 1, s.sb.CardCount(1))
+	require.Equal(t, 1, s.sb.CardCount(2), "one card for globex's client: its own")
 
 	dls, err := st.DeadLetters(ctx, store.DeadLetterFilter{Reason: event.ReasonUnboundSource})
 	require.NoError(t, err)

@@ -8,7 +8,6 @@ package app_test
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"maps"
 	"net/http"
@@ -119,20 +118,12 @@ func (s *procStack) start(t *testing.T, bank string, extra ...string) *runProc {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cmd := exec.Command(testenv.Binary(t), "run")
-	cmd.Env = append([]string{
-		"DATABASE_URL=" + s.dbURL,
-		"NATS_URL=" + s.ns,
-		"MBANQ_BASE_URL=" + bank,
-		"MBANQ_TENANT_ID=" + s.seed.TenantID,
-		"MBANQ_CLIENT_ID=" + s.seed.OAuthClient.ID,
-		"MBANQ_CLIENT_SECRET=" + s.seed.OAuthClient.Secret.Reveal(),
-		"MBANQ_ADMIN_USERNAME=" + s.seed.Admin.Username,
-		"MBANQ_ADMIN_PASSWORD=" + s.seed.Admin.Password.Reveal(),
-		"CARDBRIDGE_SECRET_KEY=" + base64.StdEncoding.EncodeToString(s.key),
-		"HTTP_ADDR=" + addr,
+	cmd.Env = append(testenv.RunEnv(s.dbURL, s.ns, bank, s.seed, s.key),
+		"HTTP_ADDR="+addr,
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=warn",
-	}, extra...)
+	)
+	cmd.Env = append(cmd.Env, extra...)
 	out := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start())
@@ -225,16 +216,7 @@ func (a *arrivals) answered() map[string]bool {
 }
 
 func (s *procStack) publish(t *testing.T, n int) []event.Request {
-	t.Helper()
-	reqs := make([]event.Request, n)
-	for i := range reqs {
-		reqs[i] = request(erp, 1)
-		m, err := event.EncodeRequest(reqs[i], event.Binary)
-		require.NoError(t, err)
-		_, err = s.js.PublishMsg(context.Background(), m.NATS())
-		require.NoError(t, err)
-	}
-	return reqs
+	return publishRequests(t, s.js, n)
 }
 
 // The crash: with the bank answering in 400 ms, a process is

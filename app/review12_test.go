@@ -169,15 +169,21 @@ func TestUnknownAnswerOutlivesAPauseLongerThanTheRetention(t *testing.T) {
 func composeNATS(t *testing.T) (s *stack, as func(user string) string) {
 	opts, err := server.ProcessConfigFile("../deploy/nats.conf")
 	require.NoError(t, err)
-	ns, err := broker.StartEmbeddedWith(t.TempDir(), 0, func(o *server.Options) {
-		o.Users, o.Authorization = opts.Users, opts.Authorization
-	})
+	return natsWithUsers(t, func(o *server.Options) { o.Users, o.Authorization = opts.Users, opts.Authorization },
+		func(user string) string { return user + "-demo" })
+}
+
+// natsWithUsers starts a NATS server that configure gives its users, and
+// a cardbridge stack that connects as user cardbridge. as(user) is the
+// server's URL with that user's password.
+func natsWithUsers(t *testing.T, configure func(*server.Options), password func(user string) string) (s *stack, as func(user string) string) {
+	ns, err := broker.StartEmbeddedWith(t.TempDir(), 0, configure)
 	require.NoError(t, err)
 	t.Cleanup(ns.Stop)
 	as = func(user string) string {
 		u, err := url.Parse(ns.URL())
 		require.NoError(t, err)
-		u.User = url.UserPassword(user, user+"-demo")
+		u.User = url.UserPassword(user, password(user))
 		return u.String()
 	}
 	seed := sandbox.DefaultSeed()

@@ -7,7 +7,6 @@ package app_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -103,13 +102,18 @@ func (s *stack) bind(t *testing.T, st *store.Store, productID int64) {
 }
 
 func (s *stack) publish(t *testing.T, n int) []event.Request {
+	return publishRequests(t, s.js, n)
+}
+
+// publishRequests publishes n new requests of erp for client 1.
+func publishRequests(t *testing.T, js jetstream.JetStream, n int) []event.Request {
 	t.Helper()
 	reqs := make([]event.Request, n)
 	for i := range reqs {
 		reqs[i] = request(erp, 1)
 		m, err := event.EncodeRequest(reqs[i], event.Binary)
 		require.NoError(t, err)
-		_, err = s.js.PublishMsg(context.Background(), m.NATS())
+		_, err = js.PublishMsg(context.Background(), m.NATS())
 		require.NoError(t, err)
 	}
 	return reqs
@@ -143,14 +147,7 @@ func (s *stack) consumerInfo(t *testing.T) *jetstream.ConsumerInfo {
 // readyz returns /readyz's status and checks.
 func (p *process) readyz(t *testing.T) (int, map[string]string) {
 	t.Helper()
-	resp, err := http.Get("http://" + p.svc.HTTPAddr() + "/readyz")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	var body struct {
-		Checks map[string]string `json:"checks"`
-	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
-	return resp.StatusCode, body.Checks
+	return readyzAt(t, p.svc.HTTPAddr())
 }
 
 // metrics returns the text of /metrics.

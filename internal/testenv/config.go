@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"encoding/base64"
 	"testing"
 
 	"github.com/cardbridge/cardbridge/config"
@@ -27,4 +28,21 @@ func Config(t testing.TB, natsURL, bankURL string, seed sandbox.Seed) config.Con
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.AutoMigrate = true
 	return cfg
+}
+
+// RunEnv is the environment of a `cardbridge run` process for a test:
+// Postgres at dbURL, NATS at natsURL, a bank at bankURL seeded with seed,
+// and key as the secret key. Tests append what they tune.
+func RunEnv(dbURL, natsURL, bankURL string, seed sandbox.Seed, key []byte) []string {
+	return []string{
+		"DATABASE_URL=" + dbURL,
+		"NATS_URL=" + natsURL,
+		"MBANQ_BASE_URL=" + bankURL,
+		"MBANQ_TENANT_ID=" + seed.TenantID,
+		"MBANQ_CLIENT_ID=" + seed.OAuthClient.ID,
+		"MBANQ_CLIENT_SECRET=" + seed.OAuthClient.Secret.Reveal(),
+		"MBANQ_ADMIN_USERNAME=" + seed.Admin.Username,
+		"MBANQ_ADMIN_PASSWORD=" + seed.Admin.Password.Reveal(),
+		"CARDBRIDGE_SECRET_KEY=" + base64.StdEncoding.EncodeToString(key),
+	}
 }
