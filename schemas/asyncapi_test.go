@@ -155,7 +155,7 @@ func TestAsyncAPIExamplesValidate(t *testing.T) {
 	for name, raw := range messages {
 		m := raw.(map[string]any)
 		require.Contains(t, []string{event.TypeCardRequested, event.TypeCardIssued, event.TypeCardFailed}, m["name"], name)
-		payload := m["payload"].(map[string]any)
+		payload := jsonSchemaPayload(t, doc, name, m["payload"])
 		var headers *jsonschema.Schema
 		if h, ok := m["headers"]; ok {
 			headers = compileInline(name+"-headers", deref(t, doc, h))
@@ -169,7 +169,7 @@ func TestAsyncAPIExamplesValidate(t *testing.T) {
 				// The payload is a schema file: validate as the consumer does.
 				require.NoError(t, schemas.Validate(strings.TrimPrefix(ref, "./"), body), "%s: example %v", name, ex["name"])
 			} else {
-				envelope := compileInline(name+"-payload", deref(t, doc, payload))
+				envelope := compileInline(name+"-payload", payload)
 				require.NoError(t, envelope.Validate(asJSON(t, body)), "%s: example %v", name, ex["name"])
 				data := body.(map[string]any)["data"]
 				require.NoError(t, schemas.Validate(schemas.RequestFile, data), "%s: example %v data", name, ex["name"])
@@ -182,6 +182,66 @@ func TestAsyncAPIExamplesValidate(t *testing.T) {
 		}
 	}
 	require.GreaterOrEqual(t, examples, 5)
+}
+
+// jsonSchemaPayload returns the JSON Schema of a message's payload, which
+// must be a Multi Format Schema Object declaring JSON Schema 2020-12 (read
+// as an AsyncAPI Schema, a $ref drops the keywords beside it).
+func jsonSchemaPayload(t *testing.T, doc map[string]any, name string, payload any) map[string]any {
+	t.Helper()
+	p, ok := deref(t, doc, payload).(map[string]any)
+	require.True(t, ok, "%s: a payload", name)
+	require.Equal(t, jsonSchemaFormat, p["schemaFormat"], "%s: the payload declares its format", name)
+	schema, ok := p["schema"].(map[string]any)
+	require.True(t, ok, "%s: the payload's schema", name)
+	return schema
+}
+
+const jsonSchemaFormat = "application/schema+json;version=2020-12"
+
+// Every payload is declared as JSON Schema 2020-12, and every part of a
+// schema file that bounds a string says it is one: Ajv's strict mode
+// refuses maxLength, pattern or format without a type, and the keywords
+// beside a $ref are easy to lose.
+func TestSchemasDeclareWhatTheyAre(t *testing.T) {
+	doc := loadAsyncAPI(t)
+	for name, raw := range doc["components"].(map[string]any)["messages"].(map[string]any) {
+		jsonSchemaPayload(t, doc, name, raw.(map[string]any)["payload"])
+	}
+	for _, f := range []string{schemas.RequestFile, schemas.IssuedFile, schemas.FailedFile} {
+		raw, err := schemas.FS.ReadFile(f)
+		require.NoError(t, err)
+		var schema any
+		require.NoError(t, json.Unmarshal(raw, &schema))
+		var untyped []string
+		stringKeywordsWithoutType(schema, f+"#", &untyped)
+		require.Empty(t, untyped, "string keywords without \"type\"")
+	}
+	bad := map[string]any{"properties": map[string]any{"x": map[string]any{"$ref": "#/$defs/text", "maxLength": 3}}}
+	var untyped []string
+	stringKeywordsWithoutType(bad, "bad#", &untyped)
+	require.Equal(t, []string{"bad#/properties/x"}, untyped, "the check finds what Ajv's strict mode refuses")
+}
+
+func stringKeywordsWithoutType(v any, at string, out *[]string) {
+	switch v := v.(type) {
+	case map[string]any:
+		if _, typed := v["type"]; !typed {
+			for _, k := range []string{"maxLength", "minLength", "pattern", "format"} {
+				if _, ok := v[k]; ok {
+					*out = append(*out, at)
+					break
+				}
+			}
+		}
+		for k, child := range v {
+			stringKeywordsWithoutType(child, at+"/"+k, out)
+		}
+	case []any:
+		for i, child := range v {
+			stringKeywordsWithoutType(child, at+"/"+strconv.Itoa(i), out)
+		}
+	}
 }
 
 // A broken example must be caught: the checks above are not vacuous.
