@@ -173,16 +173,16 @@ func externalBaselineSchema(ctx context.Context, cfg Config) (string, func(), er
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if !existed && !cfg.KeepSchema {
-			_, _ = lock.Exec(ctx, "DROP SCHEMA IF EXISTS "+cfg.Schema+" CASCADE")
+			_, _ = lock.Conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+cfg.Schema+" CASCADE")
 		}
-		releaseSchema(ctx, lock, cfg.Schema)
+		lock.Release(ctx)
 	}
-	if err := lock.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", cfg.Schema).Scan(&existed); err != nil {
+	if err := lock.Conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", cfg.Schema).Scan(&existed); err != nil {
 		release()
 		return "", nil, fmt.Errorf("baseline: looking up schema %s: %w", cfg.Schema, err)
 	}
 	if !existed {
-		if _, err := lock.Exec(ctx, "CREATE SCHEMA "+cfg.Schema); err != nil {
+		if _, err := lock.Conn.Exec(ctx, "CREATE SCHEMA "+cfg.Schema); err != nil {
 			existed = true // nothing of ours to drop
 			release()
 			return "", nil, fmt.Errorf("baseline: creating schema %s: %w", cfg.Schema, err)

@@ -20,7 +20,7 @@ func TestLockSchemaRefusesASecondRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	if second, err := lockSchema(ctx, dbURL, schema); err == nil {
-		second.Close(ctx)
+		second.Release(ctx)
 		t.Fatal("a second run got the schema while the first held it")
 	} else if !strings.Contains(err.Error(), "--schema") {
 		t.Errorf("the refusal should say how to proceed: %v", err)
@@ -29,11 +29,11 @@ func TestLockSchemaRefusesASecondRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("another schema must stay free: %v", err)
 	}
-	releaseSchema(ctx, other, schema+"_other")
-	releaseSchema(ctx, first, schema)
+	other.Release(ctx)
+	first.Release(ctx)
 	again, err := lockSchema(ctx, dbURL, schema)
 	if err != nil {
 		t.Fatalf("the schema must be free once the first run ended: %v", err)
 	}
-	releaseSchema(ctx, again, schema)
+	again.Release(ctx)
 }

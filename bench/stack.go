@@ -19,7 +19,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cardbridge/cardbridge/broker"
@@ -37,8 +36,8 @@ type stack struct {
 
 	dir, logDir string
 	nats        *broker.Embedded
-	dbURL       string    // with search_path = the bench schema
-	schemaLock  *pgx.Conn // holds the schema's advisory lock until close
+	dbURL       string                   // with search_path = the bench schema
+	schemaLock  *store.SchemaReservation // holds the schema until close
 	secretKey   string
 
 	sandbox    *child
@@ -112,7 +111,7 @@ func (s *stack) prepareDatabase(ctx context.Context) error {
 	if s.schemaLock, err = lockSchema(ctx, s.cfg.DatabaseURL, s.cfg.Schema); err != nil {
 		return err
 	}
-	if _, err := s.schemaLock.Exec(ctx, "DROP SCHEMA IF EXISTS "+s.cfg.Schema+" CASCADE; CREATE SCHEMA "+s.cfg.Schema); err != nil {
+	if _, err := s.schemaLock.Conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+s.cfg.Schema+" CASCADE; CREATE SCHEMA "+s.cfg.Schema); err != nil {
 		return fmt.Errorf("preparing schema %s: %w", s.cfg.Schema, err)
 	}
 	s.dbURL = dbURL
@@ -379,11 +378,11 @@ func (s *stack) close() {
 	if s.schemaLock != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if s.dbURL != "" && !s.cfg.KeepSchema {
-			if _, err := s.schemaLock.Exec(ctx, "DROP SCHEMA IF EXISTS "+s.cfg.Schema+" CASCADE"); err != nil {
+			if _, err := s.schemaLock.Conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+s.cfg.Schema+" CASCADE"); err != nil {
 				fmt.Fprintf(s.status, "bench: dropping schema %s: %v\n", s.cfg.Schema, err)
 			}
 		}
-		releaseSchema(ctx, s.schemaLock, s.cfg.Schema)
+		s.schemaLock.Release(ctx)
 		cancel()
 		s.schemaLock, s.dbURL = nil, ""
 	}

@@ -3,11 +3,13 @@ package cli
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,7 +32,7 @@ const (
 
 func devCmd(ctx context.Context, args []string, env Env) error {
 	fs := newFlags("dev", "dev [flags]\n\nZero-setup demo: an embedded NATS JetStream server, an in-process MBanq sandbox,\nmigrations, a demo binding, the consumer and the relay. Needs only Postgres\n(DATABASE_URL, default the local server). Its state lives in the schema\n"+devSchema+", which is recreated on every start, since the sandbox forgets\nits users and cards when it stops.", env)
-	natsPort := fs.Int("nats-port", 4223, "port of the embedded NATS server (the local default 4222 is often taken)")
+	natsPort := fs.Int("nats-port", 4223, "port of the embedded NATS server (the local default 4222 is often taken; 0: any free port)")
 	sandboxAddr := fs.String("sandbox-addr", "127.0.0.1:8090", "listen address of the MBanq sandbox")
 	httpAddr := fs.String("http-addr", env.getenvOr("HTTP_ADDR", "127.0.0.1:8080"), "listen address of the health endpoints")
 	demo := fs.Bool("demo", true, "publish one demo request at start and print its outcome")
@@ -42,10 +44,23 @@ func devCmd(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 
-	dbURL, err := devDatabase(ctx, databaseURL(env))
+	// Nothing is touched before the schema is reserved and every port is
+	// had: a second dev on the same database, or a port taken, must not
+	// drop a running dev's schema on its way to failing.
+	base := databaseURL(env)
+	reservation, err := store.ReserveSchema(ctx, base, devSchema)
+	if errors.Is(err, store.ErrSchemaInUse) {
+		return fmt.Errorf("another cardbridge dev is running on this database (it holds schema %s): stop it first, or point DATABASE_URL at another database", devSchema)
+	}
 	if err != nil {
 		return err
 	}
+	defer reservation.Release(context.WithoutCancel(ctx))
+	httpLn, err := net.Listen("tcp", *httpAddr)
+	if err != nil {
+		return fmt.Errorf("HTTP: %w (try --http-addr, or stop what listens there)", err)
+	}
+	_ = httpLn.Close() // app.Start listens there again below
 
 	natsDir, err := os.MkdirTemp("", "cardbridge-dev-nats-")
 	if err != nil {
@@ -63,6 +78,10 @@ func devCmd(ctx context.Context, args []string, env Env) error {
 	sbLn, err := net.Listen("tcp", *sandboxAddr)
 	if err != nil {
 		return fmt.Errorf("sandbox: %w (try --sandbox-addr)", err)
+	}
+	dbURL, err := devDatabase(ctx, reservation.Conn, base)
+	if err != nil {
+		return err
 	}
 	sbSrv := &http.Server{Handler: sb, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = sbSrv.Serve(sbLn) }()
@@ -94,6 +113,9 @@ func devCmd(ctx context.Context, args []string, env Env) error {
 
 	svc, err := app.Start(ctx, cfg, log)
 	if err != nil {
+		if strings.Contains(err.Error(), "address already in use") {
+			return fmt.Errorf("%w (try --http-addr)", err)
+		}
 		return err
 	}
 	if err := svc.Store().AddBinding(ctx, store.Binding{Source: devSource, ClientID: 1, SavingsAccountID: 1, CardProductID: 1}); err != nil {
@@ -125,19 +147,15 @@ Publish a request from another terminal:
 	return <-done
 }
 
-// devDatabase recreates the dev schema and returns a URL using it.
-func devDatabase(ctx context.Context, base string) (string, error) {
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		return "", fmt.Errorf("connecting to Postgres (set DATABASE_URL): %w", err)
+// devDatabase recreates the dev schema, on conn (which holds its
+// reservation), and returns a URL of base using it.
+func devDatabase(ctx context.Context, conn *pgx.Conn, base string) (string, error) {
+	u, err := url.Parse(base)
+	if err != nil || u.Scheme == "" {
+		return "", fmt.Errorf("DATABASE_URL must be a URL (postgres://user:password@host:5432/dbname) for cardbridge dev")
 	}
-	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+devSchema+" CASCADE; CREATE SCHEMA "+devSchema); err != nil {
 		return "", fmt.Errorf("preparing schema %s: %w", devSchema, err)
-	}
-	u, err := url.Parse(base)
-	if err != nil {
-		return "", fmt.Errorf("DATABASE_URL must be a URL for cardbridge dev")
 	}
 	q := u.Query()
 	q.Set("search_path", devSchema)

@@ -72,6 +72,44 @@ func DatabaseURL(t testing.TB) string {
 	return u.String()
 }
 
+// Database creates an empty database for this test, for what works on a
+// whole database rather than a schema (cardbridge dev keeps its own schema
+// in whichever database it is given), and returns its URL. It is dropped
+// when the test ends.
+func Database(t testing.TB) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, baseURL())
+	if err != nil {
+		t.Fatalf("testenv: Postgres is required at %s (set CARDBRIDGE_TEST_DATABASE_URL): %v", redact(baseURL()), err)
+	}
+	defer conn.Close(ctx)
+	name := "t_" + randomHex(8)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("testenv: creating database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, baseURL())
+		if err != nil {
+			t.Errorf("testenv: dropping database %s: %v", name, err)
+			return
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("testenv: dropping database %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(baseURL())
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
 // Store opens a migrated store in a schema of the test's own.
 func Store(t testing.TB) *store.Store {
 	t.Helper()
