@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -57,8 +58,7 @@ type Store struct {
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(opts.URL.Reveal())
 	if err != nil {
-		// pgx's parse errors can quote the connection string, password and all.
-		return nil, errors.New("opening database: DATABASE_URL is not a valid Postgres connection string")
+		return nil, fmt.Errorf("opening database: DATABASE_URL is not a valid Postgres connection string%s (the form: postgres://user:password@host:5432/dbname?sslmode=disable, with any @ / ? # %% in the password percent-encoded)", parseReason(err, opts.URL.Reveal()))
 	}
 	if opts.Schema != "" {
 		cfg.ConnConfig.RuntimeParams["search_path"] = opts.Schema
@@ -95,6 +95,25 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s.commit = newCommitter(s)
 	s.admit = newAdmitter(s)
 	return s, nil
+}
+
+// parseReason is why pgx could not parse a connection string, as ": why",
+// or "" when it cannot be told without the string itself. pgx's error
+// quotes the string with its password masked, best effort; only the reason
+// after it is kept, and not even that if it holds the password.
+func parseReason(err error, raw string) string {
+	msg := err.Error()
+	i := strings.LastIndex(msg, "`: ")
+	if i < 0 {
+		return ""
+	}
+	reason := msg[i+3:]
+	if u, perr := url.Parse(raw); perr == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" && strings.Contains(reason, pw) {
+			return ""
+		}
+	}
+	return ": " + reason
 }
 
 // Close stops the group committer and closes the pool.

@@ -347,3 +347,23 @@ func TestRecentRequestsNewestFirstAcrossWindows(t *testing.T) {
 	require.Equal(t, []string{"e", "a", "b", "c"}, ids(4), "a week back")
 	require.Equal(t, []string{"e", "a", "b", "c", "d"}, ids(50), "everything, when fewer than asked")
 }
+
+// A DATABASE_URL pgx cannot parse is refused with the reason and the form
+// it should have, never with the password.
+func TestOpenSaysWhyTheURLIsWrongWithoutThePassword(t *testing.T) {
+	for raw, why := range map[string]string{
+		"postgres://u:s3cret-pw@h:54x2/db":                      "invalid port",
+		"postgres://u:s3cret-pw@h/db?sslmode=maybe":             "sslmode is invalid",
+		"postgres://u:s3cr%zz-pw@h/db":                          "invalid percent-encoded token in password",
+		"host=h password=s3cret-pw port=abc":                    "invalid port",
+		"postgres://u:s3cret-pw@h/db?connect_timeout=s3cret-pw": "",
+	} {
+		_, err := store.Open(context.Background(), store.Options{URL: secret.New(raw)})
+		require.Error(t, err, raw)
+		require.Contains(t, err.Error(), "DATABASE_URL is not a valid Postgres connection string")
+		require.Contains(t, err.Error(), "postgres://user:password@host:5432/dbname")
+		require.Contains(t, err.Error(), why)
+		require.NotContains(t, err.Error(), "s3cret")
+		require.NotContains(t, err.Error(), "zz-pw")
+	}
+}
