@@ -58,7 +58,7 @@ func TestFromEnvNamesEveryProblemAtOnce(t *testing.T) {
 	for _, name := range []string{"NATS_URL", "MBANQ_TENANT_ID", "MBANQ_BASE_URL", "MBANQ_OFFICE_ID", "CARDBRIDGE_SECRET_KEY", "LOG_LEVEL", "CARDBRIDGE_ACK_WAIT"} {
 		require.Contains(t, err.Error(), name)
 	}
-	require.Contains(t, err.Error(), "16 bytes, want 32")
+	require.Contains(t, err.Error(), "CARDBRIDGE_SECRET_KEY: key decodes to 16 bytes: it must be 32 random bytes, base64-encoded")
 }
 
 func TestFromEnvNeverEchoesSecrets(t *testing.T) {
@@ -70,6 +70,7 @@ func TestFromEnvNeverEchoesSecrets(t *testing.T) {
 	for _, s := range []string{"dbpass", "cs-very-secret", "admin-very-secret", "secret-ish"} {
 		require.NotContains(t, err.Error(), s)
 	}
+	require.Contains(t, err.Error(), "CARDBRIDGE_SECRET_KEY: key is not base64: it must be 32 random bytes, base64-encoded", "the fix is named")
 	c, err := FromEnv(env(valid()))
 	require.NoError(t, err)
 	require.False(t, strings.Contains(strings.ToLower(c.DatabaseURL.String()), "dbpass"))

@@ -46,17 +46,17 @@ const (
 func ParseKey(encoded String) ([]byte, error) {
 	s := encoded.Reveal()
 	if s == "" {
-		return nil, errors.New("key is empty")
+		return nil, fmt.Errorf("key is empty: it must be %d random bytes, base64-encoded", KeySize)
 	}
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
 		if k, err := enc.DecodeString(s); err == nil {
 			if len(k) != KeySize {
-				return nil, fmt.Errorf("key is %d bytes, want %d", len(k), KeySize)
+				return nil, fmt.Errorf("key decodes to %d bytes: it must be %d random bytes, base64-encoded (%d characters)", len(k), KeySize, base64.StdEncoding.EncodedLen(KeySize))
 			}
 			return k, nil
 		}
 	}
-	return nil, errors.New("key is not valid base64")
+	return nil, fmt.Errorf("key is not base64: it must be %d random bytes, base64-encoded (a hex string or a passphrase will not do)", KeySize)
 }
 
 // NewBox returns a Box sealing with key and opening with key or any of

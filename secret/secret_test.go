@@ -70,7 +70,7 @@ func TestParseKey(t *testing.T) {
 		require.Len(t, k, KeySize)
 	}
 	_, err := ParseKey(New("c2hvcnQ="))
-	require.ErrorContains(t, err, "5 bytes, want 32")
+	require.ErrorContains(t, err, "decodes to 5 bytes: it must be 32 random bytes, base64-encoded")
 	_, err = ParseKey(New(""))
 	require.Error(t, err)
 }
