@@ -404,6 +404,7 @@ type waiter struct {
 	ch      chan struct{}
 	granted bool
 	start   time.Time
+	paused  *Error // set instead of granted: the call may not wait (pausedTooLongLocked)
 }
 
 func newLimiter(clk clock, maxConcurrency int, maxPause time.Duration) *limiter {
@@ -420,9 +421,9 @@ var errBankPaused = errors.New("the bank asked for a pause (Retry-After); not ca
 func (l *limiter) acquire(ctx context.Context, op string) (time.Time, error) {
 	l.mu.Lock()
 	now := l.clk.Now()
-	if left := l.p.pauseUntil.Sub(now); l.maxPause > 0 && left > l.maxPause {
+	if err := l.pausedTooLongLocked(now); err != nil {
 		l.mu.Unlock()
-		return time.Time{}, &Error{Op: op, RetryAfter: left, Err: fmt.Errorf("%w for %s", errBankPaused, left.Round(time.Second))}
+		return time.Time{}, &Error{Op: op, RetryAfter: err.RetryAfter, Err: err.Err}
 	}
 	if len(l.queue) == 0 {
 		if b, _ := l.p.admit(now); b == notBlocked {
@@ -437,10 +438,17 @@ func (l *limiter) acquire(ctx context.Context, op string) (time.Time, error) {
 
 	select {
 	case <-w.ch:
+		if w.paused != nil {
+			return time.Time{}, &Error{Op: op, RetryAfter: w.paused.RetryAfter, Err: w.paused.Err}
+		}
 		return w.start, nil
 	case <-ctx.Done():
 	}
 	l.mu.Lock()
+	if w.paused != nil {
+		l.mu.Unlock()
+		return time.Time{}, ctx.Err()
+	}
 	if w.granted {
 		l.mu.Unlock()
 		l.release(w.start, op, outcomeIgnore, 0, 0)
@@ -465,9 +473,31 @@ func (l *limiter) release(start time.Time, op string, o outcome, rtt, retryAfter
 	l.mu.Unlock()
 }
 
+// pausedTooLongLocked returns the error of a call that may not wait: the
+// bank asked for a pause longer than maxPause. Its Op is left to the caller.
+func (l *limiter) pausedTooLongLocked(now time.Time) *Error {
+	left := l.p.pauseUntil.Sub(now)
+	if l.maxPause <= 0 || left <= l.maxPause {
+		return nil
+	}
+	return &Error{RetryAfter: left, Err: fmt.Errorf("%w for %s", errBankPaused, left.Round(time.Second))}
+}
+
 // dispatchLocked starts the waiting calls the pace allows, in order, and
-// arms a timer for when the next may start.
+// arms a timer for when the next may start. When the bank asked for a
+// pause longer than a call waits, the waiting calls fail at once, as a new
+// one would: a call waiting out a long pause holds its request, kept
+// alive, while nothing happens.
 func (l *limiter) dispatchLocked(now time.Time) {
+	if err := l.pausedTooLongLocked(now); err != nil {
+		for _, w := range l.queue {
+			w.paused = err
+			close(w.ch)
+		}
+		clear(l.queue)
+		l.queue = l.queue[:0]
+		return
+	}
 	for len(l.queue) > 0 {
 		b, wait := l.p.admit(now)
 		if b != notBlocked {

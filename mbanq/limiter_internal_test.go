@@ -456,3 +456,30 @@ func TestPacerFollowsAShareThatChanges(t *testing.T) {
 		assert.LessOrEqual(t, refused, 0.05)
 	}
 }
+
+// A call already waiting for the limiter when the bank asks for a pause
+// longer than a call waits fails at once, as a call that comes after it
+// does: it must not hold its request (kept alive, doing nothing) for the
+// whole pause.
+func TestLimiterWaitersFailAtOnceWhenALongPauseComes(t *testing.T) {
+	clk := &fakeClock{now: epoch}
+	l := newLimiter(clk, 1, 30*time.Second) // one call in flight: the next waits
+	start, err := l.acquire(context.Background(), "order card")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { _, err := l.acquire(context.Background(), "order card"); done <- err }()
+	require.Eventually(t, func() bool { return l.state().Waiting == 1 }, 5*time.Second, time.Millisecond)
+
+	l.release(start, "order card", outcomeOverload, time.Millisecond, 10*time.Minute)
+	select {
+	case err := <-done:
+		require.Error(t, err)
+		assert.Equal(t, ClassRetry, Classify(err), "not sent: retry later, nothing happened")
+		assert.False(t, OutcomeUnknown(err))
+		assert.Equal(t, 10*time.Minute, RetryAfter(err))
+	case <-time.After(5 * time.Second):
+		t.Fatalf("a waiting call waits out a pause of 10 minutes (limiter: %+v)", l.state())
+	}
+	assert.Zero(t, l.state().Waiting)
+	assert.Zero(t, l.state().InFlight)
+}
