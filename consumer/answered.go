@@ -69,6 +69,10 @@ const (
 	// defaultAnsweredHold is how long a request waits for a check that
 	// keeps failing before it is ordered unchecked.
 	defaultAnsweredHold = time.Minute
+	// answeredSpellGap: failed checks further apart than this are not one
+	// spell of failures. A request whose check failed comes back within
+	// maxInfraDelay, so a spell has no gap longer than that.
+	answeredSpellGap = 2 * maxInfraDelay
 )
 
 var errAnsweredIncomplete = errors.New("the outcome stream holds more messages since the request than a check reads")
@@ -79,6 +83,7 @@ type answered struct {
 	stream    string
 	after     time.Duration
 	holdLimit time.Duration
+	spellGap  time.Duration
 	log       *slog.Logger
 	obs       Observer
 
@@ -118,7 +123,7 @@ func newAnswered(cfg Config, log *slog.Logger) *answered {
 		return nil
 	}
 	return &answered{js: cfg.Stream, stream: cfg.OutcomeStream, after: cfg.AnsweredAfter, holdLimit: defaultAnsweredHold,
-		log: log, obs: cfg.observer(), seed: maphash.MakeSeed()}
+		spellGap: answeredSpellGap, log: log, obs: cfg.observer(), seed: maphash.MakeSeed()}
 }
 
 // mayHaveBeenAnswered reports whether a request without an inbox row is
@@ -384,12 +389,16 @@ func (a *answered) releasedWithoutTrying() bool {
 }
 
 // checkFailed records a failed check and reports whether its request is to
-// be ordered unchecked (checks have failed for the hold limit).
+// be ordered unchecked (checks have failed for the hold limit). A spell of
+// failures is one whose checks come less than spellGap apart: a failed
+// check after none for that long (its request was answered by another
+// process, say) starts a new one, rather than counting from a failure long
+// ago and releasing its request at once.
 func (a *answered) checkFailed(err error) (release bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := time.Now()
-	if a.failing.IsZero() {
+	if a.failing.IsZero() || now.Sub(a.tried) >= a.spellGap {
 		a.failing = now
 	}
 	a.tried = now

@@ -52,6 +52,7 @@ type failoverOptions struct {
 	answeredAfter time.Duration // 0: the default
 	outcomeStream string        // "": CARDS
 	holdLimit     time.Duration // 0: the default
+	spellGap      time.Duration // 0: the default
 	logs          *testenv.LogBuffer
 }
 
@@ -110,6 +111,9 @@ func startFailover(t testing.TB, o failoverOptions) *failover {
 	require.NoError(t, err)
 	if o.holdLimit > 0 {
 		consumer.SetAnsweredHoldLimit(c, o.holdLimit)
+	}
+	if o.spellGap > 0 {
+		consumer.SetAnsweredSpellGap(c, o.spellGap)
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -482,4 +486,32 @@ func BenchmarkBacklog(b *testing.B) {
 			b.ReportMetric(float64(f.read.Load()), "msgs-read")
 		})
 	}
+}
+
+// The hold limit runs from the start of a spell of failed checks, not from
+// a failure long ago: after one failed check whose request then went away
+// (answered by another process, say), a check that fails much later holds
+// its request again for the hold limit rather than ordering it unchecked
+// at once.
+func TestHoldLimitRunsFromTheStartOfAFailingSpell(t *testing.T) {
+	const hold = 2 * time.Second
+	f := startFailover(t, failoverOptions{check: true, outcomeStream: "MISSING", holdLimit: hold, spellGap: hold / 2})
+	first := oldRequest(5 * time.Minute)
+	f.publish(t, first)
+	require.Eventually(t, func() bool { return f.failed.Load() >= 1 }, 30*time.Second, 10*time.Millisecond)
+	failedAt := time.Now()
+	// The request is answered elsewhere: its next delivery finds an inbox
+	// row and makes no check.
+	_, err := f.db.Exec(context.Background(),
+		`INSERT INTO processed_requests (source, request_id, payload_hash, outcome, reason) VALUES ($1, $2, '\x00', 'failed', 'test')`,
+		first.Source, first.ID)
+	require.NoError(t, err)
+	f.settle(t)
+	failed := f.failed.Load()
+	// Long after, with no check in between, another old request's checks fail.
+	require.Eventually(t, func() bool { return time.Since(failedAt) > 2*hold }, 10*time.Second, 10*time.Millisecond)
+	f.publish(t, oldRequest(5*time.Minute))
+	// Either it is ordered (unchecked) or it comes back for another check.
+	require.Eventually(t, func() bool { return f.orders.Load() > 0 || f.failed.Load() >= failed+2 }, 30*time.Second, 10*time.Millisecond)
+	require.Zero(t, f.orders.Load(), "ordered unchecked at its first failed check: the hold limit ran from a failure %s before", time.Since(failedAt).Round(time.Second))
 }
