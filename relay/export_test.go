@@ -5,3 +5,6 @@ import "time"
 // SetHoldLimit shortens how long old rows wait for a check of their
 // stream that keeps failing, for tests.
 func SetHoldLimit(r *Relay, d time.Duration) { r.stale.holdLimit = d }
+
+// SetSpellGap sets how far apart failed checks end a spell of failures.
+func SetSpellGap(r *Relay, d time.Duration) { r.stale.spellGap = d }

@@ -131,7 +131,7 @@ func New(s *store.Store, js jetstream.JetStream, cfg Config) *Relay {
 		log:     cfg.Logger.With("component", "relay"),
 		acks:    make(chan *flight, 4*cfg.BatchSize),
 		stopped: make(chan struct{}),
-		stale:   staleState{holdLimit: defaultHoldLimit},
+		stale:   staleState{holdLimit: defaultHoldLimit, spellGap: defaultSpellGap},
 		answers: newAnswers(),
 	}
 }

@@ -340,3 +340,53 @@ func TestOldRowsWaitForTheirCheckThenArePublished(t *testing.T) {
 	st.requireOutboxEmpty(t, "every row is deleted")
 	require.EqualValues(t, old+1, st.storedOutcomes(t))
 }
+
+// The hold limit runs from the start of a spell of failed checks: an old
+// row whose check fails long after an earlier failure (whose rows another
+// relay published meanwhile) waits the hold limit again, rather than
+// being published unchecked at once.
+func TestHoldLimitRunsFromTheStartOfAFailingSpell(t *testing.T) {
+	ctx := context.Background()
+	st := newStack(t)
+	s, js, sub := st.s, st.js, st.sub
+	const window = time.Second
+	require.NoError(t, js.DeleteStream(ctx, "CARDS"))
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "CARDS", Subjects: []string{"card.>"},
+		Duplicates: window, MaxConsumers: 1})
+	require.NoError(t, err)
+	_, err = js.CreateConsumer(ctx, "CARDS", jetstream.ConsumerConfig{Durable: "taken", AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(t, err)
+
+	const hold = 2 * time.Second
+	r := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond})
+	relay.SetHoldLimit(r, hold)
+	relay.SetSpellGap(r, hold/2)
+	_, err = s.Complete(ctx, outcome(1))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return st.rowAge(t, "ev-1") > 3*window/4 }, 10*time.Second, 10*time.Millisecond)
+	_, err = r.Flush(ctx)
+	require.Error(t, err, "the stream could not be read")
+	failedAt := time.Now()
+	// Another relay published it meanwhile.
+	_, err = s.Pool().Exec(ctx, "DELETE FROM outbox WHERE event_id = 'ev-1'")
+	require.NoError(t, err)
+
+	_, err = s.Complete(ctx, outcome(2))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return st.rowAge(t, "ev-2") > 3*window/4 && time.Since(failedAt) > 2*hold },
+		10*time.Second, 10*time.Millisecond)
+	_, err = r.Flush(ctx)
+	require.Error(t, err, "held: the stream could not be read (a new spell of failures)")
+	_, err = sub.NextMsg(200 * time.Millisecond)
+	require.ErrorIs(t, err, nats.ErrTimeout, "the old row waits for the hold limit")
+	require.EqualValues(t, 1, st.backlog(t))
+}
+
+// rowAge is how old the event's outbox row is by the database's clock.
+func (st stack) rowAge(t *testing.T, eventID string) time.Duration {
+	t.Helper()
+	var secs float64
+	require.NoError(t, st.s.Pool().QueryRow(context.Background(),
+		"SELECT extract(epoch FROM now() - created_at)::float8 FROM outbox WHERE event_id = $1", eventID).Scan(&secs))
+	return time.Duration(secs * float64(time.Second))
+}

@@ -36,6 +36,8 @@ const (
 	// consumer limit) before it is published unchecked, with a warning,
 	// for the same reason.
 	defaultHoldLimit = time.Minute
+	// defaultSpellGap is staleState.spellGap.
+	defaultSpellGap = 30 * time.Second
 	// lookupWait bounds the lookups of a stream's name and window (a
 	// stream without a leader does not answer: the claimed rows wait
 	// meanwhile), and lookupRetry is how long a failed one is not tried
@@ -52,10 +54,13 @@ var errHeld = errors.New("outcomes older than the duplicate window wait for a ch
 // staleState is what the relay remembers between sweeps for old rows.
 type staleState struct {
 	holdLimit time.Duration
-	mu        sync.Mutex
-	names     map[string]streamName   // by subject
-	windows   map[string]streamWindow // by stream
-	lookups   map[string]failedLookup // the last failure of a lookup, by what it looked up
+	// spellGap: failed checks further apart than this are not one spell
+	// of failures (sweeps try held rows every few seconds).
+	spellGap time.Duration
+	mu       sync.Mutex
+	names    map[string]streamName   // by subject
+	windows  map[string]streamWindow // by stream
+	lookups  map[string]failedLookup // the last failure of a lookup, by what it looked up
 	// failing is, by stream ("" for rows whose stream is unknown), since
 	// when its check has failed and when it was last tried.
 	failing map[string]failedCheck
@@ -306,7 +311,10 @@ func (r *Relay) checkFailed(stream string, err error, rows int) (release bool) {
 	}
 	now := time.Now()
 	f, ok := r.stale.failing[stream]
-	if !ok {
+	if !ok || now.Sub(f.tried) >= r.stale.spellGap {
+		// A new spell of failures: the last failed check was long ago,
+		// and its rows went meanwhile (another relay published them,
+		// say). The hold limit runs from now, not from then.
 		f.since = now
 	}
 	f.tried = now
