@@ -84,8 +84,11 @@ type answered struct {
 	after     time.Duration
 	holdLimit time.Duration
 	spellGap  time.Duration
-	log       *slog.Logger
-	obs       Observer
+	// maxIDs bounds the ids kept (maxAnsweredIDs); slack is answeredSlack.
+	maxIDs int
+	slack  time.Duration
+	log    *slog.Logger
+	obs    Observer
 
 	mu       sync.Mutex
 	pending  []*answerWait
@@ -123,7 +126,7 @@ func newAnswered(cfg Config, log *slog.Logger) *answered {
 		return nil
 	}
 	return &answered{js: cfg.Stream, stream: cfg.OutcomeStream, after: cfg.AnsweredAfter, holdLimit: defaultAnsweredHold,
-		spellGap: answeredSpellGap, log: log, obs: cfg.observer(), seed: maphash.MakeSeed()}
+		spellGap: answeredSpellGap, maxIDs: maxAnsweredIDs, slack: answeredSlack, log: log, obs: cfg.observer(), seed: maphash.MakeSeed()}
 }
 
 // mayHaveBeenAnswered reports whether a request without an inbox row is
@@ -289,7 +292,7 @@ func (a *answered) serve(batch []*answerWait) {
 			since = w.since
 		}
 	}
-	since = since.Add(-answeredSlack)
+	since = since.Add(-a.slack)
 
 	a.idsMu.Lock()
 	defer a.idsMu.Unlock()
@@ -307,17 +310,22 @@ func (a *answered) serve(batch []*answerWait) {
 		a.idle.Reset(answeredIdle)
 	}
 
-	var (
-		res broker.IDScanResult
-		err error
-	)
-	if room := maxAnsweredIDs - len(a.ids); room > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), answeredScanLimit)
-		res, err = a.read(ctx, uint64(room))
-		cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), answeredScanLimit)
+	defer cancel()
+	res, err := a.readRoom(ctx)
+	if err == nil && !res.Complete && a.from.Before(since) {
+		// The ids kept fill their bound, and reach back further than this
+		// batch needs (checks during a long backlog go on from the first
+		// one's start): start afresh from the batch's start rather than
+		// fail checks that need far fewer.
+		a.closeReader()
+		a.ids, a.from, a.last = map[uint64]uint64{}, since, 0
+		more, moreErr := a.readRoom(ctx)
+		more.Read += res.Read
+		res, err = more, moreErr
 	}
 	if err == nil && !res.Complete {
-		err = fmt.Errorf("%w (%d)", errAnsweredIncomplete, maxAnsweredIDs)
+		err = fmt.Errorf("%w (%d)", errAnsweredIncomplete, a.maxIDs)
 	}
 	a.obs.AnsweredScan(res.Read, err)
 	for _, w := range batch {
@@ -327,6 +335,15 @@ func (a *answered) serve(batch []*answerWait) {
 		}
 		close(w.done)
 	}
+}
+
+// readRoom reads (see read) as many ids as there is room for.
+func (a *answered) readRoom(ctx context.Context) (broker.IDScanResult, error) {
+	room := a.maxIDs - len(a.ids)
+	if room <= 0 {
+		return broker.IDScanResult{}, nil
+	}
+	return a.read(ctx, uint64(room))
 }
 
 // read reads what the stream took since the last read (from a.from for
