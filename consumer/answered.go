@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -136,10 +137,18 @@ func (a *answered) mayHaveBeenAnswered(d *delivery) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	first := d.meta.Timestamp
-	if t := d.req.Time; !t.IsZero() && t.Before(first) {
+	if t := d.req.Time; !t.IsZero() && t.Before(first) && !d.isReplay() {
 		first = t
 	}
 	return first, time.Since(first) >= a.after
+}
+
+// isReplay reports whether the delivery is the replay cardbridge
+// republished for the request's current generation (replay.One): it first
+// appeared when it was stored, whatever its CloudEvent time says, for an
+// outcome of its generation cannot be older than the replay.
+func (d *delivery) isReplay() bool {
+	return d.adm.Generation > 0 && d.msg.Headers().Get(ReplayHeader) == strconv.Itoa(d.adm.Generation)
 }
 
 // answeredBefore looks for the outcome of a request that has no inbox row

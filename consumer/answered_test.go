@@ -22,6 +22,7 @@ import (
 	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/mbanq/sandbox"
 	"github.com/cardbridge/cardbridge/relay"
+	"github.com/cardbridge/cardbridge/replay"
 	"github.com/cardbridge/cardbridge/secret"
 	"github.com/cardbridge/cardbridge/store"
 )
@@ -514,4 +515,31 @@ func TestHoldLimitRunsFromTheStartOfAFailingSpell(t *testing.T) {
 	// Either it is ordered (unchecked) or it comes back for another check.
 	require.Eventually(t, func() bool { return f.orders.Load() > 0 || f.failed.Load() >= failed+2 }, 30*time.Second, 10*time.Millisecond)
 	require.Zero(t, f.orders.Load(), "ordered unchecked at its first failed check: the hold limit ran from a failure %s before", time.Since(failedAt).Round(time.Second))
+}
+
+// A replay (republished by cardbridge, with its original CloudEvent time)
+// first appears when it is republished: its outcome, of a new generation,
+// cannot be older. It is not looked for from the original time, which
+// would read the outcome stream back to a request days old on every replay
+// (and, past a million messages, order it unchecked after the hold limit).
+func TestReplayIsNotLookedForFromItsOriginalTime(t *testing.T) {
+	f := startFailover(t, failoverOptions{check: true})
+	ctx := context.Background()
+	req := oldRequest(5 * time.Minute)
+	req.Data.ClientID = 2 // the source is not bound to client 2: unbound_source
+	f.publish(t, req)
+	require.Len(t, f.settle(t), 1)
+	scans := f.scans.Load()
+	require.EqualValues(t, 1, scans, "the first delivery is old: checked")
+
+	require.NoError(t, f.st.AddBinding(ctx, store.Binding{Source: erp, ClientID: 2, SavingsAccountID: 2, CardProductID: 1}))
+	dls, err := f.st.DeadLetters(ctx, store.DeadLetterFilter{Source: erp})
+	require.NoError(t, err)
+	require.Len(t, dls, 1)
+	_, err = replay.One(ctx, f.st, f.js, dls[0].ID)
+	require.NoError(t, err)
+	outcomes := f.settle(t)
+	require.Len(t, outcomes, 2)
+	require.Equal(t, event.TypeCardIssued, outcomes[1].Type, "the replay is ordered: %+v", outcomes[1].Data)
+	require.Equal(t, scans, f.scans.Load(), "the replay, republished just now, is not looked for on the outcome stream")
 }

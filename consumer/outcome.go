@@ -112,9 +112,13 @@ func (d *delivery) deadLetter(f event.Failure) *store.DeadLetter {
 }
 
 // ReplayHeader carries the replay generation on a request republished by
-// `cardbridge replay`, for people reading the stream. The consumer never
-// reads it: a request's generation is the store's (store.Admission), so a
-// publisher that writes the header changes nothing.
+// `cardbridge replay`, for people reading the stream. A request's
+// generation is the store's (store.Admission), never the header's; the
+// consumer reads the header only to tell when a request without an inbox
+// row first appeared (answered.go): a replay of the current generation
+// when it was republished, not at its original CloudEvent time. A
+// publisher that writes it can only shorten the look for its own
+// request's earlier outcome.
 const ReplayHeader = "Cardbridge-Replay"
 
 // outcomeID is the id of a request's outcome event: event.OutcomeID of the
