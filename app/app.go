@@ -190,7 +190,13 @@ func (s *Service) topology() broker.Topology {
 func (s *Service) alignAckWait(ctx context.Context) error {
 	before := s.cons.CachedInfo().Config.AckWait
 	cons, err := broker.AlignAckWait(ctx, s.js, s.cons, s.topology(), s.cfg.NATS.AckWaitSet)
-	if err != nil {
+	switch {
+	case errors.Is(err, broker.ErrAckWaitKept):
+		s.log.Warn("the consumer's ack wait could not be changed and is kept; messages of a process that dies are redelivered after it (let cardbridge's NATS user update the consumer, or set its ack wait by hand)",
+			"consumer", s.cfg.NATS.Consumer, "ack_wait", cons.CachedInfo().Config.AckWait.String(), "err", err)
+		s.cons = cons
+		return nil
+	case err != nil:
 		return err
 	}
 	s.cons = cons

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -28,7 +29,9 @@ const (
 // set), or when the consumer has LegacyAckWait, cardbridge's own earlier
 // default. Any other ack wait was set by hand and is kept. It returns the
 // consumer as it is now: its CachedInfo().Config.AckWait is the ack wait
-// in force, by which the process must send InProgress.
+// in force, by which the process must send InProgress. When an earlier
+// default cannot be changed (the NATS user may not update the consumer),
+// it returns the consumer as it is and an error wrapping ErrAckWaitKept.
 func AlignAckWait(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer, t Topology, chosen bool) (jetstream.Consumer, error) {
 	cfg := cons.CachedInfo().Config
 	if cfg.AckWait == t.AckWait || (!chosen && cfg.AckWait != LegacyAckWait) {
@@ -36,8 +39,18 @@ func AlignAckWait(ctx context.Context, js jetstream.JetStream, cons jetstream.Co
 	}
 	cfg.AckWait = t.AckWait
 	updated, err := js.UpdateConsumer(ctx, t.RequestStream, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("setting the ack wait of consumer %s to %s: %w", t.Consumer, t.AckWait, err)
+	switch {
+	case err == nil:
+		return updated, nil
+	case !chosen:
+		// Not asked for: an earlier default brought to the new one. The
+		// process runs by the ack wait in force rather than not at all.
+		return cons, fmt.Errorf("%w: setting the ack wait of consumer %s to %s: %w", ErrAckWaitKept, t.Consumer, t.AckWait, err)
 	}
-	return updated, nil
+	return nil, fmt.Errorf("setting the ack wait of consumer %s to %s: %w", t.Consumer, t.AckWait, err)
 }
+
+// ErrAckWaitKept is returned, with the consumer as it is, when AlignAckWait
+// could not bring an earlier default to the new one (the NATS user may not
+// update the consumer, say): the process runs by the ack wait in force.
+var ErrAckWaitKept = errors.New("the consumer's ack wait could not be changed and is kept")
