@@ -87,6 +87,14 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 		nats.Timeout(10*time.Second),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(false),
+		// A server that stops answering without closing the connection
+		// (a host lost, a network that drops packets) is given up after
+		// natsPingInterval times natsMaxPingsOut or so, and another
+		// server of the cluster is taken; the client's default (two
+		// minutes, twice) would leave the process taking and publishing
+		// nothing for minutes.
+		nats.PingInterval(natsPingInterval),
+		nats.MaxPingsOutstanding(natsMaxPingsOut),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("NATS disconnected", "err", err)
@@ -210,6 +218,14 @@ func (s *Service) alignAckWait(ctx context.Context) error {
 	}
 	return nil
 }
+
+// How often the connection to NATS is checked, and how many checks may go
+// unanswered before it is given up: a server that stopped answering is
+// noticed within 10 to 15 seconds.
+const (
+	natsPingInterval = 5 * time.Second
+	natsMaxPingsOut  = 2
+)
 
 // HTTPAddr is the address the health endpoints listen on.
 func (s *Service) HTTPAddr() string { return s.ln.Addr().String() }
