@@ -164,8 +164,9 @@ func Classify(err error) Class {
 		return c
 	}
 	switch {
-	case errors.Is(err, errBankPaused):
-		// Not sent: the bank asked for a pause longer than a call waits.
+	case errors.Is(err, errBankPaused), errors.Is(err, errBankBusy):
+		// Not sent: the bank asked for a pause longer than a call waits,
+		// or its pace had no room within the wait.
 		return ClassRetry
 	case errors.Is(err, errAttemptTimeout):
 		return ClassUnknown
@@ -248,6 +249,11 @@ func unreachable(err error) bool {
 // under the same Idempotency-Key, which finds out), or a failed connection,
 // which may be a blip.
 func retryInCall(err error) bool {
+	if errors.Is(err, errBankBusy) {
+		// It waited its turn already: the request goes back, with its
+		// retry delay, rather than waiting again here.
+		return false
+	}
 	switch Classify(err) {
 	case ClassRetry, ClassUnknown:
 		return true

@@ -415,6 +415,13 @@ func newLimiter(clk clock, maxConcurrency int, maxPause time.Duration) *limiter 
 // waits (Config.MaxRetryAfter); the call was not made.
 var errBankPaused = errors.New("the bank asked for a pause (Retry-After); not called")
 
+// errBankBusy: the call waited its turn for as long as a call waits
+// (Config.MaxRetryAfter) and the pace the bank allows had no room for it;
+// the call was not made. Its request goes back with its retry delay rather
+// than being held, kept alive, in a queue that does not move (after an
+// outage the limiter starts at one call at a time).
+var errBankBusy = errors.New("no room at the pace the bank allows within the wait; not called")
+
 // acquire waits until a call may start and returns when it started. It
 // fails when ctx ends first, or at once with an *Error carrying RetryAfter
 // when the bank asked for a pause longer than maxPause.
@@ -436,6 +443,13 @@ func (l *limiter) acquire(ctx context.Context, op string) (time.Time, error) {
 	l.dispatchLocked(now)
 	l.mu.Unlock()
 
+	var waited chan struct{}
+	if l.maxPause > 0 {
+		waited = make(chan struct{})
+		stop := l.clk.AfterFunc(l.maxPause, func() { close(waited) })
+		defer stop()
+	}
+	giveUp := ctx.Err
 	select {
 	case <-w.ch:
 		if w.paused != nil {
@@ -443,13 +457,25 @@ func (l *limiter) acquire(ctx context.Context, op string) (time.Time, error) {
 		}
 		return w.start, nil
 	case <-ctx.Done():
+	case <-waited:
+		giveUp = func() error {
+			return &Error{Op: op, Err: fmt.Errorf("%w (waited %s)", errBankBusy, l.maxPause)}
+		}
 	}
 	l.mu.Lock()
 	if w.paused != nil {
 		l.mu.Unlock()
+		if ctx.Err() == nil {
+			return time.Time{}, &Error{Op: op, RetryAfter: w.paused.RetryAfter, Err: w.paused.Err}
+		}
 		return time.Time{}, ctx.Err()
 	}
 	if w.granted {
+		if ctx.Err() == nil {
+			// Granted as the wait ran out: take the call.
+			l.mu.Unlock()
+			return w.start, nil
+		}
 		l.mu.Unlock()
 		l.release(w.start, op, outcomeIgnore, 0, 0)
 		return time.Time{}, ctx.Err()
@@ -461,7 +487,7 @@ func (l *limiter) acquire(ctx context.Context, op string) (time.Time, error) {
 		}
 	}
 	l.mu.Unlock()
-	return time.Time{}, ctx.Err()
+	return time.Time{}, giveUp()
 }
 
 // release ends a call of op that acquire started.

@@ -483,3 +483,38 @@ func TestLimiterWaitersFailAtOnceWhenALongPauseComes(t *testing.T) {
 	assert.Zero(t, l.state().Waiting)
 	assert.Zero(t, l.state().InFlight)
 }
+
+// A call waits its turn at most as long as a call waits for a pause
+// (MaxRetryAfter): after an outage the limiter lets one call at a time, and
+// a request waiting behind hundreds would be held, kept alive, for hours.
+// It fails as not sent, not retried here, so its request goes back with its
+// retry delay.
+func TestLimiterWaitIsBounded(t *testing.T) {
+	clk := &fakeClock{now: epoch}
+	l := newLimiter(clk, 1, 30*time.Second) // one call in flight: the next waits
+	start, err := l.acquire(context.Background(), "order card")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { _, err := l.acquire(context.Background(), "order card"); done <- err }()
+	require.Eventually(t, func() bool { return l.state().Waiting == 1 }, 5*time.Second, time.Millisecond)
+
+	clk.advance(29 * time.Second)
+	select {
+	case err := <-done:
+		t.Fatalf("gave up before its wait ran out: %v", err)
+	default:
+	}
+	clk.advance(time.Second)
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, errBankBusy)
+		assert.Equal(t, ClassRetry, Classify(err), "not sent: retry later, nothing happened")
+		assert.False(t, OutcomeUnknown(err))
+		assert.False(t, retryInCall(err), "the request goes back; the call does not wait again")
+	case <-time.After(5 * time.Second):
+		t.Fatalf("a waiting call outlives its wait (limiter: %+v)", l.state())
+	}
+	assert.Zero(t, l.state().Waiting)
+	l.release(start, "order card", outcomeOK, time.Millisecond, 0)
+	assert.Zero(t, l.state().InFlight)
+}

@@ -147,6 +147,8 @@ func retryReason(err error) string {
 			return "rate limited"
 		case errors.Is(err, errBankPaused):
 			return "bank asked for a pause"
+		case errors.Is(err, errBankBusy):
+			return "no room at the bank's pace"
 		case e.HTTPStatus >= 500:
 			return "server error " + http.StatusText(e.HTTPStatus)
 		case errors.Is(err, errAttemptTimeout):
