@@ -59,8 +59,11 @@ const (
 	// maxAnsweredIDs bounds the ids kept (36 MiB at most, measured); past it a
 	// check is incomplete, and counts as a failed one.
 	maxAnsweredIDs = 1_000_000
-	// answeredIdle is how long the ids are kept after the last check.
-	answeredIdle = 5 * time.Minute
+	// answeredIdle is how long the ids are kept after the last check:
+	// longer than twice the longest default retry delay, so that a request
+	// retried at that delay finds them still there rather than scanning
+	// from its first appearance again on every delivery.
+	answeredIdle = 11 * time.Minute
 	// answeredReaderIdle is how long the reader's consumer is trusted to
 	// exist unused (the server deletes it after a minute).
 	answeredReaderIdle = 30 * time.Second
