@@ -39,10 +39,12 @@ import (
 //
 // A bank that fails (no answer, timeouts, 5xx other than 503) several times
 // in a row is in an outage: each further failure halves the rate and the
-// limit, down to minRate and one call in flight, and the slow-start
-// threshold is set a little under the pace before the outage. When the bank comes
-// back, the backlog is let through slowly: the rate doubles each second
-// from minRate, so the bank is not met by every waiting call at once.
+// limit, down to minRate and one call in flight. When the bank comes back,
+// the backlog is let through slowly at first: the rate doubles each second
+// from minRate, and the limit each round of answers from one, so the bank
+// is not met by every waiting call at once; they slow-start up to a little
+// under the pace the bank last refused for load, or without a ceiling when
+// it never did.
 //
 // The limiter is growth-limited only by what it is asked: a rate or limit
 // grows only while calls wait for it (recently pressed), so a quiet process
@@ -156,7 +158,9 @@ type pacer struct {
 
 	limit       float64
 	limitThresh float64 // the limit doubles per round below this
-	inflight    int
+	// outageLimitThresh is limitThresh when the current outage began.
+	outageLimitThresh float64
+	inflight          int
 
 	pauseUntil time.Time
 	lastCut    time.Time
@@ -283,12 +287,23 @@ func (p *pacer) release(now, start time.Time, op string, o outcome, rtt, retryAf
 	case outcomeFailed:
 		p.streak++
 		if p.streak == outageStreak {
-			// Slow start ends a little under the pace before the
-			// outage once the bank is back: its limit is likely the same.
-			p.ssthresh = math.Max(minRate, math.Min(p.rate, p.startRate(now))*overloadCut)
+			// Once the bank is back, slow start climbs to a little under
+			// the pace it last refused for load: its limit is likely the
+			// same. A bank that never refused for load had no limit
+			// found, and slow start has no ceiling: the pace calls were
+			// started at before the outage was the demand then, not the
+			// bank's capacity, and the backlog the outage left wants more.
+			p.ssthresh = math.Inf(1)
+			if !math.IsInf(p.rate, 1) {
+				p.ssthresh = math.Max(minRate, math.Min(p.rate, p.startRate(now))*overloadCut)
+			}
+			p.outageLimitThresh = p.limitThresh
 		}
 		if p.streak >= outageStreak && fresh {
 			p.cut(now, failureCut)
+			// An outage says nothing of how many calls the bank takes at
+			// once: the limit slow-starts back to where it was.
+			p.limitThresh = p.outageLimitThresh
 		}
 	}
 }

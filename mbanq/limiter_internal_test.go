@@ -201,6 +201,30 @@ func TestPacerRampsUpAfterAnOutage(t *testing.T) {
 	assert.GreaterOrEqual(t, float64(r.startsPerSecond[10]), 0.9*limit, "back near the limit within 10s")
 }
 
+// A bank that never refused for load, only went away, gets its pace back
+// within seconds once it returns: neither the rate nor the calls in flight
+// stop at what the demand was before the outage (the chaos test saw a
+// backlog drain at 28/s where the bank took 470/s).
+func TestPacerRegainsAnUnlimitedBankAfterAnOutage(t *testing.T) {
+	p := newPacer(DefaultMaxConcurrency)
+	now := epoch
+	bank := &simBank{rate: 1e6, tokens: 1e6, last: now}
+	const latency = 300 * time.Millisecond
+	r := simulate(t, p, bank, &now, 30*time.Second, latency, nil)
+	before := r.startsPerSecond[25]
+
+	bank.down = true
+	simulate(t, p, bank, &now, 60*time.Second, latency, nil)
+	require.Equal(t, 1, int(p.limit), "an outage brings the calls in flight down to one")
+
+	bank.down = false
+	bank.tokens, bank.last = 1e6, now
+	r = simulate(t, p, bank, &now, 30*time.Second, latency, nil)
+	t.Logf("calls per second before the outage %d; after it: %v", before, r.startsPerSecond)
+	assert.LessOrEqual(t, r.startsPerSecond[0], 10, "the first second after the outage sees a trickle, not the backlog")
+	assert.GreaterOrEqual(t, float64(r.startsPerSecond[12]), 0.9*float64(before), "back to the pace before the outage within 12s")
+}
+
 func TestPacerRetryAfterPausesEveryCall(t *testing.T) {
 	p := newPacer(DefaultMaxConcurrency)
 	now := epoch
