@@ -242,8 +242,9 @@ func (s *Service) Store() *store.Store { return s.store }
 const (
 	ShutdownGrace = 15 * time.Second
 	ShutdownLimit = ShutdownGrace
-	workGrace     = 10 * time.Second
+	workGrace     = 9 * time.Second
 	relayDrain    = 3 * time.Second
+	closeWait     = time.Second
 )
 
 // ErrShutdownOverran is returned by Run when a shutdown did not finish
@@ -317,7 +318,20 @@ func (s *Service) close() {
 		_ = s.nc.Drain()
 	}
 	if s.store != nil {
-		s.store.Close()
+		// Closing waits for the connections in use; one stuck on a server
+		// that does not answer would hold the stop past its grace. What
+		// is left is left to the process's exit: every write it carried
+		// was either committed or is retried by a redelivery.
+		closed := make(chan struct{})
+		go func() {
+			s.store.Close()
+			close(closed)
+		}()
+		select {
+		case <-closed:
+		case <-time.After(closeWait):
+			s.log.Warn("database connections still busy at exit; left to the process's end", "waited", closeWait)
+		}
 	}
 	if s.ln != nil {
 		_ = s.ln.Close()

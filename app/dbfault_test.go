@@ -8,7 +8,6 @@ package app_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -311,12 +310,10 @@ func TestUnansweringDatabaseHandsBackAndDoesNotHoldShutdown(t *testing.T) {
 		took := time.Since(start)
 		t.Logf("stopped %s after the shutdown began, Postgres not answering (%v)", took.Round(time.Millisecond), err)
 		require.Less(t, took, exitBound, "shutdown with Postgres not answering")
-		// The relay may report the outcomes it could not flush (they stay
-		// in the outbox for the next process), or the limit may cut the
-		// flush short; nothing else may fail.
-		if err != nil && !errors.Is(err, app.ErrShutdownOverran) {
-			require.ErrorContains(t, err, "final outbox sweep")
-		}
+		// A clean stop: what could not be flushed stays in the outbox for
+		// the next process, and nothing waits on the database past the
+		// grace.
+		require.NoError(t, err)
 	case <-time.After(exitBound + time.Minute):
 		t.Fatalf("still running %s after the shutdown began", time.Since(start))
 	}

@@ -84,9 +84,11 @@ type Relay struct {
 	// acks carries Committed's publishes to the collector that Run
 	// starts; stopped is closed when Run returns.
 	acks chan *flight
-	// drainBy is when the drain after Run's context ended must be done;
+	// drainBy is when the drain after Run's context ended must be done
+	// (unix nanoseconds; 0 until then): set once, by whoever sees the end
+	// first (drainDeadline);
 	// set by the collector before it returns.
-	drainBy time.Time
+	drainBy atomic.Int64
 	stopped chan struct{}
 	// stale is what the sweeps remember of rows that outlived their
 	// stream's duplicate window (stale.go).
@@ -215,14 +217,16 @@ func (r *Relay) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			<-collected // it set r.drainBy
+			<-collected
 			// The last sweep takes young rows too: they are this process's
 			// outcomes whose acknowledgement it could not collect, and a
 			// republish now is sure to fall in JetStream's duplicate window.
-			final, cancel := context.WithDeadline(context.WithoutCancel(ctx), r.drainBy)
+			final, cancel := context.WithDeadline(context.WithoutCancel(ctx), r.drainDeadline())
 			defer cancel()
 			if _, err := r.sweep(final, 0); err != nil {
-				return fmt.Errorf("final outbox sweep: %w", err)
+				// Not a failure of the stop: the rows stay in the outbox,
+				// and the next sweep, by any process, publishes them.
+				r.log.Warn("the last outbox sweep before stopping failed; its rows stay for the next sweep", "err", err)
 			}
 			return nil
 		case <-poll.C:
@@ -268,15 +272,16 @@ func (r *Relay) Run(ctx context.Context) error {
 // JetStream stored is not left in the outbox to be published again after
 // a restart.
 func (r *Relay) collect(ctx context.Context) {
-	bg := context.WithoutCancel(ctx)
 	// After ctx ends, everything (this drain, the deletes and Run's last
-	// sweep) must be done by drainBy.
+	// sweep) must be done by the drain deadline; a delete still waiting on
+	// the database then is cut short with it (its rows stay for a sweep).
+	bg, stopDB := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDB()
+	stopWatch := context.AfterFunc(ctx, func() {
+		time.AfterFunc(time.Until(r.drainDeadline()), stopDB)
+	})
+	defer stopWatch()
 	var drainEnd <-chan time.Time
-	defer func() {
-		if r.drainBy.IsZero() {
-			r.drainBy = time.Now().Add(r.cfg.DrainLimit)
-		}
-	}()
 	var q queue
 	acked := make([]string, 0, r.cfg.BatchSize)
 	deleteAcked := func() {
@@ -284,9 +289,6 @@ func (r *Relay) collect(ctx context.Context) {
 			return
 		}
 		dctx, cancel := context.WithTimeout(bg, r.cfg.PublishWait)
-		if !r.drainBy.IsZero() {
-			dctx, cancel = context.WithDeadline(bg, r.drainBy)
-		}
 		err := r.store.DeletePublished(dctx, acked)
 		cancel()
 		if err != nil {
@@ -363,7 +365,7 @@ func (r *Relay) collect(ctx context.Context) {
 			retry()
 		}
 		arm()
-		if done == nil && (q.empty() || !time.Now().Before(r.drainBy)) {
+		if done == nil && (q.empty() || !time.Now().Before(r.drainDeadline())) {
 			if !q.empty() {
 				r.log.Warn("stopping with outcomes whose acknowledgement did not come in time; their rows stay in the outbox for the next sweep", "outcomes", len(q.fl))
 			}
@@ -392,8 +394,7 @@ func (r *Relay) collect(ctx context.Context) {
 		case <-drainEnd:
 		case <-done:
 			done = nil
-			r.drainBy = time.Now().Add(r.cfg.DrainLimit)
-			t := time.NewTimer(r.cfg.DrainLimit)
+			t := time.NewTimer(time.Until(r.drainDeadline()))
 			defer t.Stop()
 			drainEnd = t.C
 		}
@@ -401,6 +402,13 @@ func (r *Relay) collect(ctx context.Context) {
 	}
 	deleteTimer.Stop()
 	deleteAcked()
+}
+
+// drainDeadline is when what Run does after its context ended must be
+// done: DrainLimit after the first call once it ended.
+func (r *Relay) drainDeadline() time.Time {
+	r.drainBy.CompareAndSwap(0, time.Now().Add(r.cfg.DrainLimit).UnixNano())
+	return time.Unix(0, r.drainBy.Load())
 }
 
 // observe reports a settled publish to the Observer.

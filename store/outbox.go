@@ -29,8 +29,14 @@ func (s *Store) RelayBatch(ctx context.Context, limit int, minAge time.Duration,
 	// would skip them: the end of the transaction has a bound of its own,
 	// which starts when the end does (after the publish), so that a slow
 	// publish does not leave the delete no time.
+	// A deadline of ctx (the bound of a shutdown's last sweep) still holds:
+	// past it the process is leaving, and the rows stay for the next sweep.
 	finish := func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.WithoutCancel(ctx), relayFinishTimeout)
+		end := time.Now().Add(relayFinishTimeout)
+		if dl, ok := ctx.Deadline(); ok && dl.Before(end) {
+			end = dl
+		}
+		return context.WithDeadline(context.WithoutCancel(ctx), end)
 	}
 	defer func() { // after a commit, a no-op
 		end, cancel := finish()
