@@ -29,6 +29,9 @@ type counters struct {
 	keysInProgress       atomic.Int64
 	usersCreated         atomic.Int64
 	cardsCreated         atomic.Int64
+	// cardOrdersInFlight is a gauge: POST /v1/cards requests received and
+	// not yet answered (injected latency included).
+	cardOrdersInFlight atomic.Int64
 }
 
 // Stats counts what the sandbox did since it started.
@@ -52,6 +55,11 @@ type Stats struct {
 	KeysInProgress int64 `json:"keysInProgress"`
 	UsersCreated   int64 `json:"usersCreated"`
 	CardsCreated   int64 `json:"cardsCreated"`
+	// CardOrdersInFlight is not a count since the start but a gauge: card
+	// orders (POST /v1/cards) the sandbox has received and not yet
+	// answered or dropped, injected latency included. A crash test reads it
+	// to know that a process it kills had orders at the bank.
+	CardOrdersInFlight int64 `json:"cardOrdersInFlight"`
 }
 
 // Stats returns the counters.
@@ -73,6 +81,7 @@ func (s *Server) Stats() Stats {
 		KeysInProgress:       c.keysInProgress.Load(),
 		UsersCreated:         c.usersCreated.Load(),
 		CardsCreated:         c.cardsCreated.Load(),
+		CardOrdersInFlight:   c.cardOrdersInFlight.Load(),
 	}
 }
 

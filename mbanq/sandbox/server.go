@@ -193,6 +193,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.stats.requests.Add(1)
+	if r.Method == http.MethodPost && r.URL.Path == "/v1/cards" {
+		s.stats.cardOrdersInFlight.Add(1)
+		defer s.stats.cardOrdersInFlight.Add(-1)
+	}
 	if s.faults.bucket.on.Load() && r.Header.Get("tenantId") == s.tenantID {
 		if ok, ra := s.faults.bucket.take(s.now()); !ok {
 			s.stats.rateLimited.Add(1)
