@@ -581,10 +581,10 @@ func checkOutcomes(t *testing.T, ctx context.Context, js jetstream.JetStream, le
 			issued++
 		case 2:
 			require.Equal(t, event.TypeCardFailed, o.Type, "request %s", p.reqID)
-			require.Equal(t, event.ReasonBankRejected, o.Data.(event.Failed).Reason, "request %s", p.reqID)
+			require.Equal(t, event.ReasonBankRejected, o.Data.(event.Failed).Reason, "request %s: %+v", p.reqID, o.Data)
 		case 3:
 			require.Equal(t, event.TypeCardFailed, o.Type, "request %s", p.reqID)
-			require.Equal(t, event.ReasonUnboundSource, o.Data.(event.Failed).Reason, "request %s", p.reqID)
+			require.Equal(t, event.ReasonUnboundSource, o.Data.(event.Failed).Reason, "request %s: %+v", p.reqID, o.Data)
 		}
 	}
 	require.Len(t, byID, len(published), "no outcome for a request that was not made")
