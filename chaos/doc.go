@@ -8,7 +8,7 @@
 // there (asserted); Postgres reached only
 // through toxiproxy, in-process; and the sandbox bank over real HTTP
 // listeners (one per process, so the test knows whose orders are at the
-// bank), answering in 200-500 ms with 2% 5xx, 2% 429 and 2% lost answers.
+// bank), answering in 200-500 ms with 2% 5xx and 2% lost answers, and a tenant rate limit of 150 calls a second (429 past it).
 // Requests are published at a steady rate throughout, as an ERP would
 // (retried under their Nats-Msg-Id until acknowledged). In turn:
 //
