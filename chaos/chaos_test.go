@@ -228,16 +228,7 @@ func TestChaos(t *testing.T) {
 		n := (killsLeft + (*rounds - round) - 1) / (*rounds - round)
 		killsLeft -= n
 		for range n {
-			checkAlive(t, ps)
-			slots := ps.slots()
-			slot := slots[rng.IntN(len(slots))]
-			fr := ps.fronts[slot]
-			var before map[uint64]bool
-			waitFor(t, time.Minute, fmt.Sprintf("card orders of slot %d at the bank", slot), func() bool {
-				var young bool
-				before, young = fr.inFlight(freshOrder)
-				return young
-			})
+			slot, fr, before := busySlot(t, ps, rng)
 			total := sb.Stats().CardOrdersInFlight
 			f := &fault{kind: "kill", bound: *boundKill, start: time.Now()}
 			ps.kill(slot)
@@ -254,16 +245,7 @@ func TestChaos(t *testing.T) {
 
 		// SIGTERM under load.
 		for range *sigterms {
-			checkAlive(t, ps)
-			slots := ps.slots()
-			slot := slots[rng.IntN(len(slots))]
-			fr := ps.fronts[slot]
-			var before map[uint64]bool
-			waitFor(t, time.Minute, fmt.Sprintf("card orders of slot %d at the bank", slot), func() bool {
-				var young bool
-				before, young = fr.inFlight(freshOrder)
-				return young
-			})
+			slot, _, before := busySlot(t, ps, rng)
 			f := &fault{kind: "sigterm", bound: *boundTerm, start: time.Now()}
 			took, perr, exited := ps.sigterm(slot, shutdownGrace+termMargin)
 			checkTerm(t, "under load", slot, took, perr, exited)
@@ -809,4 +791,23 @@ func tail(s string) string {
 		return s[len(s)-4000:]
 	}
 	return s
+}
+
+// busySlot picks a live process at random and waits until one of its card
+// orders reached the bank moments ago, so that a signal sent now lands
+// with orders at the bank. It returns the slot, its bank front and the
+// orders in flight then.
+func busySlot(t *testing.T, ps *procs, rng *rand.Rand) (int, *front, map[uint64]bool) {
+	t.Helper()
+	checkAlive(t, ps)
+	slots := ps.slots()
+	slot := slots[rng.IntN(len(slots))]
+	fr := ps.fronts[slot]
+	var before map[uint64]bool
+	waitFor(t, time.Minute, fmt.Sprintf("card orders of slot %d at the bank", slot), func() bool {
+		var young bool
+		before, young = fr.inFlight(freshOrder)
+		return young
+	})
+	return slot, fr, before
 }

@@ -293,13 +293,8 @@ func TestOldRowsWaitForTheirCheckThenArePublished(t *testing.T) {
 	st := newStack(t)
 	s, js, sub := st.s, st.js, st.sub
 	const window = time.Second
-	// The consumer limit cannot be changed on a stream: make it anew.
-	require.NoError(t, js.DeleteStream(ctx, "CARDS"))
-	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "CARDS", Subjects: []string{"card.>"},
-		Duplicates: window, MaxConsumers: 1})
-	require.NoError(t, err)
-	_, err = js.CreateConsumer(ctx, "CARDS", jetstream.ConsumerConfig{Durable: "taken", AckPolicy: jetstream.AckExplicitPolicy})
-	require.NoError(t, err)
+	unreadableCards(t, js, window)
+	var err error
 
 	const old = 5
 	for i := 1; i <= old; i++ {
@@ -350,12 +345,8 @@ func TestHoldLimitRunsFromTheStartOfAFailingSpell(t *testing.T) {
 	st := newStack(t)
 	s, js, sub := st.s, st.js, st.sub
 	const window = time.Second
-	require.NoError(t, js.DeleteStream(ctx, "CARDS"))
-	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "CARDS", Subjects: []string{"card.>"},
-		Duplicates: window, MaxConsumers: 1})
-	require.NoError(t, err)
-	_, err = js.CreateConsumer(ctx, "CARDS", jetstream.ConsumerConfig{Durable: "taken", AckPolicy: jetstream.AckExplicitPolicy})
-	require.NoError(t, err)
+	unreadableCards(t, js, window)
+	var err error
 
 	const hold = 2 * time.Second
 	r := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond})
@@ -389,4 +380,18 @@ func (st stack) rowAge(t *testing.T, eventID string) time.Duration {
 	require.NoError(t, st.s.Pool().QueryRow(context.Background(),
 		"SELECT extract(epoch FROM now() - created_at)::float8 FROM outbox WHERE event_id = $1", eventID).Scan(&secs))
 	return time.Duration(secs * float64(time.Second))
+}
+
+// unreadableCards makes CARDS anew with the given duplicate window and its
+// one consumer taken, so that the relay's check of old rows cannot read it
+// (the consumer limit cannot be changed on a stream).
+func unreadableCards(t *testing.T, js jetstream.JetStream, window time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, js.DeleteStream(ctx, "CARDS"))
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "CARDS", Subjects: []string{"card.>"},
+		Duplicates: window, MaxConsumers: 1})
+	require.NoError(t, err)
+	_, err = js.CreateConsumer(ctx, "CARDS", jetstream.ConsumerConfig{Durable: "taken", AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(t, err)
 }
