@@ -77,21 +77,39 @@ func StartNATSCluster(t testing.TB, n int) *NATSCluster {
 	c := &NATSCluster{t: t, name: "cb-" + randomHex(4), bin: natsServerBinary(t)}
 	t.Cleanup(c.killAll)
 	// JetStream in a cluster needs routes from the start, so each server
-	// is told every other's route port: free ones, found in advance.
-	for i := 1; i <= n; i++ {
-		port, err := freePort()
-		if err != nil {
-			t.Fatalf("testenv: %v", err)
+	// is told every other's route port: free ones, found in advance. A
+	// port found free can be taken by another process before its server
+	// binds it; then the whole cluster starts again on other ports.
+	for attempt := 1; ; attempt++ {
+		err := c.startAll(n)
+		if err == nil {
+			break
 		}
-		c.nodes = append(c.nodes, &natsNode{name: fmt.Sprintf("n%d", i), dir: t.TempDir(), cluster: port})
-	}
-	for _, node := range c.nodes {
-		if err := c.start(node); err != nil {
+		c.killAll()
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
 			t.Fatalf("testenv: %v", err)
 		}
 	}
 	c.WaitForMetaLeader()
 	return c
+}
+
+// startAll starts n servers on route ports found free now.
+func (c *NATSCluster) startAll(n int) error {
+	c.nodes = nil
+	for i := 1; i <= n; i++ {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		c.nodes = append(c.nodes, &natsNode{name: fmt.Sprintf("n%d", i), dir: c.t.TempDir(), cluster: port})
+	}
+	for _, node := range c.nodes {
+		if err := c.start(node); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // start starts node's process, on its ports (free ones for the client
