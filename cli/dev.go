@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strings"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -113,7 +113,7 @@ func devCmd(ctx context.Context, args []string, env Env) error {
 
 	svc, err := app.Start(ctx, cfg, log)
 	if err != nil {
-		if strings.Contains(err.Error(), "address already in use") {
+		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("%w (try --http-addr)", err)
 		}
 		return err

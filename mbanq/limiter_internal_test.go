@@ -486,13 +486,7 @@ func TestPacerFollowsAShareThatChanges(t *testing.T) {
 // does: it must not hold its request (kept alive, doing nothing) for the
 // whole pause.
 func TestLimiterWaitersFailAtOnceWhenALongPauseComes(t *testing.T) {
-	clk := &fakeClock{now: epoch}
-	l := newLimiter(clk, 1, 30*time.Second) // one call in flight: the next waits
-	start, err := l.acquire(context.Background(), "order card")
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { _, err := l.acquire(context.Background(), "order card"); done <- err }()
-	require.Eventually(t, func() bool { return l.state().Waiting == 1 }, 5*time.Second, time.Millisecond)
+	_, l, start, done := limiterWithAWaiter(t)
 
 	l.release(start, "order card", outcomeOverload, time.Millisecond, 10*time.Minute)
 	select {
@@ -514,13 +508,7 @@ func TestLimiterWaitersFailAtOnceWhenALongPauseComes(t *testing.T) {
 // It fails as not sent, not retried here, so its request goes back with its
 // retry delay.
 func TestLimiterWaitIsBounded(t *testing.T) {
-	clk := &fakeClock{now: epoch}
-	l := newLimiter(clk, 1, 30*time.Second) // one call in flight: the next waits
-	start, err := l.acquire(context.Background(), "order card")
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { _, err := l.acquire(context.Background(), "order card"); done <- err }()
-	require.Eventually(t, func() bool { return l.state().Waiting == 1 }, 5*time.Second, time.Millisecond)
+	clk, l, start, done := limiterWithAWaiter(t)
 
 	clk.advance(29 * time.Second)
 	select {
@@ -541,4 +529,19 @@ func TestLimiterWaitIsBounded(t *testing.T) {
 	assert.Zero(t, l.state().Waiting)
 	l.release(start, "order card", outcomeOK, time.Millisecond, 0)
 	assert.Zero(t, l.state().InFlight)
+}
+
+// limiterWithAWaiter returns a limiter on a fake clock that lets one call
+// in flight and waits 30s at most, with one call started (at start) and a
+// second waiting for it, whose result comes on done.
+func limiterWithAWaiter(t *testing.T) (*fakeClock, *limiter, time.Time, <-chan error) {
+	t.Helper()
+	clk := &fakeClock{now: epoch}
+	l := newLimiter(clk, 1, 30*time.Second)
+	start, err := l.acquire(context.Background(), "order card")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { _, err := l.acquire(context.Background(), "order card"); done <- err }()
+	require.Eventually(t, func() bool { return l.state().Waiting == 1 }, 5*time.Second, time.Millisecond)
+	return clk, l, start, done
 }
