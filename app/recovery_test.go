@@ -116,7 +116,7 @@ func newProcStack(t *testing.T) *procStack {
 // until it is ready.
 func (s *procStack) start(t *testing.T, bank string, extra ...string) *runProc {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cmd := exec.Command(testenv.Binary(t), "run")
 	cmd.Env = append(testenv.RunEnv(s.dbURL, s.ns, bank, s.seed, s.key),
 		"HTTP_ADDR="+addr,

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cardbridge/cardbridge/internal/testenv"
 )
 
 // This file is a minimal W3C WebDriver client: just enough to drive a
@@ -46,7 +47,7 @@ func startBrowser(t *testing.T) *browser {
 	if err != nil {
 		t.Fatalf("chromium is required for the console's browser test (%s): %v", browserInstall, err)
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	logFile, err := os.Create(filepath.Join(t.TempDir(), "chromedriver.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -98,16 +99,6 @@ func startBrowser(t *testing.T) *browser {
 	b.session = sess.SessionID
 	t.Cleanup(func() { _ = b.call(http.MethodDelete, "/session/"+b.session, nil, nil) })
 	return b
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // webDriverError is an error answer of the protocol.

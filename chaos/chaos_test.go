@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/url"
 	"sort"
 	"strings"
@@ -140,11 +139,11 @@ func TestChaos(t *testing.T) {
 	}))
 	ps := &procs{t: t, bin: bin, live: map[int]*proc{}}
 	for range *processes {
-		f := &front{sb: sb, orders: map[uint64]time.Time{}, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+		f := &front{sb: sb, orders: map[uint64]time.Time{}, addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}
 		f.up(t)
 		defer f.down()
 		ps.fronts = append(ps.fronts, f)
-		ps.http = append(ps.http, freePort(t))
+		ps.http = append(ps.http, testenv.FreePort(t))
 	}
 	key := testenv.SecretKey(t)
 	ps.env = []string{
@@ -448,16 +447,6 @@ func leaderships(ctx context.Context, js jetstream.JetStream, server string) str
 		}
 	}
 	return strings.Join(led, ", ")
-}
-
-// freePort is a port free at the time of asking, for a listener the test
-// closes and opens again on the same address.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // publishSteadily publishes requests at r per second until stop ends and

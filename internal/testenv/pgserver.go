@@ -84,8 +84,9 @@ func pgDir(t testing.TB, name string) string {
 	return dir
 }
 
-// mustFreePort is freePort, failing the test when no port can be had.
-func mustFreePort(t testing.TB) int {
+// FreePort is a port on 127.0.0.1 that nothing listens on now, for a
+// server the test starts (or stops and starts again) on a known address.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	port, err := freePort()
 	if err != nil {
@@ -99,7 +100,7 @@ func mustFreePort(t testing.TB) int {
 // database named cardbridge. It is stopped when the test ends.
 func StartPostgres(t testing.TB) *PGServer {
 	t.Helper()
-	p := &PGServer{t: t, dir: pgDir(t, "primary"), Port: mustFreePort(t)}
+	p := &PGServer{t: t, dir: pgDir(t, "primary"), Port: FreePort(t)}
 	p.run("initdb", "-D", p.dir, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
 	p.configure()
 	p.Start()
@@ -121,7 +122,7 @@ func StartPostgres(t testing.TB) *PGServer {
 // and starts it on a free port.
 func (p *PGServer) StartStandby(t testing.TB) *PGServer {
 	t.Helper()
-	s := &PGServer{t: t, dir: pgDir(t, "standby"), Port: mustFreePort(t)}
+	s := &PGServer{t: t, dir: pgDir(t, "standby"), Port: FreePort(t)}
 	s.run("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(p.Port), "-U", "postgres", "-D", s.dir, "-R", "-X", "stream", "--checkpoint=fast", "--no-sync")
 	s.configure()
 	s.Start()
