@@ -12,8 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/cardbridge/cardbridge/broker"
 	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/internal/broker"
 	"github.com/cardbridge/cardbridge/store"
 )
 
@@ -147,7 +147,7 @@ func (a *answered) mayHaveBeenAnswered(d *delivery) (time.Time, bool) {
 }
 
 // isReplay reports whether the delivery is the replay cardbridge
-// republished for the request's current generation (replay.One): it first
+// republished for the request's current generation (Replay): it first
 // appeared when it was stored, whatever its CloudEvent time says, for an
 // outcome of its generation cannot be older than the replay.
 func (d *delivery) isReplay() bool {

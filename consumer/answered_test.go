@@ -15,15 +15,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cardbridge/cardbridge/broker"
 	"github.com/cardbridge/cardbridge/consumer"
 	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/internal/broker"
+	"github.com/cardbridge/cardbridge/internal/secret"
 	"github.com/cardbridge/cardbridge/internal/testenv"
 	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/mbanq/sandbox"
 	"github.com/cardbridge/cardbridge/relay"
-	"github.com/cardbridge/cardbridge/replay"
-	"github.com/cardbridge/cardbridge/secret"
 	"github.com/cardbridge/cardbridge/store"
 )
 
@@ -536,7 +535,7 @@ func TestReplayIsNotLookedForFromItsOriginalTime(t *testing.T) {
 	dls, err := f.st.DeadLetters(ctx, store.DeadLetterFilter{Source: erp})
 	require.NoError(t, err)
 	require.Len(t, dls, 1)
-	_, err = replay.One(ctx, f.st, f.js, dls[0].ID)
+	_, err = consumer.Replay(ctx, f.st, f.js, dls[0].ID)
 	require.NoError(t, err)
 	outcomes := f.settle(t)
 	require.Len(t, outcomes, 2)

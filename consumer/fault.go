@@ -6,8 +6,8 @@ import (
 	"fmt"
 
 	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/internal/secret"
 	"github.com/cardbridge/cardbridge/mbanq"
-	"github.com/cardbridge/cardbridge/secret"
 	"github.com/cardbridge/cardbridge/store"
 )
 

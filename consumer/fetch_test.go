@@ -11,12 +11,12 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cardbridge/cardbridge/broker"
 	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/internal/broker"
+	"github.com/cardbridge/cardbridge/internal/secret"
 	"github.com/cardbridge/cardbridge/internal/testenv"
 	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/mbanq/sandbox"
-	"github.com/cardbridge/cardbridge/secret"
 	"github.com/cardbridge/cardbridge/store"
 )
 

@@ -2,17 +2,17 @@ package consumer
 
 import (
 	"context"
+	"log/slog"
 	"net/http/httptest"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/cardbridge/cardbridge/internal/secret"
 	"github.com/cardbridge/cardbridge/internal/testenv"
-	"github.com/cardbridge/cardbridge/logging"
 	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/mbanq/sandbox"
-	"github.com/cardbridge/cardbridge/secret"
 	"github.com/cardbridge/cardbridge/store"
 )
 
@@ -47,7 +47,7 @@ func setupUsers(t *testing.T) *userBundle {
 func (b *userBundle) directory(t *testing.T, previous ...[]byte) *userDirectory {
 	box, err := secret.NewBox(b.key, previous...)
 	require.NoError(t, err)
-	return newUserDirectory(b.store, b.bank, box, b.cfg, logging.Discard())
+	return newUserDirectory(b.store, b.bank, box, b.cfg, slog.New(slog.DiscardHandler))
 }
 
 func (b *userBundle) selfServiceUsers() int {

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cardbridge/cardbridge/secret"
+	"github.com/cardbridge/cardbridge/internal/secret"
 )
 
 // Client holds what all Sessions share: configuration, HTTP transport and

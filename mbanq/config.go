@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cardbridge/cardbridge/secret"
+	"github.com/cardbridge/cardbridge/internal/secret"
 )
 
 // Defaults for the optional Config fields.

@@ -3,7 +3,7 @@ package mbanq
 import (
 	"encoding/json"
 
-	"github.com/cardbridge/cardbridge/secret"
+	"github.com/cardbridge/cardbridge/internal/secret"
 )
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

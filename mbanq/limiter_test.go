@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cardbridge/cardbridge/internal/secret"
 	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/mbanq/sandbox"
-	"github.com/cardbridge/cardbridge/secret"
 )
 
 // The adaptive limiter against the real sandbox, over HTTP: a bank with a

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/cardbridge/cardbridge/secret"
+	"github.com/cardbridge/cardbridge/internal/secret"
 )
 
 // ErrUserNotFound is returned by FindUserByUsername when no user has the

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cardbridge/cardbridge/internal/secret"
 	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/mbanq/sandbox"
-	"github.com/cardbridge/cardbridge/secret"
 )
 
 func withFaults(f sandbox.Faults) setupOpt {

@@ -8,8 +8,9 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/cardbridge/cardbridge/secret"
 	"github.com/google/uuid"
+
+	"github.com/cardbridge/cardbridge/internal/secret"
 )
 
 // call runs one logical call: it gets a token, makes attempts until one

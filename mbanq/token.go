@@ -9,9 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cardbridge/cardbridge/secret"
 	"github.com/google/uuid"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/cardbridge/cardbridge/internal/secret"
 )
 
 const (

@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cardbridge/cardbridge/secret"
+	"github.com/cardbridge/cardbridge/internal/secret"
 )
 
 // Caps on what is read of an answer. An answer past its cap fails the call

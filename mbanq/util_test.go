@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cardbridge/cardbridge/internal/secret"
 	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/mbanq/sandbox"
-	"github.com/cardbridge/cardbridge/secret"
 )
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cardbridge/cardbridge/broker"
+	"github.com/cardbridge/cardbridge/internal/broker"
 	"github.com/cardbridge/cardbridge/internal/testenv"
 	"github.com/cardbridge/cardbridge/relay"
 	"github.com/cardbridge/cardbridge/store"

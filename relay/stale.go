@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cardbridge/cardbridge/broker"
+	"github.com/cardbridge/cardbridge/internal/broker"
 	"github.com/cardbridge/cardbridge/store"
 )
 

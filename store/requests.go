@@ -96,7 +96,7 @@ type DeadLetter struct {
 	BodyPurgedAt *time.Time
 	// Publisher is the NATS identity its source is now bound to ("" for
 	// none); set by Replay only, so that the replay is published where
-	// that source is accepted (see replay.Message).
+	// that source is accepted (see consumer.ReplayMessage).
 	Publisher string
 }
 

@@ -12,8 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/cardbridge/cardbridge/internal/secret"
 	"github.com/cardbridge/cardbridge/internal/testenv"
-	"github.com/cardbridge/cardbridge/secret"
 	"github.com/cardbridge/cardbridge/store"
 )
 

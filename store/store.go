@@ -20,7 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/cardbridge/cardbridge/secret"
+	"github.com/cardbridge/cardbridge/internal/secret"
 )
 
 // ErrNotFound is returned when the row asked for does not exist.

@@ -8,7 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/cardbridge/cardbridge/cli"
+	"github.com/cardbridge/cardbridge/internal/cli"
 )
 
 func main() {

@@ -4,9 +4,9 @@ import (
 	"encoding/base64"
 	"testing"
 
-	"github.com/cardbridge/cardbridge/config"
+	"github.com/cardbridge/cardbridge/internal/config"
+	"github.com/cardbridge/cardbridge/internal/secret"
 	"github.com/cardbridge/cardbridge/mbanq/sandbox"
-	"github.com/cardbridge/cardbridge/secret"
 )
 
 // Config is the configuration of a cardbridge Service for a test: a schema

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/cardbridge/cardbridge/secret"
+	"github.com/cardbridge/cardbridge/internal/secret"
 )
 
 // Values of DefaultSeed, exported so that a client can be configured for a

@@ -1,0 +1,18 @@
+// Package observe is how the people who run cardbridge see into it:
+// the process's logger (NewLogger), Prometheus metrics, OpenTelemetry
+// tracing, and log lines that name the request they are about.
+//
+// One Telemetry per process holds a Prometheus registry of its own (not
+// the global one, so several Services can run in one test binary) and a
+// tracer. The consumer, the MBanq client and the relay know nothing of
+// Prometheus or OpenTelemetry: each takes a small Observer interface in
+// its Config, and Telemetry hands out the implementations.
+//
+// Tracing is off unless an OTLP endpoint is configured; then cardbridge
+// still forwards the caller's W3C trace context unchanged (to MBanq, and
+// onto the outcome event) but starts no spans and exports nothing. When it
+// is on, the handling of a request is a span, child of the request's
+// traceparent; every MBanq attempt is a child span whose context travels
+// in the traceparent header; and the outcome event carries the handling
+// span's context, so a subscriber's spans hang under cardbridge's.
+package observe
