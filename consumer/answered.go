@@ -165,7 +165,7 @@ func (c *Consumer) answeredBefore(ctx context.Context, d *delivery, hash []byte)
 	if !old {
 		return Decision{}, false
 	}
-	id := outcomeID(d.ref.Source, d.ref.ID, d.adm.Generation)
+	id := d.ref.OutcomeID()
 	if a.releasedWithoutTrying() {
 		// One line per request: each names one that may be answered twice.
 		c.log.Warn("request ordered without looking for an earlier outcome: the outcome stream could not be read for the hold limit; it may be answered twice",

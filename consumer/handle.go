@@ -175,6 +175,7 @@ func (c *Consumer) admit(ctx context.Context, d *delivery, hash []byte) (dec Dec
 		return c.settle(ctx, d, err), true
 	}
 	d.adm = adm
+	d.ref.Generation = adm.Generation // the outcome answers this generation
 	if err := c.authenticate(d); err != nil {
 		d.forged = true
 		c.log.Warn("request refused: its source speaks only through another NATS identity", append(d.logAttrs(), "subject", d.msg.Subject())...)

@@ -19,7 +19,7 @@ func (c *Consumer) issuedCompletion(d *delivery, hash []byte, card *store.CardOr
 		Status:    card.Status,
 		IssuedAt:  card.IssuedAt,
 	})
-	ev, err := outboxEvent(out, d.ref, d.adm.Generation)
+	ev, err := outboxEvent(out)
 	if err != nil {
 		// The bank's answer does not make a valid card.issued: what it
 		// said cannot be published as it is. Asked again under the same
@@ -55,16 +55,16 @@ func (c *Consumer) failedCompletion(d *delivery, f event.Failure) (store.Complet
 		comp.PayloadHash = []byte{}
 	}
 	if d.ref.ID != "" && d.ref.Source != "" && !d.forged {
-		ev, err := outboxEvent(event.NewFailed(c.cfg.Source, d.ref, f, time.Now()), d.ref, d.adm.Generation)
+		ev, err := outboxEvent(event.NewFailed(c.cfg.Source, d.ref, f, time.Now()))
 		if err != nil {
 			// What the message said of itself does not fit card.failed
 			// (an odd employee id, say): answer with what is certain.
 			// The same goes for what the bank said (its code): the reason
 			// alone is always a valid answer. Failing here would leave the
 			// request retrying for ever, ordering again at each delivery.
-			ref := event.RequestRef{Source: d.ref.Source, ID: d.ref.ID}
+			ref := event.RequestRef{Source: d.ref.Source, ID: d.ref.ID, Generation: d.ref.Generation}
 			bare := event.Failure{Reason: f.Reason, Message: f.Message}
-			if ev, err = outboxEvent(event.NewFailed(c.cfg.Source, ref, bare, time.Now()), ref, d.adm.Generation); err != nil {
+			if ev, err = outboxEvent(event.NewFailed(c.cfg.Source, ref, bare, time.Now())); err != nil {
 				return store.Completion{}, err
 			}
 		}
@@ -121,22 +121,10 @@ func (d *delivery) deadLetter(f event.Failure) *store.DeadLetter {
 // request's earlier outcome.
 const ReplayHeader = "Cardbridge-Replay"
 
-// outcomeID is the id of a request's outcome event: event.OutcomeID of the
-// request for its first outcome, and a distinct id per replay, so that a
-// replayed request's new outcome is neither dropped by JetStream's
-// duplicate window nor by subscribers deduplicating on the event id.
-func outcomeID(source, id string, generation int) string {
-	if generation == 0 {
-		return event.OutcomeID(source, id)
-	}
-	return event.OutcomeID(source, fmt.Sprintf("%s\x00replay:%d", id, generation))
-}
-
 // outboxEvent encodes an outcome for the outbox, after checking it against
 // its schema: what is committed is published as it is, so an invalid event
 // must never get that far.
-func outboxEvent(o event.Outcome, ref event.RequestRef, generation int) (store.OutboxEvent, error) {
-	o.ID = outcomeID(ref.Source, ref.ID, generation)
+func outboxEvent(o event.Outcome) (store.OutboxEvent, error) {
 	m, err := o.Encode()
 	if err != nil {
 		return store.OutboxEvent{}, fmt.Errorf("encoding %s: %w", o.Type, err)

@@ -14,7 +14,7 @@ import (
 type Outcome struct {
 	// Type is TypeCardIssued or TypeCardFailed; it is also the NATS subject.
 	Type string
-	// ID is OutcomeID of the request; Source is CARDBRIDGE_SOURCE.
+	// ID is the request's RequestRef.OutcomeID; Source is CARDBRIDGE_SOURCE.
 	ID, Source string
 	// Subject is the employee id, empty when unknown.
 	Subject string
@@ -94,7 +94,7 @@ func NewIssued(source string, req RequestRef, card Card) Outcome {
 	at := card.IssuedAt.UTC()
 	return Outcome{
 		Type:        TypeCardIssued,
-		ID:          OutcomeID(req.Source, req.ID),
+		ID:          req.OutcomeID(),
 		Source:      source,
 		Subject:     req.EmployeeID,
 		Time:        at,
@@ -140,7 +140,7 @@ func NewFailed(source string, req RequestRef, f Failure, at time.Time) Outcome {
 	}
 	return Outcome{
 		Type:        TypeCardFailed,
-		ID:          OutcomeID(req.Source, req.ID),
+		ID:          req.OutcomeID(),
 		Source:      source,
 		Subject:     employeeID,
 		Time:        at.UTC(),

@@ -44,6 +44,24 @@ func TestOutcomeID(t *testing.T) {
 	require.Len(t, a, 36)
 }
 
+// Each replay generation of a request is answered under an id of its own,
+// decided where the outcome is built.
+func TestRequestRefOutcomeIDPerGeneration(t *testing.T) {
+	ref := RequestRef{Source: "urn:erp:acme", ID: "req-0001"}
+	require.Equal(t, OutcomeID(ref.Source, ref.ID), ref.OutcomeID(), "the first outcome has the request's id")
+	ref.Generation = 1
+	first := ref.OutcomeID()
+	require.NotEqual(t, OutcomeID("urn:erp:acme", "req-0001"), first)
+	// Pinned, as above: replayed outcomes already published keep their ids.
+	require.Equal(t, OutcomeID("urn:erp:acme", "req-0001\x00replay:1"), first)
+	ref.Generation = 2
+	require.NotEqual(t, first, ref.OutcomeID())
+
+	f := NewFailed(testSource, ref, Failure{Reason: ReasonBankRejected, Message: "no"}, time.Now())
+	require.Equal(t, ref.OutcomeID(), f.ID)
+	require.Equal(t, ref.OutcomeID(), NewIssued(testSource, ref, testCard()).ID)
+}
+
 func TestEncodeIssuedHeaders(t *testing.T) {
 	o := NewIssued(testSource, decodedRequest(t).Ref(), testCard())
 	m, err := o.Encode()

@@ -1,6 +1,9 @@
 package event
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // Request is a decoded and validated employee.card.requested event.
 type Request struct {
@@ -65,4 +68,20 @@ type RequestRef struct {
 	Reference string
 	// TraceParent and TraceState are carried onto the outcome event.
 	TraceParent, TraceState string
+	// Generation is the request's replay generation: 0 until a replay
+	// after a definite refusal moves it on (the store keeps it). Each
+	// generation's outcome has an id of its own (OutcomeID).
+	Generation int
+}
+
+// OutcomeID is the CloudEvent id of the outcome answering this generation
+// of the request: OutcomeID(Source, ID) for the first, and a distinct id per
+// replay, so that a replayed request's new outcome is neither dropped by
+// JetStream's duplicate window nor by subscribers deduplicating on the
+// event id.
+func (r RequestRef) OutcomeID() string {
+	if r.Generation == 0 {
+		return OutcomeID(r.Source, r.ID)
+	}
+	return OutcomeID(r.Source, r.ID+"\x00replay:"+strconv.Itoa(r.Generation))
 }
