@@ -132,5 +132,5 @@ func outboxEvent(o event.Outcome) (store.OutboxEvent, error) {
 	if err := event.ValidateData(o.Type, m.Data); err != nil {
 		return store.OutboxEvent{}, fmt.Errorf("checking %s: %w", o.Type, err)
 	}
-	return store.OutboxEvent{EventID: o.ID, Subject: m.Subject, Header: m.Header, Data: m.Data}, nil
+	return store.OutboxEvent{EventID: o.ID, Message: m}, nil
 }

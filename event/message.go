@@ -1,6 +1,10 @@
 package event
 
-import "github.com/nats-io/nats.go"
+import (
+	"maps"
+
+	"github.com/nats-io/nats.go"
+)
 
 // Message is an event ready to publish on NATS. It is plain data, so a store
 // can keep it (an outbox row) and a relay publish it later byte for byte.
@@ -12,9 +16,12 @@ type Message struct {
 }
 
 // NATS returns the message as a *nats.Msg for Publish or
-// JetStream.PublishMsg. The header map is shared, not copied.
+// JetStream.PublishMsg. The header map is copied, so m can be published
+// again: the client writes into the headers it sends (Nats-Msg-Id), and may
+// still be sending an earlier publish of m when the next one starts (it
+// retries a publish that found no responders). The data is shared.
 func (m Message) NATS() *nats.Msg {
-	return &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data}
+	return &nats.Msg{Subject: m.Subject, Header: maps.Clone(m.Header), Data: m.Data}
 }
 
 // Mode is a CloudEvents binding mode.

@@ -3,7 +3,6 @@ package relay
 import (
 	"errors"
 	"log/slog"
-	"maps"
 	"sync/atomic"
 	"time"
 
@@ -95,13 +94,6 @@ type flight struct {
 	err      error // nil: stored, or recognised as a duplicate
 }
 
-// outboxMsg is e as a message, with headers of its own: the client sets
-// Nats-Msg-Id in them, and may still be sending an earlier publish of e
-// (it retries one that found no responders).
-func outboxMsg(e store.OutboxEvent) *nats.Msg {
-	return &nats.Msg{Subject: e.Subject, Header: nats.Header(maps.Clone(e.Header)), Data: e.Data}
-}
-
 // publish sends fl's event (again), asynchronously.
 func (fl *flight) publish(js jetstream.JetStream, a *answers) error {
 	return fl.send(js, a, false)
@@ -119,7 +111,7 @@ func (fl *flight) send(js jetstream.JetStream, a *answers, probe bool) error {
 	}
 	fl.settled, fl.err = false, nil
 	fl.start = a.now()
-	f, err := js.PublishMsgAsync(outboxMsg(fl.event), jetstream.WithMsgID(fl.eventID))
+	f, err := js.PublishMsgAsync(fl.event.NATS(), jetstream.WithMsgID(fl.eventID))
 	if err != nil {
 		return err
 	}

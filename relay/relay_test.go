@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cardbridge/cardbridge/event"
 	"github.com/cardbridge/cardbridge/internal/broker"
 	"github.com/cardbridge/cardbridge/internal/testenv"
 	"github.com/cardbridge/cardbridge/relay"
@@ -21,8 +22,8 @@ func outcome(i int) store.Completion {
 	return store.Completion{
 		Source: "urn:erp:r", RequestID: fmt.Sprint(i), PayloadHash: []byte{1},
 		Outcome: store.OutcomeFailed, Reason: "unbound_source",
-		Event: store.OutboxEvent{EventID: id, Subject: "card.failed",
-			Header: map[string][]string{"Ce-Id": {id}}, Data: []byte(`{}`)},
+		Event: store.OutboxEvent{EventID: id, Message: event.Message{Subject: "card.failed",
+			Header: map[string][]string{"Ce-Id": {id}}, Data: []byte(`{}`)}},
 	}
 }
 

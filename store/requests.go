@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/cardbridge/cardbridge/event"
 )
 
 // Request outcomes recorded in the inbox.
@@ -35,13 +37,13 @@ type CardOrder struct {
 	IssuedAt         time.Time
 }
 
-// OutboxEvent is a ready-to-publish NATS message: a binary-mode CloudEvent.
+// OutboxEvent is an outbox row: an outcome event, encoded as the message
+// the relay publishes byte for byte (a binary-mode CloudEvent), under its
+// event id.
 type OutboxEvent struct {
 	ID      int64 // outbox row id; set when read back
 	EventID string
-	Subject string
-	Header  map[string][]string
-	Data    []byte
+	event.Message
 	// Age is how long ago the row was committed, by the database's clock;
 	// set when read back.
 	Age time.Duration

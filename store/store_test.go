@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/cardbridge/cardbridge/event"
 	"github.com/cardbridge/cardbridge/internal/secret"
 	"github.com/cardbridge/cardbridge/internal/testenv"
 	"github.com/cardbridge/cardbridge/store"
@@ -24,9 +25,11 @@ func completion(source, id string, issued bool) store.Completion {
 		Reason:      "unbound_source",
 		Event: store.OutboxEvent{
 			EventID: "ev-" + source + "-" + id,
-			Subject: "card.failed",
-			Header:  map[string][]string{"Ce-Id": {"ev-" + id}},
-			Data:    []byte(`{"x":1}`),
+			Message: event.Message{
+				Subject: "card.failed",
+				Header:  map[string][]string{"Ce-Id": {"ev-" + id}},
+				Data:    []byte(`{"x":1}`),
+			},
 		},
 	}
 	if issued {

@@ -87,7 +87,7 @@ func TestCommandsPrintStoredValuesEscaped(t *testing.T) {
 	)
 	_, err = s.Complete(ctx, store.Completion{
 		Source: source, RequestID: id, PayloadHash: []byte("h"), Outcome: store.OutcomeFailed, Reason: "unbound_source",
-		Event: store.OutboxEvent{EventID: "ev-1", Subject: "card.failed", Header: map[string][]string{"Ce-Id": {"ev-1"}}, Data: []byte(`{}`)},
+		Event: store.OutboxEvent{EventID: "ev-1", Message: event.Message{Subject: "card.failed", Header: map[string][]string{"Ce-Id": {"ev-1"}}, Data: []byte(`{}`)}},
 		DeadLetter: &store.DeadLetter{Reason: "unbound_source", Message: "no binding for " + source, Subject: "employee.card.requested",
 			Header: map[string][]string{"ce-id": {id}, "ce-source": {source}}, Data: []byte(`{}`), StreamSeq: 1, Deliveries: 1, FirstSeen: time.Now()},
 	})

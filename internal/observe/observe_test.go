@@ -234,7 +234,7 @@ func TestRelayObserver(t *testing.T) {
 // is nothing to end.
 func TestRelayPublishSpan(t *testing.T) {
 	off, _ := newTelemetry(t, false)
-	require.Nil(t, off.Relay().Publishing(context.Background(), store.OutboxEvent{EventID: "ev-0", Subject: "card.issued"}))
+	require.Nil(t, off.Relay().Publishing(context.Background(), store.OutboxEvent{EventID: "ev-0", Message: event.Message{Subject: "card.issued"}}))
 
 	tel, exp := newTelemetry(t, true)
 	ctx := context.Background()
@@ -242,8 +242,8 @@ func TestRelayPublishSpan(t *testing.T) {
 	hctx, _ := d.Request(ctx, event.TypeCardRequested, event.RequestRef{ID: "r-1", Source: "urn:erp:acme", TraceParent: callerParent})
 	handling := trace.SpanContextFromContext(hctx)
 
-	tel.Relay().Publishing(hctx, store.OutboxEvent{EventID: "ev-1", Subject: "card.issued"})(nil)
-	tel.Relay().Publishing(hctx, store.OutboxEvent{EventID: "ev-2", Subject: "card.failed"})(errors.New("no responders"))
+	tel.Relay().Publishing(hctx, store.OutboxEvent{EventID: "ev-1", Message: event.Message{Subject: "card.issued"}})(nil)
+	tel.Relay().Publishing(hctx, store.OutboxEvent{EventID: "ev-2", Message: event.Message{Subject: "card.failed"}})(errors.New("no responders"))
 	d.Settled("ack", nil)
 	require.NoError(t, tel.Flush(ctx))
 
