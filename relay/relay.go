@@ -6,9 +6,10 @@
 // background; the rows of acknowledged events are then deleted in batches.
 // Nothing is lost if that process dies or the publish fails: the row stays,
 // and a sweep (every PollInterval, in every process) publishes the rows
-// older than SweepAge. Sweeps claim rows with FOR UPDATE SKIP LOCKED, so
-// several relays (one per `cardbridge run`) share them without publishing a
-// row twice at once; and every message carries Nats-Msg-Id = event id, so
+// older than SweepAge. A sweep leases the rows it takes (lease.go) and
+// publishes them with no transaction open, so several relays (one per
+// `cardbridge run`) share them without publishing a row twice at once; and
+// every message carries Nats-Msg-Id = event id, so
 // an event published twice (a crash between publish and delete, or a sweep
 // overtaking a slow acknowledgement) is dropped by JetStream's duplicate
 // window. A row that outlived the window is checked against the stream
@@ -102,6 +103,8 @@ type Relay struct {
 	retry   []*flight
 	// retrying is len(retry), for the collector to read cheaply.
 	retrying atomic.Int32
+	// lease is how sweeps hold the rows they claim (lease.go).
+	lease leasePolicy
 }
 
 // errUncollected ends the observation of a publish whose acknowledgement
@@ -135,6 +138,7 @@ func New(s *store.Store, js jetstream.JetStream, cfg Config) *Relay {
 		stopped: make(chan struct{}),
 		stale:   staleState{holdLimit: defaultHoldLimit, spellGap: defaultSpellGap},
 		answers: newAnswers(),
+		lease:   defaultLeasePolicy(),
 	}
 }
 
@@ -431,7 +435,7 @@ func (r *Relay) Flush(ctx context.Context) (int, error) { return r.sweep(ctx, r.
 func (r *Relay) sweep(ctx context.Context, minAge time.Duration) (int, error) {
 	total := 0
 	for {
-		n, err := r.store.RelayBatch(ctx, r.cfg.BatchSize, minAge, r.publishObserved)
+		n, err := r.sweepBatch(ctx, minAge)
 		total += n
 		if err != nil || n < r.cfg.BatchSize {
 			return total, err

@@ -1,57 +1,52 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
 
-// RelayBatch claims up to limit outbox rows at least minAge old that no
-// other relay holds (FOR UPDATE SKIP LOCKED), hands them to publish, and
-// deletes the ones publish reports as acknowledged, all in one transaction.
-// A relay that crashes mid-way releases its rows by rolling back; they are
-// published again, which JetStream drops as duplicates of the same
-// Nats-Msg-Id. It returns how many rows were claimed.
+// OutboxLease is a sweep's hold on the outbox rows it claimed: no other
+// sweep takes them until the lease runs out or is released. It is held
+// without a transaction, so a sweep talks to NATS with no database
+// connection or row lock in its hands.
+type OutboxLease struct {
+	// ID names the lease in the rows it holds.
+	ID string
+	// Events are the rows claimed, in commit order.
+	Events []OutboxEvent
+}
+
+// ClaimOutbox leases up to limit outbox rows at least minAge old that no
+// live lease holds, for term. A sweep that dies holding a lease leaves its
+// rows to the next sweep after term; they are published again, which
+// JetStream drops as duplicates of the same Nats-Msg-Id.
 //
 // minAge leaves young rows to the process that committed them, which
 // publishes them itself at once (see package relay); what is older was
 // left behind by a crash or a failed publish.
-func (s *Store) RelayBatch(ctx context.Context, limit int, minAge time.Duration, publish func(context.Context, []OutboxEvent) (acked []int64, err error)) (int, error) {
-	tx, err := s.pool.Begin(ctx)
+func (s *Store) ClaimOutbox(ctx context.Context, limit int, minAge, term time.Duration) (OutboxLease, error) {
+	l := OutboxLease{ID: uuid.NewString()}
+	// SKIP LOCKED: two sweeps claiming at once take different rows rather
+	// than one waiting for the other.
+	rows, err := s.pool.Query(ctx, `
+		UPDATE outbox o SET lease_id = $4::uuid, leased_until = now() + $3::interval
+		FROM (SELECT id FROM outbox
+		      WHERE created_at <= now() - $2::interval
+		        AND (leased_until IS NULL OR leased_until <= now())
+		      ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c
+		WHERE o.id = c.id
+		RETURNING o.id, o.event_id, o.subject, o.headers, o.data,
+		          extract(epoch FROM now() - o.created_at)::float8`, limit, minAge, term, l.ID)
 	if err != nil {
-		return 0, fmt.Errorf("claiming outbox rows: %w", err)
+		return OutboxLease{}, fmt.Errorf("claiming outbox rows: %w", err)
 	}
-	// Once events are published, ending ctx (a shutdown) must not undo the
-	// deletes, or cut the transaction off with its locks still held by a
-	// backend that has not noticed yet, where the shutdown's last sweep
-	// would skip them: the end of the transaction has a bound of its own,
-	// which starts when the end does (after the publish), so that a slow
-	// publish does not leave the delete no time.
-	// A deadline of ctx (the bound of a shutdown's last sweep) still holds:
-	// past it the process is leaving, and the rows stay for the next sweep.
-	finish := func() (context.Context, context.CancelFunc) {
-		end := time.Now().Add(relayFinishTimeout)
-		if dl, ok := ctx.Deadline(); ok && dl.Before(end) {
-			end = dl
-		}
-		return context.WithDeadline(context.WithoutCancel(ctx), end)
-	}
-	defer func() { // after a commit, a no-op
-		end, cancel := finish()
-		defer cancel()
-		_ = tx.Rollback(end)
-	}()
-	rows, err := tx.Query(ctx, `
-		SELECT id, event_id, subject, headers, data,
-		       extract(epoch FROM now() - created_at)::float8 FROM outbox
-		WHERE created_at <= now() - $2::interval
-		ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED`, limit, minAge)
-	if err != nil {
-		return 0, fmt.Errorf("claiming outbox rows: %w", err)
-	}
-	events, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (OutboxEvent, error) {
+	l.Events, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (OutboxEvent, error) {
 		var e OutboxEvent
 		var age float64
 		err := r.Scan(&e.ID, &e.EventID, &e.Subject, &e.Header, &e.Data, &age)
@@ -59,34 +54,42 @@ func (s *Store) RelayBatch(ctx context.Context, limit int, minAge time.Duration,
 		return e, err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("claiming outbox rows: %w", err)
+		return OutboxLease{}, fmt.Errorf("claiming outbox rows: %w", err)
 	}
-	if len(events) == 0 {
-		end, cancel := finish()
-		defer cancel()
-		return 0, tx.Commit(end)
-	}
-	acked, pubErr := publish(ctx, events)
-	end, cancel := finish()
-	defer cancel()
-	if len(acked) > 0 {
-		if _, err := tx.Exec(end, `DELETE FROM outbox WHERE id = ANY($1)`, acked); err != nil {
-			return len(events), fmt.Errorf("deleting published outbox rows: %w", err)
-		}
-	}
-	// Rows published before an error are still deleted: commit them and
-	// report the error after.
-	if err := tx.Commit(end); err != nil {
-		return len(events), fmt.Errorf("deleting published outbox rows: %w", err)
-	}
-	if pubErr != nil {
-		return len(events), fmt.Errorf("publishing outbox: %w", pubErr)
-	}
-	return len(events), nil
+	slices.SortFunc(l.Events, func(a, b OutboxEvent) int { return cmp.Compare(a.ID, b.ID) })
+	return l, nil
 }
 
-// relayFinishTimeout bounds the delete and commit that end a relay batch.
-const relayFinishTimeout = 10 * time.Second
+// RenewOutboxLease extends the lease to term from now, for a sweep whose
+// work takes longer than its first term. It reports false when the lease
+// holds no row any more (it ran out and another sweep took them, or they
+// were deleted).
+func (s *Store) RenewOutboxLease(ctx context.Context, l OutboxLease, term time.Duration) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE outbox SET leased_until = now() + $2::interval WHERE lease_id = $1::uuid`, l.ID, term)
+	if err != nil {
+		return false, fmt.Errorf("renewing the outbox lease: %w", err)
+	}
+	return tag.RowsAffected() > 0, nil
+}
+
+// SettleOutbox ends a lease: it deletes the rows whose events JetStream
+// acknowledged (whoever holds them now: the event is stored) and releases
+// the lease's other rows for the next sweep, in one transaction.
+func (s *Store) SettleOutbox(ctx context.Context, l OutboxLease, acked []int64) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if len(acked) > 0 {
+			if _, err := tx.Exec(ctx, `DELETE FROM outbox WHERE id = ANY($1)`, acked); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, `UPDATE outbox SET lease_id = NULL, leased_until = NULL WHERE lease_id = $1::uuid`, l.ID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("deleting published outbox rows: %w", err)
+	}
+	return nil
+}
 
 // DeletePublished deletes the outbox rows of events JetStream has
 // acknowledged. Rows another relay holds are waited for; rows already gone

@@ -113,28 +113,46 @@ func TestCompleteStoresUnreadableIdentifiers(t *testing.T) {
 	require.Zero(t, n, "no event without a request to answer")
 }
 
-func TestRelayBatchDeletesOnlyAcknowledgedRows(t *testing.T) {
+// claimAll claims every row at least minAge old, as one sweep.
+func claimAll(t *testing.T, s *store.Store, minAge, term time.Duration) store.OutboxLease {
+	t.Helper()
+	l, err := s.ClaimOutbox(context.Background(), 100, minAge, term)
+	require.NoError(t, err)
+	return l
+}
+
+func eventIDs(l store.OutboxLease) []string {
+	ids := make([]string, 0, len(l.Events))
+	for _, e := range l.Events {
+		ids = append(ids, e.EventID)
+	}
+	return ids
+}
+
+func TestSettleOutboxDeletesAcknowledgedRowsAndReleasesTheRest(t *testing.T) {
 	s := testenv.Store(t)
 	ctx := context.Background()
 	for i := range 5 {
 		_, err := s.Complete(ctx, completion("urn:erp:c", fmt.Sprint(i), true))
 		require.NoError(t, err)
 	}
-	n, err := s.RelayBatch(ctx, 3, 0, func(_ context.Context, evs []store.OutboxEvent) ([]int64, error) {
-		require.Len(t, evs, 3)
-		require.Equal(t, []string{"ev-0"}, evs[0].Header["Ce-Id"], "headers survive the round trip")
-		return []int64{evs[0].ID, evs[1].ID}, fmt.Errorf("third publish failed")
-	})
-	require.Error(t, err)
-	require.Equal(t, 3, n)
+	l, err := s.ClaimOutbox(ctx, 3, 0, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, l.Events, 3)
+	require.Equal(t, []string{"ev-0"}, l.Events[0].Header["Ce-Id"], "headers survive the round trip")
+	require.Equal(t, []string{"ev-urn:erp:c-0", "ev-urn:erp:c-1", "ev-urn:erp:c-2"}, eventIDs(l), "in commit order")
+
+	require.NoError(t, s.SettleOutbox(ctx, l, []int64{l.Events[0].ID, l.Events[1].ID}))
 	backlog, _, err := s.OutboxBacklog(ctx)
 	require.NoError(t, err)
-	require.EqualValues(t, 3, backlog, "acknowledged rows are deleted even when a later one failed")
+	require.EqualValues(t, 3, backlog, "acknowledged rows are deleted, the others kept")
+	require.Equal(t, []string{"ev-urn:erp:c-2", "ev-urn:erp:c-3", "ev-urn:erp:c-4"}, eventIDs(claimAll(t, s, 0, time.Minute)),
+		"the unacknowledged row is released for the next sweep at once")
 }
 
 // Young rows belong to the process that committed them, which publishes
 // them itself; a sweep takes only what is older than its minimum age.
-func TestRelayBatchLeavesYoungRows(t *testing.T) {
+func TestClaimOutboxLeavesYoungRows(t *testing.T) {
 	s := testenv.Store(t)
 	ctx := context.Background()
 	_, err := s.Complete(ctx, completion("urn:erp:y", "old", true))
@@ -144,18 +162,9 @@ func TestRelayBatchLeavesYoungRows(t *testing.T) {
 	_, err = s.Complete(ctx, completion("urn:erp:y", "young", true))
 	require.NoError(t, err)
 
-	var swept []string
-	n, err := s.RelayBatch(ctx, 10, 30*time.Second, func(_ context.Context, evs []store.OutboxEvent) ([]int64, error) {
-		ids := make([]int64, 0, len(evs))
-		for _, e := range evs {
-			swept = append(swept, e.EventID)
-			ids = append(ids, e.ID)
-		}
-		return ids, nil
-	})
-	require.NoError(t, err)
-	require.Equal(t, 1, n)
-	require.Equal(t, []string{"ev-urn:erp:y-old"}, swept)
+	l := claimAll(t, s, 30*time.Second, time.Minute)
+	require.Equal(t, []string{"ev-urn:erp:y-old"}, eventIDs(l))
+	require.NoError(t, s.SettleOutbox(ctx, l, []int64{l.Events[0].ID}))
 
 	require.NoError(t, s.DeletePublished(ctx, []string{"ev-urn:erp:y-young", "ev-gone"}))
 	backlog, _, err := s.OutboxBacklog(ctx)
@@ -163,44 +172,43 @@ func TestRelayBatchLeavesYoungRows(t *testing.T) {
 	require.Zero(t, backlog, "published rows are deleted by event id; unknown ids are no error")
 }
 
-func TestRelayBatchSkipsRowsHeldByAnotherRelay(t *testing.T) {
+// A lease keeps other sweeps off its rows until it is settled or runs out;
+// no transaction stays open meanwhile.
+func TestClaimOutboxSkipsLeasedRowsUntilTheLeaseRunsOut(t *testing.T) {
 	s := testenv.Store(t)
 	ctx := context.Background()
 	for i := range 4 {
 		_, err := s.Complete(ctx, completion("urn:erp:d", fmt.Sprint(i), true))
 		require.NoError(t, err)
 	}
-	held := make(chan struct{})
-	release := make(chan struct{})
-	var first []string
-	done := make(chan error)
-	go func() {
-		_, err := s.RelayBatch(ctx, 2, 0, func(_ context.Context, evs []store.OutboxEvent) ([]int64, error) {
-			for _, e := range evs {
-				first = append(first, e.EventID)
-			}
-			close(held)
-			<-release
-			return []int64{evs[0].ID, evs[1].ID}, nil
-		})
-		done <- err
-	}()
-	<-held
-	var second []string
-	_, err := s.RelayBatch(ctx, 10, 0, func(_ context.Context, evs []store.OutboxEvent) ([]int64, error) {
-		ids := make([]int64, 0, len(evs))
-		for _, e := range evs {
-			second = append(second, e.EventID)
-			ids = append(ids, e.ID)
-		}
-		return ids, nil
-	})
+	first, err := s.ClaimOutbox(ctx, 2, 0, time.Hour)
 	require.NoError(t, err)
-	close(release)
-	require.NoError(t, <-done)
-	require.Len(t, second, 2)
-	require.NotContains(t, second, first[0])
-	require.NotContains(t, second, first[1])
+	require.Len(t, first.Events, 2)
+	var locks int
+	require.NoError(t, s.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE relation = 'outbox'::regclass AND pid <> pg_backend_pid()`).Scan(&locks))
+	require.Zero(t, locks, "a lease holds no transaction, so no lock on the outbox")
+
+	second := claimAll(t, s, 0, time.Hour)
+	require.Equal(t, []string{"ev-urn:erp:d-2", "ev-urn:erp:d-3"}, eventIDs(second), "rows under a live lease are not taken")
+	require.Empty(t, claimAll(t, s, 0, time.Hour).Events)
+
+	// The first sweep dies without settling: its lease runs out (made to
+	// here by moving it into the past) and its rows are taken again.
+	_, err = s.Pool().Exec(ctx, `UPDATE outbox SET leased_until = now() - interval '1 second' WHERE lease_id = $1::uuid`, first.ID)
+	require.NoError(t, err)
+	third := claimAll(t, s, 0, time.Hour)
+	require.Equal(t, eventIDs(first), eventIDs(third))
+
+	// The dead sweep's lease is gone: renewing or settling it touches
+	// nothing of the sweep that holds its rows now.
+	held, err := s.RenewOutboxLease(ctx, first, time.Hour)
+	require.NoError(t, err)
+	require.False(t, held)
+	require.NoError(t, s.SettleOutbox(ctx, first, nil))
+	require.Empty(t, claimAll(t, s, 0, time.Hour).Events, "settling a lost lease releases nothing")
+	held, err = s.RenewOutboxLease(ctx, third, time.Hour)
+	require.NoError(t, err)
+	require.True(t, held)
 }
 
 func TestBindings(t *testing.T) {

@@ -113,8 +113,15 @@ func Database(t testing.TB) string {
 // Store opens a migrated store in a schema of the test's own.
 func Store(t testing.TB) *store.Store {
 	t.Helper()
+	return StoreAt(t, DatabaseURL(t))
+}
+
+// StoreAt opens a migrated store at dbURL (from DatabaseURL), for a test
+// that also hands the URL to another process.
+func StoreAt(t testing.TB, dbURL string) *store.Store {
+	t.Helper()
 	ctx := context.Background()
-	s, err := store.Open(ctx, store.Options{URL: secret.New(DatabaseURL(t))})
+	s, err := store.Open(ctx, store.Options{URL: secret.New(dbURL)})
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
