@@ -1,7 +1,7 @@
 -- +goose NO TRANSACTION
 -- +goose Up
 
--- Retention (issue 12): rows older than CARDBRIDGE_RETENTION are purged in
+-- Retention: rows older than CARDBRIDGE_RETENTION are purged in
 -- batches by every process (store.Purge), and the bodies of dead letters
 -- (which carry employees' names and emails) sooner, after
 -- CARDBRIDGE_DEAD_LETTER_BODY_RETENTION. These indexes let the purge and

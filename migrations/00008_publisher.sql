@@ -1,6 +1,6 @@
 -- +goose Up
 
--- The NATS identity that alone may speak for a source (issue 12): its
+-- The NATS identity that alone may speak for a source: its
 -- requests must arrive on <request subject>.<publisher>, a subject the NATS
 -- server lets only that ERP's user publish on. NULL keeps the trust of
 -- before: whatever publishes on the request subject may name the source,
