@@ -98,7 +98,7 @@ func TestAnERPCanSpeakOnlyForItself(t *testing.T) {
 // deploy/nats.conf, the configuration docker-compose.yml runs, does what it
 // says: an ERP's user may publish on its own subject and on no other.
 func TestComposeNATSConfigurationConfinesEachERP(t *testing.T) {
-	opts, err := server.ProcessConfigFile("../deploy/nats.conf")
+	opts, err := server.ProcessConfigFile("../../deploy/nats.conf")
 	require.NoError(t, err)
 	ns, err := broker.StartEmbeddedWith(t.TempDir(), 0, func(o *server.Options) {
 		o.Users, o.Authorization = opts.Users, opts.Authorization

@@ -93,7 +93,7 @@ func TestMetricsAfterAFlow(t *testing.T) {
 	require.Contains(t, page, "go_goroutines ")
 
 	// Every cardbridge series an alert rule uses exists.
-	rules, err := os.ReadFile("../deploy/alerts.yml")
+	rules, err := os.ReadFile("../../deploy/alerts.yml")
 	require.NoError(t, err)
 	names := regexp.MustCompile(`cardbridge_[a-z_]+`).FindAllString(string(rules), -1)
 	require.NotEmpty(t, names)

@@ -167,7 +167,7 @@ func TestUnknownAnswerOutlivesAPauseLongerThanTheRetention(t *testing.T) {
 // permissions, and a cardbridge stack that connects as its cardbridge user.
 // as(user) is the server's URL with that user's demo password.
 func composeNATS(t *testing.T) (s *stack, as func(user string) string) {
-	opts, err := server.ProcessConfigFile("../deploy/nats.conf")
+	opts, err := server.ProcessConfigFile("../../deploy/nats.conf")
 	require.NoError(t, err)
 	return natsWithUsers(t, func(o *server.Options) { o.Users, o.Authorization = opts.Users, opts.Authorization },
 		func(user string) string { return user + "-demo" })
