@@ -445,8 +445,8 @@ func (s scanCounter) AnsweredScan(read uint64, err error) {
 
 type nopObservation struct{}
 
-func (nopObservation) Request(ctx context.Context, _ string, ref event.RequestRef) (context.Context, event.RequestRef) {
-	return ctx, ref
+func (nopObservation) Request(ctx context.Context, _ string, _ event.RequestRef) context.Context {
+	return ctx
 }
 func (nopObservation) Outcome(string, string) {}
 func (nopObservation) Dropped()               {}

@@ -82,8 +82,10 @@ type delivery struct {
 	msg  jetstream.Msg
 	meta *jetstream.MsgMetadata
 	req  *event.Request
-	ref  event.RequestRef
-	obs  Observation
+	// ref names the request as its outcome answers it, with the trace
+	// context the outcome carries (outcomeTrace).
+	ref event.RequestRef
+	obs Observation
 	// adm is what the store knew of the request when it was admitted.
 	adm store.Admission
 	// bankTime is how long this delivery spent at the bank.
@@ -120,7 +122,8 @@ func (c *Consumer) process(ctx context.Context, d *delivery) Decision {
 		var de *event.DecodeError
 		if errors.As(err, &de) {
 			d.ref = de.Ref()
-			ctx, d.ref = d.obs.Request(ctx, de.Type, d.ref)
+			ctx = d.obs.Request(ctx, de.Type, d.ref)
+			d.ref = outcomeTrace(ctx, d.ref)
 		}
 		if d.ref.ID != "" && d.ref.Source != "" {
 			// It names a request: learn whether that request has its
@@ -132,7 +135,8 @@ func (c *Consumer) process(ctx context.Context, d *delivery) Decision {
 		return c.settle(ctx, d, err)
 	}
 	d.req, d.ref = req, req.Ref()
-	ctx, d.ref = d.obs.Request(ctx, req.Type, d.ref)
+	ctx = d.obs.Request(ctx, req.Type, d.ref)
+	d.ref = outcomeTrace(ctx, d.ref)
 
 	hash := payloadHash(req)
 	if dec, done := c.admit(ctx, d, hash); done {

@@ -32,11 +32,11 @@ type Observation interface {
 	// Request is called once the message names a request: decoded, or
 	// rejected with what could be read of it. eventType is the CloudEvent
 	// type as read, "" when unreadable. It returns the context to handle
-	// the request in (carrying the handling span and the request's log
-	// attributes) and ref with the trace context the outcome event must
-	// carry: the handling span's, so the trace goes on through cardbridge
-	// rather than skipping it.
-	Request(ctx context.Context, eventType string, ref event.RequestRef) (context.Context, event.RequestRef)
+	// the request in, carrying the request's log attributes and its trace
+	// context (the handling span, when the Observer records one). It only
+	// reads ref: what the outcome event carries is the consumer's to
+	// decide (outcomeTrace), so observing never changes what is published.
+	Request(ctx context.Context, eventType string, ref event.RequestRef) context.Context
 	// Outcome is told that this delivery committed the request's outcome:
 	// store.OutcomeIssued, or store.OutcomeFailed with its reason. A
 	// delivery acknowledged without an Outcome found the request already
@@ -68,8 +68,8 @@ func (nopObserver) Delivery(context.Context, uint64) Observation { return nopObs
 func (nopObserver) UserProvisioned(int64)                        {}
 func (nopObserver) Paused(string)                                {}
 func (nopObserver) AnsweredScan(uint64, error)                   {}
-func (nopObserver) Request(ctx context.Context, _ string, ref event.RequestRef) (context.Context, event.RequestRef) {
-	return ctx, ref
+func (nopObserver) Request(ctx context.Context, _ string, _ event.RequestRef) context.Context {
+	return ctx
 }
 func (nopObserver) Outcome(string, string) {}
 func (nopObserver) Dropped()               {}

@@ -61,7 +61,11 @@ type observation struct {
 	span       trace.Span // nil when tracing is off or no request was named
 }
 
-func (d *observation) Request(ctx context.Context, eventType string, ref event.RequestRef) (context.Context, event.RequestRef) {
+// Request returns the context to handle the request in: its log
+// attributes, and its trace context, continued by a handling span when
+// tracing is on. It only reads ref: which trace context the outcome
+// carries is the consumer's decision, made from this context.
+func (d *observation) Request(ctx context.Context, eventType string, ref event.RequestRef) context.Context {
 	d.typ = typeLabel(eventType)
 	if ref.ID != "" || ref.Source != "" {
 		// The same names as the consumer's own log lines use.
@@ -76,7 +80,7 @@ func (d *observation) Request(ctx context.Context, eventType string, ref event.R
 	if !d.t.tracing {
 		// No span: the caller's context goes on as it came, to MBanq and
 		// onto the outcome.
-		return ctx, ref
+		return ctx
 	}
 	name := "process message"
 	if d.typ != "other" {
@@ -97,10 +101,7 @@ func (d *observation) Request(ctx context.Context, eventType string, ref event.R
 		attrs = append(attrs, attribute.Int64("cardbridge.client_id", ref.ClientID))
 	}
 	ctx, d.span = d.t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
-	carrier := propagation.MapCarrier{}
-	propagator.Inject(ctx, carrier)
-	ref.TraceParent, ref.TraceState = carrier["traceparent"], carrier["tracestate"]
-	return ctx, ref
+	return ctx
 }
 
 func (d *observation) Outcome(outcome, reason string) {
