@@ -85,7 +85,7 @@ LEFT JOIN LATERAL (
 ) r ON true`
 
 func newAdmitter(s *Store) *batcher[AdmissionQuery, Admission] {
-	return newBatcher(admitters, maxAdmissionBatch, CallTimeout, s.admitMany)
+	return newBatcher(admitters, maxAdmissionBatch, CallTimeout, "admit", s.obs, s.admitMany)
 }
 
 // Admit returns what the store knows of a request: its inbox row and the

@@ -20,6 +20,9 @@ type batcher[Q, R any] struct {
 	max  int
 	// timeout bounds a batch, its one-by-one reruns included.
 	timeout time.Duration
+	// op names the batch to the Observer; obs may be nil.
+	op  string
+	obs Observer
 	// run handles a batch; it returns one result per call, in order. When
 	// it fails for a batch of several with an error about a call (not the
 	// database being unavailable), each call is run again alone, so one
@@ -28,6 +31,10 @@ type batcher[Q, R any] struct {
 }
 
 type batchCall[Q, R any] struct {
+	// ctx is the caller's context, kept for its values (the request's
+	// span and log attributes): the batch runs under bounds of its own,
+	// never under the caller's cancellation.
+	ctx  context.Context
 	q    Q
 	done chan batchResult[R]
 }
@@ -40,8 +47,9 @@ type batchResult[R any] struct {
 var errStoreClosed = errors.New("store is closed")
 
 // newBatcher starts workers goroutines, each running one batch at a time.
-func newBatcher[Q, R any](workers, max int, timeout time.Duration, run func(context.Context, []Q) ([]R, error)) *batcher[Q, R] {
-	b := &batcher[Q, R]{in: make(chan batchCall[Q, R]), quit: make(chan struct{}), max: max, timeout: timeout, run: run}
+// op names its batches to obs, which may be nil.
+func newBatcher[Q, R any](workers, max int, timeout time.Duration, op string, obs Observer, run func(context.Context, []Q) ([]R, error)) *batcher[Q, R] {
+	b := &batcher[Q, R]{in: make(chan batchCall[Q, R]), quit: make(chan struct{}), max: max, timeout: timeout, op: op, obs: obs, run: run}
 	for range workers {
 		b.wg.Add(1)
 		go b.loop()
@@ -56,7 +64,7 @@ func newBatcher[Q, R any](workers, max int, timeout time.Duration, run func(cont
 // outlasts the batcher's timeout fails with ErrUnavailable.
 func (b *batcher[Q, R]) do(ctx context.Context, q Q) (R, error) {
 	var zero R
-	c := batchCall[Q, R]{q: q, done: make(chan batchResult[R], 1)}
+	c := batchCall[Q, R]{ctx: ctx, q: q, done: make(chan batchResult[R], 1)}
 	select {
 	case b.in <- c:
 	case <-ctx.Done():
@@ -111,31 +119,77 @@ func (b *batcher[Q, R]) settle(batch []batchCall[Q, R], qs []Q) {
 	// while a batch runs, and a half-sent batch would help nobody. It has
 	// a deadline, so that a database that does not answer fails the batch
 	// (and frees the worker for the next) rather than holding it for ever.
-	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	// A batch of one is that call's own work and carries the values of its
+	// context (its span, its log attributes); a batch of several carries
+	// no one's.
+	base := context.Background()
+	if len(batch) == 1 {
+		base = context.WithoutCancel(batch[0].ctx)
+	}
+	ctx, cancel := context.WithTimeout(base, b.timeout)
 	defer cancel()
+	errs, end := b.observe(batch)
+	answer := func(i int, r batchResult[R]) {
+		if errs != nil {
+			errs[i] = r.err
+		}
+		batch[i].done <- r
+	}
+	defer func() {
+		if end != nil {
+			end(errs)
+		}
+	}()
+
 	rs, err := b.run(ctx, qs)
 	if err == nil {
-		for i, c := range batch {
-			c.done <- batchResult[R]{r: rs[i]}
+		for i := range batch {
+			answer(i, batchResult[R]{r: rs[i]})
 		}
 		return
 	}
 	err = b.timedOut(ctx, err)
 	if len(batch) == 1 || Unavailable(err) {
 		// Running the calls one by one would wait as long again, each.
-		for _, c := range batch {
-			c.done <- batchResult[R]{err: err}
+		for i := range batch {
+			answer(i, batchResult[R]{err: err})
 		}
 		return
 	}
+	deadline, _ := ctx.Deadline()
 	for i, c := range batch {
-		rs, err := b.run(ctx, qs[i:i+1])
+		// A call run again alone is its caller's work: it carries the
+		// values of the caller's context, within the batch's deadline.
+		one, cancelOne := context.WithDeadline(context.WithoutCancel(c.ctx), deadline)
+		rs, err := b.run(one, qs[i:i+1])
 		if err != nil {
-			c.done <- batchResult[R]{err: b.timedOut(ctx, err)}
+			err = b.timedOut(one, err)
+		}
+		cancelOne()
+		if err != nil {
+			answer(i, batchResult[R]{err: err})
 			continue
 		}
-		c.done <- batchResult[R]{r: rs[0]}
+		answer(i, batchResult[R]{r: rs[0]})
 	}
+}
+
+// observe tells the Observer that batch starts. It returns the slice for
+// each call's error and the function to call with it once the batch is
+// over, both nil when there is nothing to record.
+func (b *batcher[Q, R]) observe(batch []batchCall[Q, R]) ([]error, func([]error)) {
+	if b.obs == nil {
+		return nil, nil
+	}
+	ctxs := make([]context.Context, len(batch))
+	for i, c := range batch {
+		ctxs[i] = c.ctx
+	}
+	end := b.obs.Batch(b.op, ctxs)
+	if end == nil {
+		return nil, nil
+	}
+	return make([]error, len(batch)), end
 }
 
 // timedOut turns the error of a batch cut off by its deadline into

@@ -19,7 +19,7 @@ const (
 )
 
 func newCommitter(s *Store) *batcher[Completion, bool] {
-	return newBatcher(committers, maxCommitBatch, CallTimeout, s.writeCompletions)
+	return newBatcher(committers, maxCommitBatch, CallTimeout, "commit", s.obs, s.writeCompletions)
 }
 
 // completeSQL writes a batch of completions in one statement, set-based,

@@ -37,6 +37,9 @@ type Options struct {
 	MaxConns int32
 	// Logger receives the store's own log lines.
 	Logger *slog.Logger
+	// Observer is told of the batches of admissions and commits (see
+	// Observer); nil observes nothing.
+	Observer Observer
 	// SealingKey is the fingerprint (secret.KeyID) of the key passwords are
 	// sealed under now, against which SealedPasswordCounts counts. Only a
 	// process that reports that metric needs it.
@@ -50,6 +53,7 @@ type Store struct {
 	schema     string
 	log        *slog.Logger
 	sealingKey string
+	obs        Observer
 	commit     *batcher[Completion, bool]
 	admit      *batcher[AdmissionQuery, Admission]
 }
@@ -84,7 +88,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening database: %w", err)
 	}
-	s := &Store{pool: pool, cfg: cfg.Copy(), log: opts.Logger, sealingKey: opts.SealingKey}
+	s := &Store{pool: pool, cfg: cfg.Copy(), log: opts.Logger, sealingKey: opts.SealingKey, obs: opts.Observer}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

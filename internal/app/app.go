@@ -70,7 +70,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, fmt.Errorf("CARDBRIDGE_SECRET_KEY: %w", err)
 	}
-	s.store, err = store.Open(ctx, store.Options{URL: cfg.DatabaseURL, Logger: log, SealingKey: box.KeyID()})
+	s.store, err = store.Open(ctx, store.Options{URL: cfg.DatabaseURL, Logger: log, Observer: s.telemetry.Store(), SealingKey: box.KeyID()})
 	if err != nil {
 		return nil, err
 	}

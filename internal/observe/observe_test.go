@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -258,6 +259,77 @@ func TestRelayPublishSpan(t *testing.T) {
 	failed := byName["publish card.failed"]
 	require.Equal(t, codes.Error, failed.Status.Code)
 	require.Equal(t, "no responders", failed.Status.Description)
+}
+
+// A request's admission and the commit of its outcome are each a span
+// under its handling span, covering the store's batch they went in; a
+// call whose context has no span records nothing. Without tracing there
+// is nothing to record.
+func TestStoreBatchSpans(t *testing.T) {
+	off, _ := newTelemetry(t, false)
+	require.Nil(t, off.Store().Batch("admit", []context.Context{context.Background()}))
+
+	tel, exp := newTelemetry(t, true)
+	ctx := context.Background()
+	s, err := store.Open(ctx, store.Options{URL: secret.New(testenv.DatabaseURL(t)), Observer: tel.Store()})
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	require.NoError(t, s.MigrateUp(ctx, io.Discard))
+
+	d := tel.Consumer().Delivery(ctx, 1)
+	hctx := d.Request(ctx, event.TypeCardRequested, event.RequestRef{ID: "r-1", Source: "urn:erp:acme", TraceParent: callerParent})
+	handling := trace.SpanContextFromContext(hctx)
+	_, err = s.Admit(hctx, store.AdmissionQuery{Source: "urn:erp:acme", RequestID: "r-1", ClientID: 1})
+	require.NoError(t, err)
+	inserted, err := s.Complete(hctx, store.Completion{Source: "urn:erp:acme", RequestID: "r-1", PayloadHash: []byte{1},
+		Outcome: store.OutcomeFailed, Reason: event.ReasonUnboundSource})
+	require.NoError(t, err)
+	require.True(t, inserted)
+	_, err = s.Admit(ctx, store.AdmissionQuery{Source: "urn:erp:acme", RequestID: "r-2", ClientID: 1})
+	require.NoError(t, err)
+	require.NoError(t, tel.Flush(ctx))
+
+	byName := map[string][]tracetest.SpanStub{}
+	for _, sp := range exp.GetSpans() {
+		byName[sp.Name] = append(byName[sp.Name], sp)
+	}
+	for _, op := range []string{"admit", "commit"} {
+		spans := byName["store "+op]
+		require.Len(t, spans, 1, op)
+		sp := spans[0]
+		require.Equal(t, trace.SpanKindClient, sp.SpanKind)
+		require.Equal(t, handling.SpanID(), sp.Parent.SpanID(), "a child of the handling span")
+		require.Equal(t, callerTrace, sp.SpanContext.TraceID().String())
+		require.Equal(t, codes.Unset, sp.Status.Code)
+		require.Contains(t, sp.Attributes, attribute.String("db.operation.name", op))
+	}
+
+	// In a batch of several, each call's span ends with its own result.
+	exp.Reset()
+	other := tel.Consumer().Delivery(ctx, 1)
+	octx := other.Request(ctx, event.TypeCardRequested, event.RequestRef{ID: "r-3", Source: "urn:erp:acme"})
+	end := tel.Store().Batch("commit", []context.Context{hctx, ctx, octx})
+	end([]error{errors.New("refused"), nil, nil})
+	other.Settled("ack", nil)
+	d.Settled("term", nil)
+	require.NoError(t, tel.Flush(ctx))
+	var batch []tracetest.SpanStub
+	for _, sp := range exp.GetSpans() {
+		if sp.Name == "store commit" {
+			batch = append(batch, sp)
+		}
+	}
+	require.Len(t, batch, 2, "none for the call without a span")
+	for _, sp := range batch {
+		require.Contains(t, sp.Attributes, attribute.Int("db.operation.batch.size", 3))
+		if sp.Parent.SpanID() == handling.SpanID() {
+			require.Equal(t, codes.Error, sp.Status.Code)
+			require.Equal(t, "refused", sp.Status.Description)
+		} else {
+			require.Equal(t, trace.SpanContextFromContext(octx).SpanID(), sp.Parent.SpanID())
+			require.Equal(t, codes.Unset, sp.Status.Code)
+		}
+	}
 }
 
 type fakeStats struct {

@@ -6,9 +6,60 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cardbridge/cardbridge/event"
+	"github.com/cardbridge/cardbridge/store"
 )
+
+// Store returns the store's Observer. With tracing, each call in a batch
+// of admissions or commits is a client span, a child of its caller's span
+// (the request's handling span), covering the batch it shared with
+// others; a call whose context carries no span records nothing, rather
+// than starting a trace of its own. Without tracing it observes nothing.
+func (t *Telemetry) Store() store.Observer { return storeObserver{t} }
+
+type storeObserver struct{ t *Telemetry }
+
+func (o storeObserver) Batch(op string, calls []context.Context) func([]error) {
+	if o.t.provider == nil {
+		return nil
+	}
+	attrs := []attribute.KeyValue{
+		attribute.String("db.system.name", "postgresql"),
+		attribute.String("db.operation.name", op),
+	}
+	if len(calls) > 1 {
+		// Semantic conventions count a batch from two operations.
+		attrs = append(attrs, attribute.Int("db.operation.batch.size", len(calls)))
+	}
+	spans := make([]trace.Span, len(calls))
+	recording := false
+	for i, c := range calls {
+		if !trace.SpanContextFromContext(c).IsValid() {
+			continue
+		}
+		_, spans[i] = o.t.tracer.Start(c, "store "+op, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+		recording = true
+	}
+	if !recording {
+		return nil
+	}
+	return func(errs []error) {
+		for i, span := range spans {
+			if span == nil {
+				continue
+			}
+			if err := errs[i]; err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, err.Error())
+			}
+			span.End()
+		}
+	}
+}
 
 // StoreStats is what the store tells about the state every process shares.
 // *store.Store implements it.
