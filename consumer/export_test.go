@@ -9,6 +9,3 @@ func SetAnsweredHoldLimit(c *Consumer, d time.Duration) { c.answered.holdLimit =
 // SetAnsweredSpellGap sets how far apart failed checks end a spell of
 // failures.
 func SetAnsweredSpellGap(c *Consumer, d time.Duration) { c.answered.spellGap = d }
-
-// OutcomeTrace is outcomeTrace: the trace context an outcome carries.
-var OutcomeTrace = outcomeTrace

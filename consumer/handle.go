@@ -83,7 +83,7 @@ type delivery struct {
 	meta *jetstream.MsgMetadata
 	req  *event.Request
 	// ref names the request as its outcome answers it, with the trace
-	// context the outcome carries (outcomeTrace).
+	// context the outcome carries: the request's, as it came.
 	ref event.RequestRef
 	obs Observation
 	// adm is what the store knew of the request when it was admitted.
@@ -123,7 +123,6 @@ func (c *Consumer) process(ctx context.Context, d *delivery) Decision {
 		if errors.As(err, &de) {
 			d.ref = de.Ref()
 			ctx = d.obs.Request(ctx, de.Type, d.ref)
-			d.ref = outcomeTrace(ctx, d.ref)
 		}
 		if d.ref.ID != "" && d.ref.Source != "" {
 			// It names a request: learn whether that request has its
@@ -136,7 +135,6 @@ func (c *Consumer) process(ctx context.Context, d *delivery) Decision {
 	}
 	d.req, d.ref = req, req.Ref()
 	ctx = d.obs.Request(ctx, req.Type, d.ref)
-	d.ref = outcomeTrace(ctx, d.ref)
 
 	hash := payloadHash(req)
 	if dec, done := c.admit(ctx, d, hash); done {

@@ -34,8 +34,8 @@ type Observation interface {
 	// type as read, "" when unreadable. It returns the context to handle
 	// the request in, carrying the request's log attributes and its trace
 	// context (the handling span, when the Observer records one). It only
-	// reads ref: what the outcome event carries is the consumer's to
-	// decide (outcomeTrace), so observing never changes what is published.
+	// reads ref: the outcome event carries the request's own trace context,
+	// so observing never changes what is published.
 	Request(ctx context.Context, eventType string, ref event.RequestRef) context.Context
 	// Outcome is told that this delivery committed the request's outcome:
 	// store.OutcomeIssued, or store.OutcomeFailed with its reason. A
