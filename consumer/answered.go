@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cardbridge/cardbridge/consumer/decision"
 	"github.com/cardbridge/cardbridge/event"
 	"github.com/cardbridge/cardbridge/internal/broker"
 	"github.com/cardbridge/cardbridge/store"
@@ -75,8 +76,8 @@ const (
 	defaultAnsweredHold = time.Minute
 	// answeredSpellGap: failed checks further apart than this are not one
 	// spell of failures. A request whose check failed comes back within
-	// maxInfraDelay, so a spell has no gap longer than that.
-	answeredSpellGap = 2 * maxInfraDelay
+	// decision.MaxInfraDelay, so a spell has no gap longer than that.
+	answeredSpellGap = 2 * decision.MaxInfraDelay
 )
 
 var errAnsweredIncomplete = errors.New("the outcome stream holds more messages since the request than a check reads")
@@ -159,42 +160,42 @@ func (d *delivery) isReplay() bool {
 // when that settles the delivery: the outcome is on the stream (its inbox
 // row is rebuilt from it, and nothing is published), or the stream could
 // not be read (the request is retried, within the hold limit).
-func (c *Consumer) answeredBefore(ctx context.Context, d *delivery, hash []byte) (dec Decision, done bool) {
+func (c *Consumer) answeredBefore(ctx context.Context, d *delivery, hash []byte) (dec decision.Decision, done bool) {
 	a := c.answered
 	first, old := a.mayHaveBeenAnswered(d)
 	if !old {
-		return Decision{}, false
+		return decision.Decision{}, false
 	}
 	id := d.ref.OutcomeID()
 	if a.releasedWithoutTrying() {
 		// One line per request: each names one that may be answered twice.
 		c.log.Warn("request ordered without looking for an earlier outcome: the outcome stream could not be read for the hold limit; it may be answered twice",
 			append(d.logAttrs(), "stream", a.stream, "event_id", id)...)
-		return Decision{}, false
+		return decision.Decision{}, false
 	}
 	msg, err := a.find(ctx, id, first)
 	if err != nil {
 		if ctx.Err() != nil {
-			return c.decide(d, Facts{Fault: FaultShutdown}, err), true
+			return c.decide(d, decision.Facts{Fault: decision.FaultShutdown}, err), true
 		}
 		if a.checkFailed(err) {
 			c.log.Warn("request ordered without looking for an earlier outcome: the outcome stream could not be read; it may be answered twice",
 				append(d.logAttrs(), "stream", a.stream, "event_id", id, "err", err)...)
-			return Decision{}, false
+			return decision.Decision{}, false
 		}
-		return c.decide(d, Facts{Fault: FaultInfra, Deliveries: d.meta.NumDelivered},
+		return c.decide(d, decision.Facts{Fault: decision.FaultInfra, Deliveries: d.meta.NumDelivered},
 			fmt.Errorf("looking for the request's outcome on %s: %w", a.stream, err)), true
 	}
 	a.checkSucceeded()
 	if msg == nil {
-		return Decision{}, false
+		return decision.Decision{}, false
 	}
 	return c.recordAnswered(ctx, d, hash, msg), true
 }
 
 // recordAnswered rebuilds the inbox row (and card order, or dead letter) of
 // a request whose outcome event msg is on the stream, publishing nothing.
-func (c *Consumer) recordAnswered(ctx context.Context, d *delivery, hash []byte, msg *jetstream.RawStreamMsg) Decision {
+func (c *Consumer) recordAnswered(ctx context.Context, d *delivery, hash []byte, msg *jetstream.RawStreamMsg) decision.Decision {
 	attrs := append(d.logAttrs(), "stream", c.answered.stream, "outcome_seq", msg.Sequence, "event_id", msg.Header.Get(jetstream.MsgIDHeader))
 	o, err := event.DecodeOutcome(msg.Header, msg.Data)
 	comp := store.Completion{Source: d.ref.Source, RequestID: d.ref.ID, PayloadHash: hash, HadRetries: d.hadRetries || d.adm.Retries != nil}
@@ -218,18 +219,18 @@ func (c *Consumer) recordAnswered(ctx context.Context, d *delivery, hash []byte,
 		// the next copy of the request is looked for again.
 		c.log.Error("request answered before, by an outcome that cannot be read; acknowledged without a record",
 			append(attrs, "type", o.Type, "err", err)...)
-		return Decision{Action: Ack}
+		return decision.Decision{Action: decision.Ack}
 	}
 	inserted, err := c.store.Complete(ctx, comp)
 	if err != nil {
 		// Not settle: a failure committed now would be a second outcome.
-		return c.decide(d, Facts{Fault: faultOf(err), Deliveries: d.meta.NumDelivered}, err)
+		return c.decide(d, decision.Facts{Fault: decision.FaultOf(err), Deliveries: d.meta.NumDelivered}, err)
 	}
 	if inserted {
 		c.log.Warn("request answered before its records were lost: its inbox row is rebuilt from its outcome on the stream, and nothing is published",
 			append(attrs, "outcome", comp.Outcome)...)
 	}
-	return Decision{Action: Ack}
+	return decision.Decision{Action: decision.Ack}
 }
 
 // find returns the message of the event id on the stream, nil when the

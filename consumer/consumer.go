@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cardbridge/cardbridge/consumer/decision"
 	"github.com/cardbridge/cardbridge/internal/broker"
 	"github.com/cardbridge/cardbridge/internal/secret"
 	"github.com/cardbridge/cardbridge/mbanq"
@@ -43,7 +44,7 @@ type Config struct {
 	// purged.
 	Retention time.Duration
 	// KeyRetention is how long the bank is trusted to remember an
-	// Idempotency-Key (default mbanq.DefaultKeyRetention); see Policy.
+	// Idempotency-Key (default mbanq.DefaultKeyRetention); see decision.Policy.
 	KeyRetention time.Duration
 	// ProbeInterval is the first wait before a paused process probes the
 	// fault that paused it (default 1s); it doubles up to 30s.
@@ -97,7 +98,7 @@ type Consumer struct {
 	users *userDirectory
 	// bankSlots holds one token per request at the bank.
 	bankSlots chan struct{}
-	policy    Policy
+	policy    decision.Policy
 	gate      gate
 	// answered looks for outcomes of requests whose records may have
 	// been lost (answered.go); nil when Config.Stream is.
@@ -119,10 +120,10 @@ func New(cfg Config, s *store.Store, bank *mbanq.Client, box *secret.Box) (*Cons
 		cfg.MaxInFlight = 256
 	}
 	if cfg.RetryFor <= 0 {
-		cfg.RetryFor = DefaultRetryFor
+		cfg.RetryFor = decision.DefaultRetryFor
 	}
 	if cfg.MaxRetryDelay <= 0 {
-		cfg.MaxRetryDelay = DefaultMaxRetryDelay
+		cfg.MaxRetryDelay = decision.DefaultMaxRetryDelay
 	}
 	if cfg.ProbeInterval <= 0 {
 		cfg.ProbeInterval = firstProbe
@@ -160,7 +161,7 @@ func New(cfg Config, s *store.Store, bank *mbanq.Client, box *secret.Box) (*Cons
 		log:       log,
 		users:     newUserDirectory(s, bank, box, cfg, log),
 		bankSlots: make(chan struct{}, cfg.MaxInFlight),
-		policy: Policy{RetryFor: cfg.RetryFor, MaxDelay: cfg.MaxRetryDelay, KeyRetention: cfg.KeyRetention,
+		policy: decision.Policy{RetryFor: cfg.RetryFor, MaxDelay: cfg.MaxRetryDelay, KeyRetention: cfg.KeyRetention,
 			KeyMargin: KeyMargin(cfg.MaxRetryDelay, cfg.AckWait)},
 		gate:     gate{observe: cfg.observer().Paused},
 		answered: newAnswered(cfg, log),

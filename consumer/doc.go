@@ -7,7 +7,7 @@
 // acknowledges the message. What is done with a message in every case
 // (acknowledge, give up with card.failed, retry later, hold, pause the
 // process, hand it back) is decided in one pure function, Policy.Decide in
-// decide.go; faultOf (fault.go) sorts what went wrong, and Handle applies
-// the decision to the JetStream message. Faults of the deployment pause the
+// package decision; decision.FaultOf sorts what went wrong, and Handle
+// applies the decision to the JetStream message. Faults of the deployment pause the
 // process instead of failing requests (pause.go).
 package consumer

@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cardbridge/cardbridge/consumer/decision"
 )
 
 // How messages are fetched. A process asks JetStream only for as many
@@ -56,7 +58,7 @@ type puller struct {
 	// handed back).
 	handle func(jetstream.Msg)
 	// paused tells whether to stop fetching (a pause of the process);
-	// messages that arrive while paused are handed back after pauseHandBack.
+	// messages that arrive while paused are handed back after decision.PauseHandBack.
 	paused func() bool
 	// expiry of a pull request (pullExpiry).
 	expiry time.Duration
@@ -96,7 +98,7 @@ func (p *puller) close() {
 
 // fetch passes messages to the handlers until ctx ends, stop is closed or
 // paused() is true. Messages that arrive after that are handed back: at
-// once at shutdown, for another process; after pauseHandBack when pausing.
+// once at shutdown, for another process; after decision.PauseHandBack when pausing.
 func (p *puller) fetch(ctx context.Context, stop <-chan struct{}) {
 	for ctx.Err() == nil && !p.paused() {
 		n := p.reserve(ctx, stop)
@@ -122,7 +124,7 @@ func (p *puller) fetch(ctx context.Context, stop <-chan struct{}) {
 				_ = msg.Nak()
 				p.release(1)
 			case p.paused():
-				_ = msg.NakWithDelay(pauseHandBack)
+				_ = msg.NakWithDelay(decision.PauseHandBack)
 				p.release(1)
 			default:
 				// A handler is free (this message holds its token): it

@@ -15,13 +15,14 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cardbridge/cardbridge/consumer/decision"
 	"github.com/cardbridge/cardbridge/event"
 	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/store"
 )
 
 // Handle processes one message to its end. It owns the message: the
-// handling (process) returns a Decision, and Handle applies it.
+// handling (process) returns a decision.Decision, and Handle applies it.
 func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -33,7 +34,7 @@ func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
 	defer c.keepAlive(msg)()
 
 	dec := c.process(ctx, d)
-	for dec.Action == Hold {
+	for dec.Action == decision.Hold {
 		// The card exists but its outcome is not committed: keep the
 		// message (keepAlive sends InProgress) and try the commit again.
 		t := time.NewTimer(dec.Delay)
@@ -47,21 +48,21 @@ func (c *Consumer) Handle(ctx context.Context, msg jetstream.Msg) {
 	}
 
 	switch dec.Action {
-	case Ack:
+	case decision.Ack:
 		// A plain Ack, not DoubleAck: an ack that is lost only brings the
 		// message back after AckWait, and that delivery finds the inbox
 		// row and is acknowledged without doing anything.
 		err = msg.Ack()
-	case Term:
+	case decision.Term:
 		err = msg.Term()
-	case Retry, Pause:
+	case decision.Retry, decision.Pause:
 		if ctx.Err() != nil {
 			// Cut short by shutdown: hand it back for another process at once.
 			err = msg.Nak()
 			break
 		}
 		err = msg.NakWithDelay(dec.Delay)
-	case Drop:
+	case decision.Drop:
 		c.log.Error("message terminated without a record: Postgres refuses what it carries",
 			append(d.logAttrs(), "subject", d.msg.Subject(), "size", len(d.msg.Data()), "headers", headerNames(d.msg.Headers()))...)
 		d.obs.Dropped()
@@ -116,7 +117,7 @@ func (d *delivery) logAttrs() []any {
 
 // process handles one delivery and decides its fate, committing the
 // outcome when there is one.
-func (c *Consumer) process(ctx context.Context, d *delivery) Decision {
+func (c *Consumer) process(ctx context.Context, d *delivery) decision.Decision {
 	req, err := event.Decode(d.msg.Headers(), d.msg.Data())
 	if err != nil {
 		var de *event.DecodeError
@@ -150,11 +151,11 @@ func (c *Consumer) process(ctx context.Context, d *delivery) Decision {
 	if dec, done := c.answeredBefore(ctx, d, hash); done {
 		return dec
 	}
-	if r := d.adm.Retries; r != nil && r.Unknown && c.policy.keyExpired(r.UnknownFor) {
+	if r := d.adm.Retries; r != nil && r.Unknown && c.policy.KeyExpired(r.UnknownFor) {
 		// Checked before the order is sent, not only after a try fails:
 		// a delivery that comes late (after a crash, a pause, a backlog)
 		// must not reach a bank that has forgotten the key.
-		return c.settle(ctx, d, errKeyForgotten)
+		return c.settle(ctx, d, decision.ErrKeyForgotten)
 	}
 	card, err := c.order(ctx, d)
 	if err != nil {
@@ -171,7 +172,7 @@ func (c *Consumer) process(ctx context.Context, d *delivery) Decision {
 // admit asks the store what it knows of the delivery's request. done is
 // true when that settles the delivery: the request has its outcome
 // already, or the store could not be asked.
-func (c *Consumer) admit(ctx context.Context, d *delivery, hash []byte) (dec Decision, done bool) {
+func (c *Consumer) admit(ctx context.Context, d *delivery, hash []byte) (dec decision.Decision, done bool) {
 	adm, err := c.store.Admit(ctx, store.AdmissionQuery{Source: d.ref.Source, RequestID: d.ref.ID, ClientID: d.ref.ClientID})
 	if err != nil {
 		return c.settle(ctx, d, err), true
@@ -185,7 +186,7 @@ func (c *Consumer) admit(ctx context.Context, d *delivery, hash []byte) (dec Dec
 	}
 	prev := adm.Processed
 	if prev == nil {
-		return Decision{}, false
+		return decision.Decision{}, false
 	}
 	if hash == nil {
 		hash = []byte{} // what an unreadable request's inbox row holds
@@ -204,7 +205,7 @@ func (c *Consumer) admit(ctx context.Context, d *delivery, hash []byte) (dec Dec
 	} else {
 		c.log.Debug("duplicate delivery of a processed request", append(d.logAttrs(), "outcome", prev.Outcome)...)
 	}
-	return Decision{Action: Ack}, true
+	return decision.Decision{Action: decision.Ack}, true
 }
 
 // authenticate refuses a message whose source it may not speak for. A
@@ -287,7 +288,7 @@ func (c *Consumer) order(ctx context.Context, d *delivery) (*store.CardOrder, er
 		return nil, ctx.Err()
 	}
 	if c.gate.paused() {
-		return nil, errPaused
+		return nil, decision.ErrPaused
 	}
 	start := time.Now()
 	defer func() { d.bankTime = time.Since(start) }()
@@ -306,7 +307,7 @@ func (c *Consumer) order(ctx context.Context, d *delivery) (*store.CardOrder, er
 		if mbanq.Classify(err) == mbanq.ClassReauth {
 			c.users.forget(req.Data.ClientID)
 		}
-		return nil, orderCall{fmt.Errorf("ordering card: %w", err)}
+		return nil, decision.OrderCall{Err: fmt.Errorf("ordering card: %w", err)}
 	}
 	return &store.CardOrder{
 		ClientID:         req.Data.ClientID,
@@ -322,57 +323,57 @@ func (c *Consumer) order(ctx context.Context, d *delivery) (*store.CardOrder, er
 }
 
 // commitIssued commits the card ordered in this delivery.
-func (c *Consumer) commitIssued(ctx context.Context, d *delivery) Decision {
+func (c *Consumer) commitIssued(ctx context.Context, d *delivery) decision.Decision {
 	inserted, err := c.complete(ctx, *d.issued)
 	if err != nil {
 		if ctx.Err() != nil {
 			// Shutting down: the next delivery asks the bank again under
 			// the same Idempotency-Key and gets this card.
-			return c.decide(d, Facts{Fault: FaultShutdown}, err)
+			return c.decide(d, decision.Facts{Fault: decision.FaultShutdown}, err)
 		}
-		return c.decide(d, Facts{Fault: FaultUnrecorded, Holds: d.holds}, err)
+		return c.decide(d, decision.Facts{Fault: decision.FaultUnrecorded, Holds: d.holds}, err)
 	}
 	if inserted {
 		d.obs.Outcome(store.OutcomeIssued, "")
 		c.log.Info("card issued", append(d.logAttrs(), "client_id", d.req.Data.ClientID, "card_id", d.issued.Card.CardID)...)
 	}
-	return Decision{Action: Ack}
+	return decision.Decision{Action: decision.Ack}
 }
 
 // settle decides the fate of a delivery that went wrong, and commits the
 // failure when the decision is to give up.
-func (c *Consumer) settle(ctx context.Context, d *delivery, cause error) Decision {
-	f := Facts{Fault: faultOf(cause), Deliveries: d.meta.NumDelivered, RetryAfter: mbanq.RetryAfter(cause)}
+func (c *Consumer) settle(ctx context.Context, d *delivery, cause error) decision.Decision {
+	f := decision.Facts{Fault: decision.FaultOf(cause), Deliveries: d.meta.NumDelivered, RetryAfter: mbanq.RetryAfter(cause)}
 	// The card order may have been acted on without our hearing: a lost or
 	// unreadable answer, or a call cut short by shutdown.
-	unknown := errors.As(cause, new(orderCall)) &&
-		(mbanq.OutcomeUnknown(cause) || (f.Fault == FaultShutdown && d.ordering))
+	unknown := errors.As(cause, new(decision.OrderCall)) &&
+		(mbanq.OutcomeUnknown(cause) || (f.Fault == decision.FaultShutdown && d.ordering))
 	switch {
-	case f.Fault == FaultRequest:
+	case f.Fault == decision.FaultRequest:
 		f.Reason = failure("", cause, f).Reason
-	case f.Fault == FaultBank, f.Fault == FaultBankUnknown, f.Fault == FaultReauth,
-		unknown && (f.Fault == FaultShutdown || f.Fault == FaultDeployment):
+	case f.Fault == decision.FaultBank, f.Fault == decision.FaultBankUnknown, f.Fault == decision.FaultReauth,
+		unknown && (f.Fault == decision.FaultShutdown || f.Fault == decision.FaultDeployment):
 		// This delivery reached the bank: it spends the retry budget, and
 		// an unknown outcome is remembered for every later delivery.
 		rctx := ctx
-		if f.Fault == FaultShutdown {
+		if f.Fault == decision.FaultShutdown {
 			var cancel context.CancelFunc
 			rctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			defer cancel()
 		}
 		r, err := c.store.RecordBankFailure(rctx, store.BankFailure{
 			Source: d.ref.Source, RequestID: d.ref.ID, Took: d.bankTime,
-			Unknown: unknown || f.Fault == FaultBankUnknown, Error: safeMessage(cause),
+			Unknown: unknown || f.Fault == decision.FaultBankUnknown, Error: safeMessage(cause),
 		}, c.maxGap())
 		if err != nil {
-			if f.Fault != FaultShutdown {
-				return c.decide(d, Facts{Fault: faultOf(err), Deliveries: f.Deliveries}, fmt.Errorf("%w (after: %v)", err, cause))
+			if f.Fault != decision.FaultShutdown {
+				return c.decide(d, decision.Facts{Fault: decision.FaultOf(err), Deliveries: f.Deliveries}, fmt.Errorf("%w (after: %v)", err, cause))
 			}
 			c.log.Error("recording that an order cut short by shutdown may have reached the bank", append(d.logAttrs(), "err", err)...)
 		}
 		d.hadRetries = true
 		f.Spent, f.Unknown, f.UnknownFor = r.Spent, r.Unknown, r.UnknownFor
-	case f.Fault == FaultRejected:
+	case f.Fault == decision.FaultRejected:
 		// A refusal proves no card exists only if no earlier try's answer
 		// is unknown: in this call, or in any earlier delivery or replay
 		// (the record, read at admission).
@@ -383,15 +384,15 @@ func (c *Consumer) settle(ctx context.Context, d *delivery, cause error) Decisio
 	}
 	dec := c.decide(d, f, cause)
 	switch dec.Action {
-	case Term:
+	case decision.Term:
 		if err := c.recordFailure(ctx, d, failure(dec.Fail, cause, f)); err != nil {
 			// Not even the failure could be recorded: the message comes
 			// back and the next delivery tries again.
-			return c.decide(d, Facts{Fault: faultOf(err), Deliveries: f.Deliveries}, err)
+			return c.decide(d, decision.Facts{Fault: decision.FaultOf(err), Deliveries: f.Deliveries}, err)
 		}
-	case Pause:
-		if !errors.Is(cause, errPaused) {
-			code, message := deploymentFault(cause)
+	case decision.Pause:
+		if !errors.Is(cause, decision.ErrPaused) {
+			code, message := decision.DeploymentFault(cause)
 			c.pause(code, message, d.ref.ClientID)
 		}
 	}
@@ -400,12 +401,12 @@ func (c *Consumer) settle(ctx context.Context, d *delivery, cause error) Decisio
 
 // decide applies the Policy to a delivery's facts and logs a decision to
 // try again.
-func (c *Consumer) decide(d *delivery, f Facts, cause error) Decision {
+func (c *Consumer) decide(d *delivery, f decision.Facts, cause error) decision.Decision {
 	dec := c.policy.Decide(f)
 	switch dec.Action {
-	case Retry, Hold:
+	case decision.Retry, decision.Hold:
 		c.log.Warn("request will be retried", append(d.logAttrs(), "fault", f.Fault.String(), "decision", dec.String(), "err", cause)...)
-	case HandBack, Pause:
+	case decision.HandBack, decision.Pause:
 		c.log.Debug("request handed back", append(d.logAttrs(), "fault", f.Fault.String(), "decision", dec.String(), "err", cause)...)
 	}
 	return dec
@@ -441,7 +442,7 @@ func (c *Consumer) complete(ctx context.Context, comp store.Completion) (bool, e
 // delivery may take, with room to spare. Longer waits (a paused process,
 // a backlog) are not the bank's.
 func (c *Consumer) maxGap() time.Duration {
-	return 2 * (c.policy.maxDelay() + c.cfg.AckWait)
+	return 2 * (c.policy.LongestDelay() + c.cfg.AckWait)
 }
 
 // keepAlive tells JetStream the message is still being worked on, every

@@ -43,7 +43,7 @@ type Observation interface {
 	// processed.
 	Outcome(outcome, reason string)
 	// Dropped is told that the message was terminated without any record
-	// (Decision Drop).
+	// (decision.Drop).
 	Dropped()
 	// Settled is called once the message has been acknowledged,
 	// terminated or handed back; disposition is the Action applied ("ack",

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cardbridge/cardbridge/consumer/decision"
 	"github.com/cardbridge/cardbridge/mbanq"
 )
 
@@ -17,8 +18,8 @@ import (
 // PauseState says whether the consumer is paused, and why.
 type PauseState struct {
 	Paused bool
-	// Code is a stable name of the fault (mbanq.Fault* or the consumer's
-	// Fault* constants); Message says more, for operators.
+	// Code is a stable name of the fault (mbanq.Fault* or the
+	// decision.Fault* codes); Message says more, for operators.
 	Code, Message string
 	Since         time.Time
 	// probe checks whether the fault cleared; nil when only a request can
@@ -179,14 +180,14 @@ func (c *Consumer) waitForResume(ctx context.Context) {
 func (c *Consumer) probeFor(code string, clientID int64) func(context.Context) error {
 	switch code {
 	case mbanq.FaultInvalidTenant, mbanq.FaultOAuthClient, mbanq.FaultUnreachable, mbanq.FaultTLS,
-		mbanq.FaultRedirect, FaultAdminLogin:
+		mbanq.FaultRedirect, decision.FaultAdminLogin:
 		return c.users.admin.Login
-	case FaultSelfServiceRole:
+	case decision.FaultSelfServiceRole:
 		return func(ctx context.Context) error {
 			_, err := c.users.selfServiceRole(ctx)
 			return err
 		}
-	case FaultSecretKey:
+	case decision.FaultSecretKey:
 		return func(ctx context.Context) error { return c.users.openPassword(ctx, clientID) }
 	}
 	return nil

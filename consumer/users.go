@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/cardbridge/cardbridge/consumer/decision"
 	"github.com/cardbridge/cardbridge/internal/secret"
 	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/store"
@@ -159,7 +160,7 @@ func (u *userDirectory) recordIntent(ctx context.Context, clientID int64) (store
 func (u *userDirectory) provision(ctx context.Context, row store.SelfServiceUser, password secret.String) error {
 	roleID, err := u.selfServiceRole(ctx)
 	if err != nil {
-		return adminCall{err}
+		return decision.AdminCall{Err: err}
 	}
 	// EnsureSelfServiceUser carries an Idempotency-Key fixed by the
 	// username, and when MBanq reports the name taken (an earlier attempt
@@ -180,7 +181,7 @@ func (u *userDirectory) provision(ctx context.Context, row store.SelfServiceUser
 		Password:                     password,
 	}, mbanq.IdempotencyKey("cardbridge", "self-service-user", row.Username))
 	if err != nil {
-		return adminCall{fmt.Errorf("creating self-service user %s: %w", row.Username, err)}
+		return decision.AdminCall{Err: fmt.Errorf("creating self-service user %s: %w", row.Username, err)}
 	}
 	if err := u.store.ActivateUser(ctx, row.ClientID, userID); err != nil {
 		return err

@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cardbridge/cardbridge/consumer"
+	"github.com/cardbridge/cardbridge/consumer/decision"
 	"github.com/cardbridge/cardbridge/event"
 	"github.com/cardbridge/cardbridge/internal/app"
 	"github.com/cardbridge/cardbridge/internal/broker"
@@ -304,9 +305,9 @@ func TestDeploymentFaultsPauseAndFailNothing(t *testing.T) {
 		tls    bool
 	}{
 		"OAuth client refused": {mbanq.FaultOAuthClient, func(c *config.Config) { c.MBanq.ClientSecret = secret.New("not-the-secret") }, false},
-		"admin login refused":  {consumer.FaultAdminLogin, func(c *config.Config) { c.MBanq.AdminPassword = secret.New("not-the-password") }, false},
+		"admin login refused":  {decision.FaultAdminLogin, func(c *config.Config) { c.MBanq.AdminPassword = secret.New("not-the-password") }, false},
 		"untrusted TLS":        {mbanq.FaultTLS, nil, true},
-		"role missing":         {consumer.FaultProvisioning, func(c *config.Config) { c.MBanq.SelfServiceRoleID = 999 }, false},
+		"role missing":         {decision.FaultProvisioning, func(c *config.Config) { c.MBanq.SelfServiceRoleID = 999 }, false},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var bankURL func(http.Handler) string
@@ -352,7 +353,7 @@ func TestSecretKeyThatCannotOpenPasswordsPauses(t *testing.T) {
 	rotated.SecretKey = testenv.SecretKey(t)
 	p = s.start(t, rotated)
 	reqs := s.publish(t, 3)
-	p.waitPaused(t, consumer.FaultSecretKey)
+	p.waitPaused(t, decision.FaultSecretKey)
 	require.EqualValues(t, 1, s.outcomeCount(t), "nothing failed")
 	p.stop()
 

@@ -150,7 +150,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        t.AckWait,
 		// No delivery limit at the server: cardbridge decides when to give
-		// up (consumer.Policy.Decide) and records the outcome first. A
+		// up (decision.Policy.Decide) and records the outcome first. A
 		// server limit would drop a message silently.
 		MaxDeliver:    -1,
 		MaxAckPending: t.MaxAckPending,

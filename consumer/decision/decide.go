@@ -1,4 +1,10 @@
-package consumer
+// Package decision decides what becomes of a message the consumer
+// handles: FaultOf sorts what went wrong into a Fault, and Policy.Decide
+// turns a Fault and the facts of a delivery into a Decision (acknowledge,
+// give up with card.failed, retry later, hold, pause the process, hand it
+// back). Both are pure: no I/O, no clock. The consumer finds the facts and
+// applies the decision to the JetStream message.
+package decision
 
 import (
 	"fmt"
@@ -10,13 +16,13 @@ import (
 
 // This file is the one place that decides what becomes of a message:
 // Decide, a pure function of what went wrong (a Fault), the facts of the
-// delivery and the time spent trying the bank. The handler finds the facts
-// and returns Decide's Decision; the code that owns the JetStream message
-// (Consumer.Handle) applies it. The README's table of what happens to a
-// message is checked against Decide by a test.
+// delivery and the time spent trying the bank. The consumer's handler
+// finds the facts and returns Decide's Decision; the code that owns the
+// JetStream message (consumer.Consumer.Handle) applies it. The README's
+// table of what happens to a message is checked against Decide by a test.
 
 // Fault is what went wrong while handling a delivery, in the terms the
-// decision needs. faultOf is the one function that sorts errors into
+// decision needs. FaultOf is the one function that sorts errors into
 // faults; for the bank's errors it goes by mbanq.Classify.
 type Fault int
 
@@ -187,10 +193,10 @@ const (
 	// maxUnstorableDeliveries bounds the deliveries of a message whose
 	// failure Postgres refuses to store.
 	maxUnstorableDeliveries = 3
-	// pauseHandBack is the delay of a message handed back by a pausing
+	// PauseHandBack is the delay of a message handed back by a pausing
 	// process, so that it does not bounce straight back to a process that
 	// is about to stop fetching.
-	pauseHandBack = time.Second
+	PauseHandBack = time.Second
 )
 
 // Decide is the one table from a delivery's fault and facts to what
@@ -211,7 +217,7 @@ func (p Policy) Decide(f Facts) Decision {
 		return Decision{Action: Term, Fail: event.ReasonBankRejected}
 	case FaultBank, FaultBankUnknown, FaultReauth:
 		unknown := f.Fault == FaultBankUnknown || f.Unknown
-		if unknown && p.keyExpired(f.UnknownFor) {
+		if unknown && p.KeyExpired(f.UnknownFor) {
 			return Decision{Action: Term, Fail: event.ReasonBankOutcomeUnknown}
 		}
 		if f.Spent >= p.RetryFor {
@@ -225,16 +231,16 @@ func (p Policy) Decide(f Facts) Decision {
 			// so there is no reason to wait.
 			return Decision{Action: HandBack}
 		}
-		return Decision{Action: Retry, Delay: max(p.backoff(f.Deliveries), min(f.RetryAfter, p.maxDelay()))}
+		return Decision{Action: Retry, Delay: max(p.backoff(f.Deliveries), min(f.RetryAfter, p.LongestDelay()))}
 	case FaultDeployment:
-		return Decision{Action: Pause, Delay: pauseHandBack}
+		return Decision{Action: Pause, Delay: PauseHandBack}
 	case FaultInfra:
-		return Decision{Action: Retry, Delay: min(p.backoff(f.Deliveries), maxInfraDelay)}
+		return Decision{Action: Retry, Delay: min(p.backoff(f.Deliveries), MaxInfraDelay)}
 	case FaultUnrecorded:
 		if f.Holds < maxHolds {
 			return Decision{Action: Hold, Delay: time.Second << f.Holds}
 		}
-		return Decision{Action: Retry, Delay: min(p.backoff(f.Deliveries), maxInfraDelay)}
+		return Decision{Action: Retry, Delay: min(p.backoff(f.Deliveries), MaxInfraDelay)}
 	case FaultShutdown:
 		return Decision{Action: HandBack}
 	case FaultUnstorable:
@@ -247,24 +253,24 @@ func (p Policy) Decide(f Facts) Decision {
 	return Decision{Action: Retry, Delay: p.backoff(f.Deliveries)}
 }
 
-// backoff grows with the deliveries: 1s, 2s, 4s... capped at MaxDelay, so a
-// bank outage is ridden out without hammering it.
-// maxInfraDelay caps the delay after a fault of our own database or NATS:
+// MaxInfraDelay caps the delay after a fault of our own database or NATS:
 // a request that waited out a long stall is taken again within this long
 // of its end, not after the bank's longest retry delay.
-const maxInfraDelay = 30 * time.Second
+const MaxInfraDelay = 30 * time.Second
 
+// backoff grows with the deliveries: 1s, 2s, 4s... capped at MaxDelay, so a
+// bank outage is ridden out without hammering it.
 func (p Policy) backoff(deliveries uint64) time.Duration {
 	if deliveries < 1 {
 		deliveries = 1
 	}
-	return min(time.Second<<min(deliveries-1, 20), p.maxDelay())
+	return min(time.Second<<min(deliveries-1, 20), p.LongestDelay())
 }
 
-// keyExpired reports whether an answer unknown for that long may no longer
+// KeyExpired reports whether an answer unknown for that long may no longer
 // be asked about under its key: the bank may have forgotten it by the time
 // the next try reaches it.
-func (p Policy) keyExpired(unknownFor time.Duration) bool {
+func (p Policy) KeyExpired(unknownFor time.Duration) bool {
 	retention := p.KeyRetention
 	if retention <= 0 {
 		retention = mbanq.DefaultKeyRetention
@@ -272,7 +278,9 @@ func (p Policy) keyExpired(unknownFor time.Duration) bool {
 	return unknownFor >= retention-p.KeyMargin
 }
 
-func (p Policy) maxDelay() time.Duration {
+// LongestDelay is the longest delay between deliveries: MaxDelay, or
+// DefaultMaxRetryDelay when it is not set.
+func (p Policy) LongestDelay() time.Duration {
 	if p.MaxDelay <= 0 {
 		return DefaultMaxRetryDelay
 	}
