@@ -51,6 +51,8 @@ func TestSweepsResumeWhenTheCardsLeaderIsKilled(t *testing.T) {
 	leaderKilled(t, false)
 }
 
+// leaderKilled is not run in parallel with other tests: it times how soon
+// outcomes resume after the election, which their load would distort.
 func leaderKilled(t *testing.T, handOff bool) {
 	c := testenv.StartNATSCluster(t, 3)
 	s := testenv.Store(t)

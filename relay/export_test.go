@@ -14,3 +14,7 @@ func SetSpellGap(r *Relay, d time.Duration) { r.stale.spellGap = d }
 func SetLease(r *Relay, term, renew, margin time.Duration) {
 	r.lease = leasePolicy{term: term, renew: renew, margin: margin}
 }
+
+// SetClock sets the clock by which the hold limit and the spell gap are
+// measured.
+func SetClock(r *Relay, now func() time.Time) { r.stale.now = now }

@@ -2,7 +2,9 @@ package relay_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +33,7 @@ func outcome(i int) store.Completion {
 // cardbridge's streams, plus a subscription to the outcomes.
 type stack struct {
 	s   *store.Store
+	nc  *nats.Conn
 	js  jetstream.JetStream
 	sub *nats.Subscription
 }
@@ -44,7 +47,7 @@ func newStack(t *testing.T) stack {
 	require.NoError(t, err)
 	sub, err := nc.SubscribeSync("card.>")
 	require.NoError(t, err)
-	return stack{s: s, js: js, sub: sub}
+	return stack{s: s, nc: nc, js: js, sub: sub}
 }
 
 // storedOutcomes is how many events the outcome stream holds.
@@ -90,6 +93,7 @@ func (st stack) requireOutboxEmpty(t *testing.T, why string) {
 // deleted the rows publishes them again; JetStream drops the copies by
 // Nats-Msg-Id, so subscribers see each outcome once.
 func TestRepublishAfterCrashIsDeduplicated(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st := newStack(t)
 	s, js := st.s, st.js
@@ -124,6 +128,7 @@ func TestRepublishAfterCrashIsDeduplicated(t *testing.T) {
 // An event handed to Committed is published at once, long before any
 // sweep, and its row is deleted once JetStream has acknowledged it.
 func TestCommittedIsPublishedAtOnce(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st := newStack(t)
@@ -147,6 +152,7 @@ func TestCommittedIsPublishedAtOnce(t *testing.T) {
 // A row nobody published (its process died after the commit) is published
 // by the sweep once it is older than SweepAge.
 func TestSweepPublishesRowsLeftBehind(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st := newStack(t)
@@ -170,6 +176,7 @@ func TestSweepPublishesRowsLeftBehind(t *testing.T) {
 // started, or far behind) it leaves the rows to a sweep, whose publishes
 // JetStream recognises as duplicates.
 func TestCommittedNeverBlocks(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st := newStack(t)
@@ -206,6 +213,7 @@ func TestCommittedNeverBlocks(t *testing.T) {
 // whose acknowledgement was not collected are not left for a start that
 // may come after JetStream's duplicate window.
 func TestShutdownSweepsYoungRows(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st := newStack(t)
@@ -225,8 +233,7 @@ func TestShutdownSweepsYoungRows(t *testing.T) {
 	require.Zero(t, st.backlog(t))
 }
 
-// setDuplicateWindow shortens the outcome stream's duplicate window, so
-// that a test can outlive it.
+// setDuplicateWindow sets the outcome stream's duplicate window.
 func (st stack) setDuplicateWindow(t *testing.T, window time.Duration) {
 	t.Helper()
 	ctx := context.Background()
@@ -238,32 +245,83 @@ func (st stack) setDuplicateWindow(t *testing.T, window time.Duration) {
 	require.NoError(t, err)
 }
 
+// backdate makes the events' outbox rows as old as age by the database's
+// clock, by which the relay tells a row's age: a row from a process that
+// died long ago, without waiting that long.
+func (st stack) backdate(t *testing.T, age time.Duration, eventIDs ...string) {
+	t.Helper()
+	tag, err := st.s.Pool().Exec(context.Background(),
+		"UPDATE outbox SET created_at = now() - $1::interval WHERE event_id = ANY($2)", age, eventIDs)
+	require.NoError(t, err)
+	require.EqualValues(t, len(eventIDs), tag.RowsAffected())
+}
+
+// remembers reports whether the stream still holds e's Nats-Msg-Id in its
+// duplicate window, without storing anything: the probe carries e's id
+// and expects a last message id that is never the stream's. JetStream
+// checks the id first, and answers a duplicate while it remembers it;
+// once it has forgotten it, the expectation fails (wrong last msg ID), so
+// the probe is not stored either way. Core subscribers to the subject do
+// receive it.
+func (st stack) remembers(t *testing.T, e store.OutboxEvent) bool {
+	t.Helper()
+	const wrongLastMsgID = 10070 // JetStream's error code for a failed last-msg-id expectation
+	ack, err := st.js.PublishMsg(context.Background(), &nats.Msg{Subject: e.Subject, Header: nats.Header(e.Header), Data: e.Data},
+		jetstream.WithMsgID(e.EventID), jetstream.WithExpectLastMsgID("never-the-last-id"))
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == wrongLastMsgID {
+		return false
+	}
+	require.NoError(t, err)
+	require.True(t, ack.Duplicate, "the probe was answered as a duplicate, not stored")
+	return true
+}
+
 // A row that outlived the stream's duplicate window (its process was
 // killed after JetStream stored the event and before the delete, and
 // stayed down) is not published again: the sweep finds its event in the
 // stream and only deletes the row. An old row whose event is not there,
 // and a young row in the same batch, are published as usual.
+//
+// The rows are made old on the relay's side (backdated by an hour). For
+// JetStream to forget ev-1's id without the test sleeping through a real
+// window, the first copy is published while the window is the shortest
+// JetStream allows, and the test waits until JetStream reports the id
+// forgotten; then the window is set back, so that the young row is
+// young again for the relay.
 func TestRowOlderThanTheDuplicateWindowIsNotPublishedTwice(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st := newStack(t)
 	s, js, sub := st.s, st.js, st.sub
-	const window = time.Second
-	st.setDuplicateWindow(t, window)
+	stream, err := js.Stream(ctx, "CARDS")
+	require.NoError(t, err)
+	window := stream.CachedInfo().Config.Duplicates
+	st.setDuplicateWindow(t, 100*time.Millisecond) // JetStream's shortest
 
 	stored, lost, young := outcome(1), outcome(2), outcome(3)
 	for _, c := range []store.Completion{stored, lost} {
 		_, err := s.Complete(ctx, c)
 		require.NoError(t, err)
 	}
+	st.backdate(t, time.Hour, stored.Event.EventID, lost.Event.EventID)
 	// The first publish of ev-1, whose row was never deleted.
-	_, err := js.PublishMsg(ctx, &nats.Msg{Subject: stored.Event.Subject, Header: nats.Header(stored.Event.Header), Data: stored.Event.Data},
+	_, err = js.PublishMsg(ctx, &nats.Msg{Subject: stored.Event.Subject, Header: nats.Header(stored.Event.Header), Data: stored.Event.Data},
 		jetstream.WithMsgID(stored.Event.EventID))
 	require.NoError(t, err)
 	m, err := sub.NextMsg(10 * time.Second)
 	require.NoError(t, err)
 	require.Equal(t, "ev-1", m.Header.Get("Nats-Msg-Id"))
 
-	time.Sleep(window + 200*time.Millisecond) // JetStream forgets ev-1's id
+	require.Eventually(t, func() bool { return !st.remembers(t, stored.Event) }, 10*time.Second, 20*time.Millisecond,
+		"JetStream forgets ev-1's id")
+	st.setDuplicateWindow(t, window)
+	require.False(t, st.remembers(t, stored.Event), "a longer window does not bring a forgotten id back")
+	// The probes reached the subscribers of card.> (though not the
+	// stream): a new subscription sees only what comes after them.
+	require.NoError(t, sub.Unsubscribe())
+	sub, err = st.nc.SubscribeSync("card.>")
+	require.NoError(t, err)
 	_, err = s.Complete(ctx, young)
 	require.NoError(t, err)
 	r := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond})
@@ -284,25 +342,48 @@ func TestRowOlderThanTheDuplicateWindowIsNotPublishedTwice(t *testing.T) {
 	st.requireOutboxEmpty(t, "every row is deleted")
 }
 
+// clock is a clock that moves only when told.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: time.Now()} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
 // When the stream cannot be read (here: its consumer limit is reached),
 // old rows are neither published nor deleted, while young rows of the
 // same batch go out. Once the check has failed for the hold limit, the
 // old rows are published unchecked rather than stuck, the whole backlog in
 // one sweep, not one batch per hold limit.
 func TestOldRowsWaitForTheirCheckThenArePublished(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st := newStack(t)
 	s, js, sub := st.s, st.js, st.sub
-	const window = time.Second
-	unreadableCards(t, js, window)
+	unreadableCards(t, js, time.Minute)
 	var err error
 
 	const old = 5
+	var oldIDs []string
 	for i := 1; i <= old; i++ {
-		_, err = s.Complete(ctx, outcome(i))
+		c := outcome(i)
+		_, err = s.Complete(ctx, c)
 		require.NoError(t, err)
+		oldIDs = append(oldIDs, c.Event.EventID)
 	}
-	time.Sleep(window + 200*time.Millisecond)
+	st.backdate(t, time.Hour, oldIDs...)
 	_, err = s.Complete(ctx, outcome(old+1))
 	require.NoError(t, err)
 
@@ -318,12 +399,14 @@ func TestOldRowsWaitForTheirCheckThenArePublished(t *testing.T) {
 
 	// Batches of two: the whole backlog goes once the hold limit is past.
 	const hold = 500 * time.Millisecond
+	clk := newClock()
 	b := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond, BatchSize: 2})
 	relay.SetHoldLimit(b, hold)
+	relay.SetClock(b, clk.Now)
 	_, err = b.Flush(ctx)
 	require.Error(t, err, "the stream could not be read")
 	require.EqualValues(t, old, st.backlog(t))
-	time.Sleep(hold)
+	clk.Advance(hold)
 	_, err = b.Flush(ctx)
 	require.NoError(t, err, "released rows are published, not reported as held")
 	var ids []string
@@ -342,45 +425,37 @@ func TestOldRowsWaitForTheirCheckThenArePublished(t *testing.T) {
 // relay published meanwhile) waits the hold limit again, rather than
 // being published unchecked at once.
 func TestHoldLimitRunsFromTheStartOfAFailingSpell(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st := newStack(t)
 	s, js, sub := st.s, st.js, st.sub
-	const window = time.Second
-	unreadableCards(t, js, window)
+	unreadableCards(t, js, time.Minute)
 	var err error
 
 	const hold = 2 * time.Second
+	clk := newClock()
 	r := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond})
 	relay.SetHoldLimit(r, hold)
 	relay.SetSpellGap(r, hold/2)
+	relay.SetClock(r, clk.Now)
 	_, err = s.Complete(ctx, outcome(1))
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return st.rowAge(t, "ev-1") > 3*window/4 }, 10*time.Second, 10*time.Millisecond)
+	st.backdate(t, time.Hour, "ev-1")
 	_, err = r.Flush(ctx)
 	require.Error(t, err, "the stream could not be read")
-	failedAt := time.Now()
 	// Another relay published it meanwhile.
 	_, err = s.Pool().Exec(ctx, "DELETE FROM outbox WHERE event_id = 'ev-1'")
 	require.NoError(t, err)
 
 	_, err = s.Complete(ctx, outcome(2))
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return st.rowAge(t, "ev-2") > 3*window/4 && time.Since(failedAt) > 2*hold },
-		10*time.Second, 10*time.Millisecond)
+	st.backdate(t, time.Hour, "ev-2")
+	clk.Advance(2 * hold)
 	_, err = r.Flush(ctx)
 	require.Error(t, err, "held: the stream could not be read (a new spell of failures)")
 	_, err = sub.NextMsg(200 * time.Millisecond)
 	require.ErrorIs(t, err, nats.ErrTimeout, "the old row waits for the hold limit")
 	require.EqualValues(t, 1, st.backlog(t))
-}
-
-// rowAge is how old the event's outbox row is by the database's clock.
-func (st stack) rowAge(t *testing.T, eventID string) time.Duration {
-	t.Helper()
-	var secs float64
-	require.NoError(t, st.s.Pool().QueryRow(context.Background(),
-		"SELECT extract(epoch FROM now() - created_at)::float8 FROM outbox WHERE event_id = $1", eventID).Scan(&secs))
-	return time.Duration(secs * float64(time.Second))
 }
 
 // unreadableCards makes CARDS anew with the given duplicate window and its

@@ -57,13 +57,24 @@ type staleState struct {
 	// spellGap: failed checks further apart than this are not one spell
 	// of failures (sweeps try held rows every few seconds).
 	spellGap time.Duration
-	mu       sync.Mutex
-	names    map[string]streamName   // by subject
-	windows  map[string]streamWindow // by stream
-	lookups  map[string]failedLookup // the last failure of a lookup, by what it looked up
+	// now is the clock of the hold limit and the spell gap; nil is
+	// time.Now. Tests set it, so that a hold limit passes without waiting.
+	now     func() time.Time
+	mu      sync.Mutex
+	names   map[string]streamName   // by subject
+	windows map[string]streamWindow // by stream
+	lookups map[string]failedLookup // the last failure of a lookup, by what it looked up
 	// failing is, by stream ("" for rows whose stream is unknown), since
 	// when its check has failed and when it was last tried.
 	failing map[string]failedCheck
+}
+
+// clock is the time by which the hold limit and the spell gap are measured.
+func (s *staleState) clock() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
 }
 
 type streamName struct {
@@ -296,7 +307,7 @@ func (r *Relay) releasedWithoutTrying(stream string) bool {
 	r.stale.mu.Lock()
 	defer r.stale.mu.Unlock()
 	f, ok := r.stale.failing[stream]
-	now := time.Now()
+	now := r.stale.clock()
 	return ok && now.Sub(f.since) >= r.stale.holdLimit && now.Sub(f.tried) < r.stale.holdLimit
 }
 
@@ -309,7 +320,7 @@ func (r *Relay) checkFailed(stream string, err error, rows int) (release bool) {
 	if r.stale.failing == nil {
 		r.stale.failing = map[string]failedCheck{}
 	}
-	now := time.Now()
+	now := r.stale.clock()
 	f, ok := r.stale.failing[stream]
 	if !ok || now.Sub(f.tried) >= r.stale.spellGap {
 		// A new spell of failures: the last failed check was long ago,
