@@ -3,9 +3,9 @@ package event
 import "testing"
 
 // BenchmarkRejectHostile is the cost of refusing each input of the hostile
-// catalogue (hostile_test.go), every one at or near MaxEventSize. Issue 12
-// asks that none costs more than 1 ms of CPU; docs/performance.md has the
-// figures ("Hostile input (issue 12)").
+// catalogue (hostile_test.go), every one at or near MaxEventSize. None
+// should cost more than 1 ms of CPU; docs/performance.md has the figures
+// (its section on hostile input).
 //
 //	go test -run XXX -bench RejectHostile -benchmem -count 5 ./event
 func BenchmarkRejectHostile(b *testing.B) {

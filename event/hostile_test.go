@@ -356,8 +356,8 @@ func hostileOversized() []hostileInput {
 }
 
 // hostileRefusals is how each hostile input is refused: the reason, and the
-// request id the refusal carries. They are the refusals main gave before
-// issue 12, except where marked: an event with too many attributes, too
+// request id the refusal carries. They are the refusals cardbridge gave
+// before it scanned events for hostile input, except where marked: an event with too many attributes, too
 // long a content type or too long a number in an attribute is now refused
 // for that, before its data is read; and
 // exponents in structured data, which the SDK failed to skip, are now

@@ -96,7 +96,7 @@ var statusClasses = map[int]Class{
 
 // codeClasses overrides statusClasses for answers whose code says more than
 // their status. The codes are Fineract's, and OAuth2's (RFC 6749) for the
-// token endpoint; see shared/docs/mbanq-api.md.
+// token endpoint, as MBanq's API documentation lists them.
 var codeClasses = map[string]Class{
 	// A wrong tenant is a configuration error; new tokens will not fix it.
 	CodeInvalidTenant: ClassConfig,

@@ -23,8 +23,8 @@ func IdempotencyKey(parts ...string) string {
 }
 
 // DefaultKeyRetention is how long MBanq is trusted to remember an
-// Idempotency-Key and answer a repeat from it. MBanq does not say
-// [unknown, see shared/docs/mbanq-api.md]; Fineract keeps them until they
+// Idempotency-Key and answer a repeat from it. MBanq does not say (its API
+// documentation leaves it open); Fineract keeps them until they
 // are purged, and the sandbox keeps them 24 hours. A caller that asks again
 // under a key after longer may get a second operation.
 const DefaultKeyRetention = 24 * time.Hour

@@ -10,11 +10,11 @@ import (
 	"github.com/cardbridge/cardbridge/store"
 )
 
-// Review of issue 12: "all the bindings of a source name the same
-// publisher". A source bound to two clients before publishers existed, then
-// given a publisher on one of its bindings, must keep it on both: removing
-// that one binding must not silently open the source again to whatever
-// publishes on the contract's subject.
+// All the bindings of a source name the same publisher. A source bound to
+// two clients before publishers existed, then given a publisher on one of
+// its bindings, must keep it on both: removing that one binding must not
+// silently open the source again to whatever publishes on the contract's
+// subject.
 func TestAPublisherCoversEveryBindingOfItsSource(t *testing.T) {
 	ctx := context.Background()
 	s := testenv.Store(t)

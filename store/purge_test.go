@@ -72,13 +72,13 @@ func TestPurgeKeepsOnlyWhatTheRetentionAllows(t *testing.T) {
 	require.Equal(t, store.Purged{}, again, "nothing left to purge")
 }
 
-// Review of issue 12: the record of an order whose answer is unknown is the
-// only thing that stops a late delivery of its request from being sent to
-// the bank again (or refused as request_expired, which tells the ERP to
-// send a new request, while a card may exist). While the request has no
-// outcome, its message is still in the stream and will be delivered
-// (after a pause or an outage longer than the retention, say): the record
-// must outlive the wait, whatever its age.
+// The record of an order whose answer is unknown is the only thing that
+// stops a late delivery of its request from being sent to the bank again (or
+// refused as request_expired, which tells the ERP to send a new request,
+// while a card may exist). While the request has no outcome, its message is
+// still in the stream and will be delivered (after a pause or an outage
+// longer than the retention, say): the record must outlive the wait,
+// whatever its age.
 func TestPurgeKeepsTheRetryRecordOfARequestWithoutOutcome(t *testing.T) {
 	ctx := context.Background()
 	s := testenv.Store(t)
@@ -96,11 +96,11 @@ func TestPurgeKeepsTheRetryRecordOfARequestWithoutOutcome(t *testing.T) {
 	require.True(t, adm.Retries.Unknown)
 }
 
-// Review of issue 12: a dead letter kept under its place in the stream (a
-// message that names no request, or one refused as not its publisher's) has
-// no request for a replay to give an outcome: its replay is recorded again
-// under the new copy's place. Replayed, it must not stay pending for ever,
-// nor escape the purge.
+// A dead letter kept under its place in the stream (a message that names no
+// request, or one refused as not its publisher's) has no request for a
+// replay to give an outcome: its replay is recorded again under the new
+// copy's place. Replayed, it must not stay pending for ever, nor escape the
+// purge.
 func TestReplayedDeadLetterKeyedByItsPlaceInTheStreamIsNotPendingForEver(t *testing.T) {
 	ctx := context.Background()
 	s := testenv.Store(t)

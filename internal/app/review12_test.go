@@ -41,16 +41,16 @@ func ordersCounted(t *testing.T) (*stack, *atomic.Int64) {
 	return s, &orders
 }
 
-// Review of issue 12. The retention's invariant says a message is
-// redelivered only while its outcome is not committed. That holds for a
-// request stream cardbridge creates now (interest retention), not for one
-// an earlier version created (limits retention, no limits: every request
-// ever published is still in it), which the README says is kept as it is.
-// The README's upgrade step for per-ERP subjects is to delete the consumer
-// and let cardbridge recreate it, DeliverAll: every old request comes back.
-// One whose records were purged must not reach the bank again (a bank keeps
-// an Idempotency-Key for CARDBRIDGE_BANK_KEY_RETENTION, not 90 days), with
-// or without a CloudEvent time.
+// The retention's invariant says a message is redelivered only while its
+// outcome is not committed. That holds for a request stream cardbridge
+// creates now (interest retention), not for one an earlier version created
+// (limits retention, no limits: every request ever published is still in
+// it), which the README says is kept as it is. The README's upgrade step for
+// per-ERP subjects is to delete the consumer and let cardbridge recreate it,
+// DeliverAll: every old request comes back. One whose records were purged
+// must not reach the bank again (a bank keeps an Idempotency-Key for
+// CARDBRIDGE_BANK_KEY_RETENTION, not 90 days), with or without a CloudEvent
+// time.
 //
 // The retention here is a day and 5 seconds, so that "older than the
 // retention less a day" is 5 seconds of real time: the wait below is the
@@ -111,13 +111,13 @@ func TestOldRequestRedeliveredAfterItsRecordsWerePurgedIsNotOrderedAgain(t *test
 	require.Len(t, s.sb.Cards(), 2)
 }
 
-// Review of issue 12: an order whose answer was lost, then a pause (or an
-// outage) longer than the retention. The purge must not delete the
-// request's record of the unknown answer while the request has no
-// outcome: a later delivery would send the order again long after the bank
-// forgot its key (a second card), or (with an old time) answer
-// request_expired, telling the ERP to send a new request while a card may
-// exist. The right answer is bank_outcome_unknown, with no new order.
+// An order whose answer was lost, then a pause (or an outage) longer than
+// the retention. The purge must not delete the request's record of the
+// unknown answer while the request has no outcome: a later delivery would
+// send the order again long after the bank forgot its key (a second card),
+// or (with an old time) answer request_expired, telling the ERP to send a
+// new request while a card may exist. The right answer is
+// bank_outcome_unknown, with no new order.
 func TestUnknownAnswerOutlivesAPauseLongerThanTheRetention(t *testing.T) {
 	ctx := context.Background()
 	var cut atomic.Bool
@@ -195,10 +195,10 @@ func natsWithUsers(t *testing.T, configure func(*server.Options), password func(
 	return s, as
 }
 
-// Review of issue 12: with deploy/nats.conf, every ERP's user may subscribe
-// to _INBOX.>, where JetStream delivers cardbridge's pull requests' messages
-// (and every other JetStream API answer). Acme then reads globex's requests
-// (employees' names and emails) as cardbridge receives them.
+// With deploy/nats.conf, every ERP's user may subscribe to _INBOX.>, where
+// JetStream delivers cardbridge's pull requests' messages (and every other
+// JetStream API answer). Acme then reads globex's requests (employees' names
+// and emails) as cardbridge receives them.
 func TestComposeNATSConfigurationKeepsOneERPsRequestsFromAnother(t *testing.T) {
 	ctx := context.Background()
 	s, as := composeNATS(t)
@@ -248,13 +248,13 @@ func erpJetStream(t *testing.T, url, erp string) (*nats.Conn, jetstream.JetStrea
 	return nc, js
 }
 
-// Review of issue 12: JetStream's duplicate window is per stream, keyed by
-// Nats-Msg-Id alone, whatever the subject or the publisher. A replay's
-// Nats-Msg-Id is cardbridge-replay-<dead letter id>-<generation>: guessable.
-// Acme, on its own subject, publishes first with the id of the replay an
-// operator is about to make of globex's dead letter; JetStream then drops
-// the replay as a duplicate, One reports success, and globex's request is
-// released in the store and never answered.
+// JetStream's duplicate window is per stream, keyed by Nats-Msg-Id alone,
+// whatever the subject or the publisher. A replay's Nats-Msg-Id is
+// cardbridge-replay-<dead letter id>-<generation>: guessable. Acme, on its
+// own subject, publishes first with the id of the replay an operator is
+// about to make of globex's dead letter; JetStream then drops the replay as
+// a duplicate, One reports success, and globex's request is released in the
+// store and never answered.
 func TestAnotherERPCannotSwallowAReplay(t *testing.T) {
 	ctx := context.Background()
 	s, as := composeNATS(t)
@@ -294,11 +294,11 @@ func TestAnotherERPCannotSwallowAReplay(t *testing.T) {
 	}
 }
 
-// Review of issue 12: a request that failed on the contract's subject while
-// its source was trusted there (no publisher yet), replayed after the
-// operator bound the source to its publisher (as the README recommends), is
-// handled, not refused as not its publisher's: otherwise its request is
-// released, never answered, and its dead letter pending for ever.
+// A request that failed on the contract's subject while its source was
+// trusted there (no publisher yet), replayed after the operator bound the
+// source to its publisher (as the README recommends), is handled, not
+// refused as not its publisher's: otherwise its request is released, never
+// answered, and its dead letter pending for ever.
 func TestReplayAfterTheSourceWasBoundToItsPublisherIsHandled(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, nil)
@@ -324,11 +324,11 @@ func TestReplayAfterTheSourceWasBoundToItsPublisherIsHandled(t *testing.T) {
 	require.Len(t, s.sb.Cards(), 1)
 }
 
-// Review of issue 12: a message that names no request (or is refused as
-// another ERP's) is kept under its place in the stream. Sequences start
-// again at 1 in a recreated stream (the README's way to give an earlier
-// version's stream its limits): the next junk message at the same place
-// collided with the old record and was acknowledged without any.
+// A message that names no request (or is refused as another ERP's) is kept
+// under its place in the stream. Sequences start again at 1 in a recreated
+// stream (the README's way to give an earlier version's stream its limits):
+// the next junk message at the same place collided with the old record and
+// was acknowledged without any.
 func TestPoisonInARecreatedStreamLeavesARecordOfItsOwn(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, nil)
@@ -354,10 +354,10 @@ func TestPoisonInARecreatedStreamLeavesARecordOfItsOwn(t *testing.T) {
 	require.Equal(t, 2, count(), "the second junk message, at the same place in the new stream, left no record")
 }
 
-// Review of issue 12: a bank (or a proxy before it) that refuses an order
-// with an error code longer than card.failed's schema allows (256) must not
-// leave the request retrying for ever, sending the order again on every
-// delivery: it is answered bank_rejected like any refusal.
+// A bank (or a proxy before it) that refuses an order with an error code
+// longer than card.failed's schema allows (256) must not leave the request
+// retrying for ever, sending the order again on every delivery: it is
+// answered bank_rejected like any refusal.
 func TestRefusalWithAnOverlongBankCodeIsAnswered(t *testing.T) {
 	var orders atomic.Int64
 	s := newStack(t, func(sb http.Handler) string {

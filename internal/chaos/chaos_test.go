@@ -59,7 +59,7 @@ var (
 	boundNATS   = flag.Duration("chaos.bound-nats", 30*time.Second, "after a killed NATS node is back")
 	boundPG     = flag.Duration("chaos.bound-pg", 30*time.Second, "after Postgres is back from a stall or a stop")
 	boundBank   = flag.Duration("chaos.bound-bank", 45*time.Second, "after the bank is back (a paused process probes at most every 30 s)")
-	boundElect  = flag.Duration("chaos.bound-nats-gap", 20*time.Second, "longest time without an outcome when a NATS node is lost: the election and the relay's resumption (issue 13: a leader change costs no more than the election), the node still down")
+	boundElect  = flag.Duration("chaos.bound-nats-gap", 20*time.Second, "longest time without an outcome when a NATS node is lost: the election and the relay's resumption (a leader change must cost no more than the election), the node still down")
 	boundReady  = flag.Duration("chaos.bound-ready", 15*time.Second, "from the start of a database fault to /readyz answering 503")
 )
 

@@ -124,7 +124,7 @@ func errNotAuthorized(what string) *apiError {
 	return newError(http.StatusForbidden, "error.msg.not.authorized", "User has no authority to "+what+".")
 }
 
-// errNotFound mirrors the example of mbanq-api.md: a generic top-level code
+// errNotFound mirrors the example in MBanq's API documentation: a generic top-level code
 // and the specific one in errors[].
 func errNotFound(entity, code string, id any) *apiError {
 	msg := fmt.Sprintf("%s with identifier %v does not exist", entity, id)
