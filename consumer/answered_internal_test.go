@@ -20,6 +20,7 @@ import (
 // its own first appearance instead of failing (and, a minute later,
 // ordering every old request unchecked).
 func TestIDsKeptDoNotFailARecentCheckOnceTheyReachTheirBound(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	ns := testenv.NATS(t)
 	_, js := testenv.JetStream(t, ns.URL())

@@ -249,6 +249,7 @@ func oldRequest(age time.Duration) event.Request {
 // its inbox row rebuilt from it, and neither the bank nor the stream sees
 // it a second time. Without the check (the control), it is answered twice.
 func TestRequestAnsweredBeforeLostCommitsIsNotAnsweredAgain(t *testing.T) {
+	t.Parallel()
 	for _, check := range []bool{true, false} {
 		name := map[bool]string{true: "checked", false: "unchecked control"}[check]
 		t.Run(name, func(t *testing.T) {
@@ -296,6 +297,7 @@ func TestRequestAnsweredBeforeLostCommitsIsNotAnsweredAgain(t *testing.T) {
 // A failed request answered before its commit was lost is recorded as
 // failed again, with its reason, from the card.failed on the stream.
 func TestFailedRequestAnsweredBeforeLostCommitsIsNotAnsweredAgain(t *testing.T) {
+	t.Parallel()
 	f := startFailover(t, failoverOptions{check: true})
 	req := oldRequest(5 * time.Minute)
 	req.Data.ClientID = 2 // the source is not bound to client 2: unbound_source
@@ -322,6 +324,7 @@ func TestFailedRequestAnsweredBeforeLostCommitsIsNotAnsweredAgain(t *testing.T) 
 // the stream took since the last: every outcome message is read once, not
 // once per request.
 func TestOneScanServesABacklog(t *testing.T) {
+	t.Parallel()
 	f := startFailover(t, failoverOptions{check: true})
 	const n = 30
 	at := time.Now().Add(-5 * time.Minute).UTC() // one time, so no check reaches further back than the first
@@ -354,6 +357,7 @@ func TestOneScanServesABacklog(t *testing.T) {
 // server deletes it after a minute unused, or loses it) is replaced
 // without failing a check.
 func TestCheckSurvivesItsConsumerGoing(t *testing.T) {
+	t.Parallel()
 	f := startFailover(t, failoverOptions{check: true})
 	ctx := context.Background()
 	f.publish(t, oldRequest(5*time.Minute))
@@ -390,6 +394,7 @@ func TestCheckSurvivesItsConsumerGoing(t *testing.T) {
 
 // Fresh requests, the steady state, never scan the stream.
 func TestFreshRequestsDoNotScan(t *testing.T) {
+	t.Parallel()
 	f := startFailover(t, failoverOptions{check: true})
 	for range 20 {
 		f.publish(t, oldRequest(0))
@@ -407,6 +412,7 @@ func TestFreshRequestsDoNotScan(t *testing.T) {
 // blindly: it is retried, and ordered unchecked (with a warning) only once
 // checks have failed for the hold limit.
 func TestUnreadableStreamHoldsOldRequestsForTheHoldLimit(t *testing.T) {
+	t.Parallel()
 	t.Run("within the hold limit", func(t *testing.T) {
 		f := startFailover(t, failoverOptions{check: true, outcomeStream: "MISSING", holdLimit: time.Hour})
 		f.publish(t, oldRequest(5*time.Minute))
@@ -494,6 +500,7 @@ func BenchmarkBacklog(b *testing.B) {
 // its request again for the hold limit rather than ordering it unchecked
 // at once.
 func TestHoldLimitRunsFromTheStartOfAFailingSpell(t *testing.T) {
+	t.Parallel()
 	const hold = 2 * time.Second
 	f := startFailover(t, failoverOptions{check: true, outcomeStream: "MISSING", holdLimit: hold, spellGap: hold / 2})
 	first := oldRequest(5 * time.Minute)
@@ -522,6 +529,7 @@ func TestHoldLimitRunsFromTheStartOfAFailingSpell(t *testing.T) {
 // would read the outcome stream back to a request days old on every replay
 // (and, past a million messages, order it unchecked after the hold limit).
 func TestReplayIsNotLookedForFromItsOriginalTime(t *testing.T) {
+	t.Parallel()
 	f := startFailover(t, failoverOptions{check: true})
 	ctx := context.Background()
 	req := oldRequest(5 * time.Minute)

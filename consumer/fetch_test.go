@@ -35,6 +35,7 @@ func (o *countingObserver) held() int64                                  { retur
 // cannot start stays in the stream for whoever frees a handler first,
 // rather than waiting in a buffer (where nothing keeps it alive).
 func TestWorkIsSharedAndOnlyFreeHandlersFetch(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	const source = "urn:erp:split"
 	ns := testenv.NATS(t)

@@ -10,6 +10,7 @@ import (
 )
 
 func TestMessageIsTheOriginalLessServerDirectives(t *testing.T) {
+	t.Parallel()
 	d := store.DeadLetter{
 		ID:      7,
 		Subject: "employee.card.requested",
@@ -43,6 +44,7 @@ func TestMessageIsTheOriginalLessServerDirectives(t *testing.T) {
 }
 
 func TestRefused(t *testing.T) {
+	t.Parallel()
 	require.True(t, consumer.ReplayRefused(store.ErrAlreadyIssued))
 	require.False(t, consumer.ReplayRefused(store.ErrNotFound))
 	require.False(t, consumer.ReplayRefused(nil))
@@ -51,6 +53,7 @@ func TestRefused(t *testing.T) {
 // A dead letter whose source is now bound to a publisher is replayed on
 // that publisher's subject, where the source is accepted.
 func TestMessageGoesWhereItsSourceIsAccepted(t *testing.T) {
+	t.Parallel()
 	d := store.DeadLetter{ID: 1, Subject: "employee.card.requested", Data: []byte(`{}`)}
 	require.Equal(t, "employee.card.requested", consumer.ReplayMessage(d).Subject)
 	d.Publisher = "acme"

@@ -67,6 +67,7 @@ func orderWith(t *testing.T, s *mbanq.Session, key string) {
 }
 
 func TestProvisioningCreatesOneUserAndReusesIt(t *testing.T) {
+	t.Parallel()
 	b := setupUsers(t)
 	ctx := context.Background()
 	s, err := b.directory(t).session(ctx, 1)
@@ -87,6 +88,7 @@ func TestProvisioningCreatesOneUserAndReusesIt(t *testing.T) {
 }
 
 func TestProvisioningConcurrentProcessesMakeOneUser(t *testing.T) {
+	t.Parallel()
 	b := setupUsers(t)
 	ctx := context.Background()
 	var wg sync.WaitGroup
@@ -108,6 +110,7 @@ func TestProvisioningConcurrentProcessesMakeOneUser(t *testing.T) {
 // A crash after the intent was recorded but before MBanq was called: the
 // next process finishes with the recorded name and password.
 func TestProvisioningResumesAfterCrashBeforeBankCall(t *testing.T) {
+	t.Parallel()
 	b := setupUsers(t)
 	ctx := context.Background()
 	_, err := b.directory(t).recordIntent(ctx, 1)
@@ -124,6 +127,7 @@ func TestProvisioningResumesAfterCrashBeforeBankCall(t *testing.T) {
 // with MBanq's idempotency record gone (the name is then reported taken):
 // the user is adopted and its password set to the one we hold.
 func TestProvisioningAdoptsUserCreatedBeforeCrash(t *testing.T) {
+	t.Parallel()
 	b := setupUsers(t)
 	ctx := context.Background()
 	d := b.directory(t)
@@ -147,6 +151,7 @@ func TestProvisioningAdoptsUserCreatedBeforeCrash(t *testing.T) {
 // A lost answer to the creation: the client's retry carries the same
 // Idempotency-Key and gets the stored answer.
 func TestProvisioningSurvivesLostResponse(t *testing.T) {
+	t.Parallel()
 	b := setupUsers(t)
 	require.NoError(t, b.sb.SetFaults(sandbox.Faults{LostResponseNext: 1, Paths: []string{"/v1/users"}}))
 	s, err := b.directory(t).session(context.Background(), 1)
@@ -159,6 +164,7 @@ func TestProvisioningSurvivesLostResponse(t *testing.T) {
 // one as previous opens the password and reseals it under the new key;
 // then the old key can go.
 func TestKeyRotationResealsPasswords(t *testing.T) {
+	t.Parallel()
 	b := setupUsers(t)
 	ctx := context.Background()
 	_, err := b.directory(t).session(ctx, 1)
@@ -188,6 +194,7 @@ func TestKeyRotationResealsPasswords(t *testing.T) {
 // key recorded on use, so the metric stops counting it as needing an old
 // key; its ciphertext is left as it is.
 func TestUseRecordsTheKeyOfAPasswordSealedBeforeKeysWereRecorded(t *testing.T) {
+	t.Parallel()
 	b := setupUsers(t)
 	ctx := context.Background()
 	_, err := b.directory(t).session(ctx, 1)

@@ -9,6 +9,7 @@ import (
 )
 
 func TestDecodeRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []Mode{Binary, Structured} {
 		t.Run(mode.String(), func(t *testing.T) {
 			want := validRequest()
@@ -30,6 +31,7 @@ func TestDecodeRoundTrip(t *testing.T) {
 }
 
 func TestDecodeHeaderNamesAnyCase(t *testing.T) {
+	t.Parallel()
 	h := nats.Header{
 		"CE-SPECVERSION": {"1.0"},
 		"CE-ID":          {"req-1"},
@@ -52,6 +54,7 @@ func TestDecodeHeaderNamesAnyCase(t *testing.T) {
 }
 
 func TestDecodeSubjectFallback(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []Mode{Binary, Structured} {
 		r := validRequest()
 		r.Subject = ""
@@ -63,6 +66,7 @@ func TestDecodeSubjectFallback(t *testing.T) {
 }
 
 func TestDecodeTraceParent(t *testing.T) {
+	t.Parallel()
 	t.Run("ce extension in binary mode", func(t *testing.T) {
 		h := binaryHeader()
 		h.Set("ce-traceparent", testTraceParent)
@@ -100,6 +104,7 @@ func TestDecodeTraceParent(t *testing.T) {
 }
 
 func TestDecodeRejects(t *testing.T) {
+	t.Parallel()
 	structuredBody := func(edit func(string) string) []byte {
 		m := encodeRequest(t, validRequest(), Structured)
 		return []byte(edit(string(m.Data)))
@@ -175,6 +180,7 @@ func TestDecodeRejects(t *testing.T) {
 }
 
 func TestDecodeErrorCorrelation(t *testing.T) {
+	t.Parallel()
 	h := with3(binaryHeader(), "ce-traceparent", testTraceParent)
 	_, err := Decode(h, []byte(`{"employee":{}}`))
 	de := requireDecodeError(t, err, ReasonSchemaInvalid)
@@ -189,6 +195,7 @@ func with3(h nats.Header, name, value string) nats.Header { h.Set(name, value); 
 // its request is still read (headers, or the start of a structured body), so
 // the request can be answered.
 func TestDecodeOversizedKeepsTheRequest(t *testing.T) {
+	t.Parallel()
 	big := strings.Repeat("x", MaxEventSize)
 	for name, tc := range map[string]struct {
 		h      nats.Header
@@ -229,6 +236,7 @@ func TestDecodeOversizedKeepsTheRequest(t *testing.T) {
 // refuses the event before the SDK reads it, except a tracestate, which is
 // advisory and dropped. A value at the bound is read as before.
 func TestAttributeValuesAreBounded(t *testing.T) {
+	t.Parallel()
 	long := "acme=" + strings.Repeat("x", maxAttributeValue)
 	for _, mode := range []Mode{Structured, Binary} {
 		r := validRequest()

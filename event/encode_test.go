@@ -9,6 +9,7 @@ import (
 )
 
 func TestEncodeRequestStructured(t *testing.T) {
+	t.Parallel()
 	m := encodeRequest(t, validRequest(), Structured)
 	require.Equal(t, TypeCardRequested, m.Subject)
 	require.Equal(t, nats.Header{"content-type": {"application/cloudevents+json"}}, m.Header)
@@ -21,6 +22,7 @@ func TestEncodeRequestStructured(t *testing.T) {
 }
 
 func TestEncodeRequestBinary(t *testing.T) {
+	t.Parallel()
 	m := encodeRequest(t, validRequest(), Binary)
 	require.Equal(t, nats.Header{
 		"ce-specversion": {"1.0"},
@@ -40,12 +42,14 @@ func TestEncodeRequestBinary(t *testing.T) {
 }
 
 func TestEncodeRequestUnknownMode(t *testing.T) {
+	t.Parallel()
 	_, err := EncodeRequest(validRequest(), Mode(7))
 	require.Error(t, err)
 	require.Equal(t, "Mode(invalid)", Mode(7).String())
 }
 
 func TestDecodeOutcomeRejects(t *testing.T) {
+	t.Parallel()
 	_, err := DecodeOutcome(nats.Header{}, []byte(`{}`))
 	require.Error(t, err)
 	_, err = DecodeOutcome(nats.Header{"ce-specversion": {"9.9"}}, nil)

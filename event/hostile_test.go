@@ -483,6 +483,7 @@ func hostileExpected(name string) (string, string) {
 // Every hostile input is refused for the right reason, and still names its
 // request when it did so before, so that the request is answered.
 func TestDecodeRejectsHostile(t *testing.T) {
+	t.Parallel()
 	for _, in := range hostileInputs() {
 		t.Run(in.name, func(t *testing.T) {
 			got, err := Decode(in.header, in.body)

@@ -29,6 +29,7 @@ func decodedRequest(t testing.TB) *Request {
 }
 
 func TestOutcomeID(t *testing.T) {
+	t.Parallel()
 	a := OutcomeID("urn:erp:acme", "req-1")
 	require.Equal(t, a, OutcomeID("urn:erp:acme", "req-1"), "deterministic")
 	require.NotEqual(t, a, OutcomeID("urn:erp:acme", "req-2"))
@@ -63,6 +64,7 @@ func TestRequestRefOutcomeIDPerGeneration(t *testing.T) {
 }
 
 func TestEncodeIssuedHeaders(t *testing.T) {
+	t.Parallel()
 	o := NewIssued(testSource, decodedRequest(t).Ref(), testCard())
 	m, err := o.Encode()
 	require.NoError(t, err)
@@ -89,6 +91,7 @@ func TestEncodeIssuedHeaders(t *testing.T) {
 }
 
 func TestEncodeFailedHeadersWithoutTrace(t *testing.T) {
+	t.Parallel()
 	ref := RequestRef{ID: "req-9", Source: "urn:erp:acme"}
 	o := NewFailed(testSource, ref, Failure{Reason: ReasonUnboundSource, Message: "source is not bound to client 7"}, issuedAt)
 	m, err := o.Encode()
@@ -108,6 +111,7 @@ func TestEncodeFailedHeadersWithoutTrace(t *testing.T) {
 }
 
 func TestOutcomeRoundTrip(t *testing.T) {
+	t.Parallel()
 	req := decodedRequest(t)
 	for _, o := range []Outcome{
 		NewIssued(testSource, req.Ref(), testCard()),
@@ -129,6 +133,7 @@ func TestOutcomeRoundTrip(t *testing.T) {
 // Every outcome the constructors can build, including from the worst decode
 // errors, must match its schema.
 func TestOutcomesMatchSchemas(t *testing.T) {
+	t.Parallel()
 	req := decodedRequest(t)
 	noRef := *req
 	noRef.Data.Reference = ""
@@ -156,6 +161,7 @@ func TestOutcomesMatchSchemas(t *testing.T) {
 }
 
 func TestEncodeRefusesHeaderInjection(t *testing.T) {
+	t.Parallel()
 	o := NewIssued(testSource, RequestRef{ID: "i", Source: "s", EmployeeID: "E\r\nNats-Msg-Id: forged"}, testCard())
 	_, err := o.Encode()
 	require.Error(t, err)
@@ -167,6 +173,7 @@ func TestEncodeRefusesHeaderInjection(t *testing.T) {
 }
 
 func TestReasonsMatchSchema(t *testing.T) {
+	t.Parallel()
 	raw, err := schemas.FS.ReadFile(schemas.FailedFile)
 	require.NoError(t, err)
 	var doc struct {

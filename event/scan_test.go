@@ -17,6 +17,7 @@ import (
 )
 
 func TestScanData(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("a", maxStringRunes+1)
 	for data, want := range map[string]string{
 		validData: "",
@@ -54,6 +55,7 @@ func TestScanData(t *testing.T) {
 // The limits of scanData refuse no data the schema accepts: they sit above
 // every bound the schema file states.
 func TestScanLimitsFitTheSchema(t *testing.T) {
+	t.Parallel()
 	raw, err := schemas.FS.ReadFile(schemas.RequestFile)
 	require.NoError(t, err)
 	var schema map[string]any
@@ -103,6 +105,7 @@ func TestScanLimitsFitTheSchema(t *testing.T) {
 // The longest request the schema allows, written with as many bytes as
 // JSON permits, is accepted in both modes.
 func TestDecodeAcceptsTheLongestRequest(t *testing.T) {
+	t.Parallel()
 	escaped := func(n int) string { return strings.Repeat(`\ud83d\ude00`, n) } // one character in 12 bytes
 	email := strings.Repeat("a", 64) + "@" + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 61)
 	require.Len(t, email, 254)
@@ -154,7 +157,8 @@ func FuzzScanData(f *testing.F) {
 // bytes allocated, and the validator, when reached, is handed only a small
 // document. Before the scan, deep nesting made 30,000 allocations and 100 MB,
 // 1e999999 made 2 MB of big.Rat, and long strings reached the validator's
-// patterns whole.
+// patterns whole. Not parallel: it swaps validateRequestData and counts the
+// whole process's allocations.
 func TestRejectingHostileInputIsBoundedWork(t *testing.T) {
 	const (
 		maxAllocs = 512

@@ -21,6 +21,7 @@ import (
 // endpoint's success and its documented errors.
 
 func TestUserDetailsOfAdmin(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	d, err := b.admin.UserDetails(context.Background())
 	must(t, err)
@@ -34,6 +35,7 @@ func TestUserDetailsOfAdmin(t *testing.T) {
 }
 
 func TestRolesAndSelfServiceRoleDiscovery(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	roles, err := b.admin.Roles(context.Background())
 	must(t, err)
@@ -44,6 +46,7 @@ func TestRolesAndSelfServiceRoleDiscovery(t *testing.T) {
 }
 
 func TestSelfServiceRoleDiscoveryByName(t *testing.T) {
+	t.Parallel()
 	seed := testSeed()
 	for i := range seed.Roles {
 		seed.Roles[i].IsSelfService = false // only the name is left to go by
@@ -58,6 +61,7 @@ func TestSelfServiceRoleDiscoveryByName(t *testing.T) {
 }
 
 func TestSelfServiceUserOrdersVirtualCard(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	ss, userID := b.selfService(t, "acme-cards", 1)
@@ -110,6 +114,7 @@ func TestSelfServiceUserOrdersVirtualCard(t *testing.T) {
 }
 
 func TestAdminMayOrderForAnyClient(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	card, err := b.admin.OrderCard(context.Background(), mbanq.OrderCardRequest{ProductID: 1, SavingsAccountID: 2, ClientID: 2}, "k-admin")
 	must(t, err)
@@ -117,6 +122,7 @@ func TestAdminMayOrderForAnyClient(t *testing.T) {
 }
 
 func TestSelfServiceScope(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	ss, _ := b.selfService(t, "acme-cards", 1)
@@ -150,6 +156,7 @@ func TestSelfServiceScope(t *testing.T) {
 }
 
 func TestOrderCardErrors(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	tests := []struct {
@@ -183,6 +190,7 @@ func TestOrderCardErrors(t *testing.T) {
 }
 
 func TestCreateUserValidation(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	long := strings.Repeat("x", 101)
@@ -223,6 +231,7 @@ func TestCreateUserValidation(t *testing.T) {
 }
 
 func TestCreateUserRawValidation(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	h := authHeaders(t, b.admin)
 	tests := []struct {
@@ -251,6 +260,7 @@ func TestCreateUserRawValidation(t *testing.T) {
 }
 
 func TestUpdateUserAndDuplicateRecovery(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	ss, userID := b.selfService(t, "acme-cards", 1)
@@ -313,6 +323,7 @@ func TestUpdateUserAndDuplicateRecovery(t *testing.T) {
 }
 
 func TestTenantIsRequired(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	c := clientFor(t, b.srv.URL, func(cfg *mbanq.Config) { cfg.TenantID = "other" })
 	s := c.As(mbanq.Credentials{Username: sandbox.DefaultAdminUsername, Password: secret.New(adminPassword)})
@@ -328,6 +339,7 @@ func TestTenantIsRequired(t *testing.T) {
 }
 
 func TestBearerIsRequired(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	for _, auth := range []string{"", "Bearer nonsense", "Bearer a.b.c"} {
 		resp, body := b.rawRequest(t, http.MethodGet, "/v1/cardproducts", "", map[string]string{"tenantId": sandbox.DefaultTenantID, "Authorization": auth})
@@ -337,6 +349,7 @@ func TestBearerIsRequired(t *testing.T) {
 }
 
 func TestBadCredentials(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	wrong := b.client.As(mbanq.Credentials{Username: sandbox.DefaultAdminUsername, Password: secret.New("wr0ng-Pw-x1")})
@@ -360,6 +373,7 @@ func TestBadCredentials(t *testing.T) {
 }
 
 func TestTokenEndpointAcceptsJSON(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	body := `{"grant_type":"password","username":"mifos","password":"` + adminPassword + `","client_id":"cardbridge","client_secret":"` + clientSecret + `"}`
 	resp, out := b.rawRequest(t, http.MethodPost, "/oauth/token", body, map[string]string{"tenantId": sandbox.DefaultTenantID, "Content-Type": "application/json"})
@@ -373,6 +387,7 @@ func TestTokenEndpointAcceptsJSON(t *testing.T) {
 }
 
 func TestConfigValidationNamesFields(t *testing.T) {
+	t.Parallel()
 	_, err := mbanq.New(mbanq.Config{MaxAttempts: -1})
 	if err == nil {
 		t.Fatal("want error")
@@ -385,6 +400,7 @@ func TestConfigValidationNamesFields(t *testing.T) {
 // Plain http is refused to anything but the loopback unless allowed, and a
 // base URL with credentials is refused without repeating them.
 func TestBaseURLMustKeepSecretsOffTheWire(t *testing.T) {
+	t.Parallel()
 	cfg := func(base string, allow bool) mbanq.Config {
 		return mbanq.Config{BaseURL: base, TenantID: "t", ClientID: "c", ClientSecret: secret.New("s"), AllowPlainHTTP: allow}
 	}
@@ -408,6 +424,7 @@ func TestBaseURLMustKeepSecretsOffTheWire(t *testing.T) {
 // An answer past its cap fails the call, naming the cap, without reading
 // the rest: the bank cannot make the process buffer megabytes.
 func TestAnswerPastItsCapIsRefusedUnread(t *testing.T) {
+	t.Parallel()
 	var written atomic.Int64
 	huge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/oauth/token" {

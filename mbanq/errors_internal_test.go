@@ -25,6 +25,7 @@ func answer(status int, header map[string]string) *http.Response {
 }
 
 func TestDecodeError(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		status int
@@ -97,6 +98,7 @@ func TestDecodeError(t *testing.T) {
 }
 
 func TestErrorString(t *testing.T) {
+	t.Parallel()
 	e := &Error{Op: "create user", HTTPStatus: 400, Code: CodeValidationErrorsExist, Message: "Validation errors exist.", RequestID: "r9",
 		Errors: []FieldError{{Code: "validation.msg.user.firstname.cannot.be.blank", Parameter: "firstname"}, {Code: "c2", Parameter: "password", Value: "never-shown"}}}
 	want := "mbanq: create user: HTTP 400 validation.msg.validation.errors.exist: Validation errors exist. [firstname: validation.msg.user.firstname.cannot.be.blank; password: c2] (request-id r9)"
@@ -110,6 +112,7 @@ func TestErrorString(t *testing.T) {
 }
 
 func TestClassify(t *testing.T) {
+	t.Parallel()
 	status := func(s int, code string) error { return &Error{Op: "op", HTTPStatus: s, Code: code} }
 	tests := []struct {
 		name string
@@ -164,6 +167,7 @@ func TestClassify(t *testing.T) {
 }
 
 func TestParseRetryAfter(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
 	tests := map[string]time.Duration{
 		"":                              0,
@@ -183,6 +187,7 @@ func TestParseRetryAfter(t *testing.T) {
 }
 
 func TestBackoffIsCappedAndJittered(t *testing.T) {
+	t.Parallel()
 	c := &Client{cfg: Config{BaseBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, MaxRetryAfter: 10 * time.Second}}
 	for attempt := 1; attempt <= 10; attempt++ {
 		full := min(100*time.Millisecond<<(attempt-1), time.Second)
@@ -202,6 +207,7 @@ func TestBackoffIsCappedAndJittered(t *testing.T) {
 }
 
 func TestWireTolerance(t *testing.T) {
+	t.Parallel()
 	var w struct {
 		A flexInt    `json:"a"`
 		B flexInt    `json:"b"`
@@ -224,6 +230,7 @@ func TestWireTolerance(t *testing.T) {
 }
 
 func TestSelfServiceRoleChoice(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		roles []Role
 		want  int64
@@ -242,6 +249,7 @@ func TestSelfServiceRoleChoice(t *testing.T) {
 }
 
 func TestIdempotencyKey(t *testing.T) {
+	t.Parallel()
 	a := IdempotencyKey("order-card", "urn:erp:acme", "42")
 	if a != IdempotencyKey("order-card", "urn:erp:acme", "42") {
 		t.Error("not stable")
@@ -255,6 +263,7 @@ func TestIdempotencyKey(t *testing.T) {
 }
 
 func TestRequestBodiesRevealPasswordsOnlyOnTheWire(t *testing.T) {
+	t.Parallel()
 	body, err := jsonMarshal(CreateUserRequest{Username: "u", Roles: []int64{5}, Password: secretOf("s3cret-x")})
 	if err != nil {
 		t.Fatal(err)

@@ -98,6 +98,7 @@ func simulate(t *testing.T, p *pacer, bank *simBank, now *time.Time, d, latency 
 }
 
 func TestPacerFindsTheBanksRateLimit(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		limit   float64
 		latency time.Duration
@@ -131,6 +132,7 @@ func TestPacerFindsTheBanksRateLimit(t *testing.T) {
 // most calls: this is what the limiter is for, and shows the simulation
 // can fail.
 func TestSimulatedBankRefusesAnUnpacedClient(t *testing.T) {
+	t.Parallel()
 	p := newPacer(256)
 	p.limit = 256
 	now := epoch
@@ -170,6 +172,7 @@ func (u *unpacedPacer) run(bank *simBank, now *time.Time, d, latency time.Durati
 }
 
 func TestPacerRampsUpAfterAnOutage(t *testing.T) {
+	t.Parallel()
 	const limit = 100.0
 	p := newPacer(DefaultMaxConcurrency)
 	now := epoch
@@ -206,6 +209,7 @@ func TestPacerRampsUpAfterAnOutage(t *testing.T) {
 // stop at what the demand was before the outage (the chaos test saw a
 // backlog drain at 28/s where the bank took 470/s).
 func TestPacerRegainsAnUnlimitedBankAfterAnOutage(t *testing.T) {
+	t.Parallel()
 	p := newPacer(DefaultMaxConcurrency)
 	now := epoch
 	bank := &simBank{rate: 1e6, tokens: 1e6, last: now}
@@ -226,6 +230,7 @@ func TestPacerRegainsAnUnlimitedBankAfterAnOutage(t *testing.T) {
 }
 
 func TestPacerRetryAfterPausesEveryCall(t *testing.T) {
+	t.Parallel()
 	p := newPacer(DefaultMaxConcurrency)
 	now := epoch
 	b, _ := p.admit(now)
@@ -240,6 +245,7 @@ func TestPacerRetryAfterPausesEveryCall(t *testing.T) {
 }
 
 func TestPacerCutsOncePerEpisode(t *testing.T) {
+	t.Parallel()
 	p := newPacer(DefaultMaxConcurrency)
 	p.limit = 200
 	now := epoch
@@ -264,6 +270,7 @@ func TestPacerCutsOncePerEpisode(t *testing.T) {
 }
 
 func TestPacerGrowsOnlyWhenPressed(t *testing.T) {
+	t.Parallel()
 	p := newPacer(DefaultMaxConcurrency)
 	p.rate, p.ssthresh = 50, 10
 	now := epoch
@@ -279,6 +286,7 @@ func TestPacerGrowsOnlyWhenPressed(t *testing.T) {
 }
 
 func TestPacerSlowAnswersCutTheLimit(t *testing.T) {
+	t.Parallel()
 	p := newPacer(DefaultMaxConcurrency)
 	p.limit = 40
 	now := epoch
@@ -303,6 +311,7 @@ func TestPacerSlowAnswersCutTheLimit(t *testing.T) {
 }
 
 func TestPacerPassingFailuresLeaveThePaceAlone(t *testing.T) {
+	t.Parallel()
 	p := newPacer(DefaultMaxConcurrency)
 	p.rate, p.ssthresh = 80, 80
 	now := epoch
@@ -374,6 +383,7 @@ func (c *fakeClock) advance(d time.Duration) {
 }
 
 func TestLimiterWaitersStartInOrderWhenThePauseEnds(t *testing.T) {
+	t.Parallel()
 	clk := &fakeClock{now: epoch}
 	l := newLimiter(clk, DefaultMaxConcurrency, 30*time.Second)
 	start, err := l.acquire(context.Background(), "t")
@@ -413,6 +423,7 @@ func TestLimiterWaitersStartInOrderWhenThePauseEnds(t *testing.T) {
 }
 
 func TestLimiterFailsAtOnceOnAPauseLongerThanACallWaits(t *testing.T) {
+	t.Parallel()
 	clk := &fakeClock{now: epoch}
 	l := newLimiter(clk, DefaultMaxConcurrency, 30*time.Second)
 	start, err := l.acquire(context.Background(), "order card")
@@ -426,6 +437,7 @@ func TestLimiterFailsAtOnceOnAPauseLongerThanACallWaits(t *testing.T) {
 }
 
 func TestLimiterWaiterLeavesWithItsContext(t *testing.T) {
+	t.Parallel()
 	clk := &fakeClock{now: epoch}
 	l := newLimiter(clk, 1, 30*time.Second)
 	start, err := l.acquire(context.Background(), "t")
@@ -444,6 +456,7 @@ func TestLimiterWaiterLeavesWithItsContext(t *testing.T) {
 // A token request answered in 2ms and card orders in 400ms are each as fast
 // as they always are: no latency signal.
 func TestPacerComparesAnswerTimesOfOneOperation(t *testing.T) {
+	t.Parallel()
 	p := newPacer(DefaultMaxConcurrency)
 	p.limit = 40
 	now := epoch
@@ -465,6 +478,7 @@ func TestPacerComparesAnswerTimesOfOneOperation(t *testing.T) {
 // takes half of it, cardbridge's share halves, and the pacer follows both
 // ways.
 func TestPacerFollowsAShareThatChanges(t *testing.T) {
+	t.Parallel()
 	p := newPacer(DefaultMaxConcurrency)
 	now := epoch
 	bank := &simBank{rate: 100, tokens: 100, last: now}
@@ -486,6 +500,7 @@ func TestPacerFollowsAShareThatChanges(t *testing.T) {
 // does: it must not hold its request (kept alive, doing nothing) for the
 // whole pause.
 func TestLimiterWaitersFailAtOnceWhenALongPauseComes(t *testing.T) {
+	t.Parallel()
 	_, l, start, done := limiterWithAWaiter(t)
 
 	l.release(start, "order card", outcomeOverload, time.Millisecond, 10*time.Minute)
@@ -508,6 +523,7 @@ func TestLimiterWaitersFailAtOnceWhenALongPauseComes(t *testing.T) {
 // It fails as not sent, not retried here, so its request goes back with its
 // retry delay.
 func TestLimiterWaitIsBounded(t *testing.T) {
+	t.Parallel()
 	clk, l, start, done := limiterWithAWaiter(t)
 
 	clk.advance(29 * time.Second)

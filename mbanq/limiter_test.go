@@ -151,7 +151,8 @@ func countBetween(ts []time.Time, from, to time.Time) int {
 // TestLimiterKeepsToTheBanksRateLimit: 256 callers against a bank that takes
 // 100 calls a second. The goodput is measured after the first seconds (the
 // bank's initial burst of a second's worth and the limiter's learning) and
-// the refusals over the whole run.
+// the refusals over the whole run. Not parallel: it measures calls per
+// second, which the load of other tests would distort.
 func TestLimiterKeepsToTheBanksRateLimit(t *testing.T) {
 	const limit = 100.0
 	for _, tc := range []struct {
@@ -211,6 +212,7 @@ func TestLimiterKeepsToTheBanksRateLimit(t *testing.T) {
 // TestLimiterRampsUpWhenTheBankComesBack: the bank is stopped (calls are
 // refused at connect) while 64 callers wait, then started again. Its first
 // second back must not see the backlog at once, and the calls must ramp up.
+// Not parallel, for the same reason.
 func TestLimiterRampsUpWhenTheBankComesBack(t *testing.T) {
 	bank := startLiveBank(t, sandbox.Faults{})
 	c := bank.client(t, false)

@@ -23,6 +23,7 @@ func withFaults(f sandbox.Faults) setupOpt {
 func withConfig(change func(*mbanq.Config)) setupOpt { return setupOpt{config: change} }
 
 func TestConcurrentCallersShareOneTokenFetch(t *testing.T) {
+	t.Parallel()
 	// Latency on the token endpoint makes the callers pile up behind the
 	// first fetch; the assertion holds whatever the interleaving.
 	b := setup(t, withFaults(sandbox.Faults{Latency: sandbox.Duration(20 * time.Millisecond), Paths: []string{"/oauth/token"}}))
@@ -44,6 +45,7 @@ func TestConcurrentCallersShareOneTokenFetch(t *testing.T) {
 }
 
 func TestAsReturnsTheSameSession(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	again := b.client.As(mbanq.Credentials{Username: sandbox.DefaultAdminUsername, Password: secret.New(adminPassword)})
 	if again != b.admin {
@@ -52,6 +54,7 @@ func TestAsReturnsTheSameSession(t *testing.T) {
 }
 
 func TestRevokedTokenIsRenewedWithRefreshGrant(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	_, err := b.admin.UserDetails(ctx)
@@ -69,6 +72,7 @@ func TestRevokedTokenIsRenewedWithRefreshGrant(t *testing.T) {
 }
 
 func TestRefreshFailureFallsBackToPasswordGrant(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	_, err := b.admin.UserDetails(ctx)
@@ -84,6 +88,7 @@ func TestRefreshFailureFallsBackToPasswordGrant(t *testing.T) {
 }
 
 func TestUnauthorizedCallIsRetriedOnlyOnce(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	ss, userID := b.selfService(t, "acme-cards", 1)
@@ -122,6 +127,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 func TestTokenIsRenewedShortlyBeforeExpiry(t *testing.T) {
+	t.Parallel()
 	clock := &fakeClock{now: time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)}
 	b := setup(t, setupOpt{sandbox: []sandbox.Option{
 		sandbox.WithClock(clock.Now),
@@ -156,6 +162,7 @@ func TestTokenIsRenewedShortlyBeforeExpiry(t *testing.T) {
 }
 
 func TestServerErrorsAreRetried(t *testing.T) {
+	t.Parallel()
 	b := setup(t, withFaults(sandbox.Faults{ServerErrorNext: 2, Paths: []string{"/v1/cards"}}))
 	card, err := b.admin.OrderCard(context.Background(), mbanq.OrderCardRequest{ProductID: 1, SavingsAccountID: 1, ClientID: 1}, "k")
 	must(t, err)
@@ -166,6 +173,7 @@ func TestServerErrorsAreRetried(t *testing.T) {
 }
 
 func TestRetriesStopAfterMaxAttempts(t *testing.T) {
+	t.Parallel()
 	b := setup(t, withFaults(sandbox.Faults{ServerErrorRate: 1, ServerErrorStatus: 503, Paths: []string{"/v1/cardproducts"}}))
 	_, err := b.admin.CardProducts(context.Background())
 	wantError(t, err, http.StatusServiceUnavailable, "")
@@ -174,6 +182,7 @@ func TestRetriesStopAfterMaxAttempts(t *testing.T) {
 }
 
 func TestRateLimitHonoursRetryAfter(t *testing.T) {
+	t.Parallel()
 	b := setup(t, withFaults(sandbox.Faults{RateLimitNext: 1, RetryAfter: sandbox.Duration(time.Second), Paths: []string{"/v1/cardproducts"}}))
 	_, err := b.admin.CardProducts(context.Background())
 	must(t, err)
@@ -182,6 +191,7 @@ func TestRateLimitHonoursRetryAfter(t *testing.T) {
 }
 
 func TestLongRetryAfterIsLeftToTheCaller(t *testing.T) {
+	t.Parallel()
 	b := setup(t, withFaults(sandbox.Faults{RateLimitRate: 1, RetryAfter: sandbox.Duration(time.Hour), Paths: []string{"/v1/cardproducts"}}))
 	_, err := b.admin.CardProducts(context.Background())
 	wantError(t, err, http.StatusTooManyRequests, "error.msg.rate.limit.exceeded")
@@ -208,6 +218,7 @@ func (h notifyHandler) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func TestCancelStopsWaitingForRetry(t *testing.T) {
+	t.Parallel()
 	retrying := make(chan struct{}, 1)
 	b := setup(t,
 		withFaults(sandbox.Faults{ServerErrorRate: 1, Paths: []string{"/v1/cardproducts"}}),
@@ -231,6 +242,7 @@ func TestCancelStopsWaitingForRetry(t *testing.T) {
 }
 
 func TestCanceledContextIsNotPermanent(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -244,6 +256,7 @@ func TestCanceledContextIsNotPermanent(t *testing.T) {
 }
 
 func TestAttemptTimeoutIsRetried(t *testing.T) {
+	t.Parallel()
 	b := setup(t,
 		withFaults(sandbox.Faults{Latency: sandbox.Duration(time.Second), Paths: []string{"/v1/cardproducts"}}),
 		withConfig(func(c *mbanq.Config) { c.RequestTimeout = 20 * time.Millisecond; c.MaxAttempts = 2 }),
@@ -261,6 +274,7 @@ func TestAttemptTimeoutIsRetried(t *testing.T) {
 // of the deployment (ClassConfig, bank_unreachable), retried within the
 // call in case it is a blip.
 func TestNoAnswerIsRetryable(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	url := b.srv.URL
 	b.srv.Close()
@@ -274,6 +288,7 @@ func TestNoAnswerIsRetryable(t *testing.T) {
 }
 
 func TestLostResponseThenRetryCreatesOneCard(t *testing.T) {
+	t.Parallel()
 	b := setup(t, withFaults(sandbox.Faults{LostResponseNext: 1, Paths: []string{"/v1/cards"}}))
 	card, err := b.admin.OrderCard(context.Background(), mbanq.OrderCardRequest{ProductID: 1, SavingsAccountID: 1, ClientID: 1}, mbanq.IdempotencyKey("card", "lost"))
 	must(t, err)
@@ -287,6 +302,7 @@ func TestLostResponseThenRetryCreatesOneCard(t *testing.T) {
 }
 
 func TestManyLostResponsesNeverDuplicateCards(t *testing.T) {
+	t.Parallel()
 	b := setup(t, withFaults(sandbox.Faults{LostResponseRate: 0.5, ServerErrorRate: 0.1, Paths: []string{"/v1/cards"}}),
 		withConfig(func(c *mbanq.Config) { c.MaxAttempts = 10 }))
 	const n = 40
@@ -313,6 +329,7 @@ func TestManyLostResponsesNeverDuplicateCards(t *testing.T) {
 }
 
 func TestIdempotencyKeyReusedWithOtherBody(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	first, err := b.admin.OrderCard(ctx, mbanq.OrderCardRequest{ProductID: 1, SavingsAccountID: 1, ClientID: 1}, "same-key")
@@ -330,6 +347,7 @@ func TestIdempotencyKeyReusedWithOtherBody(t *testing.T) {
 }
 
 func TestIdempotentReplayOverHTTP(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	h := authHeaders(t, b.admin)
 	h["Idempotency-Key"] = "raw-key"
@@ -356,6 +374,7 @@ func TestIdempotentReplayOverHTTP(t *testing.T) {
 }
 
 func TestCreateUserIsIdempotent(t *testing.T) {
+	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	req := selfServiceUser("acme-cards", sandbox.DefaultSelfServiceRoleID, 1)
@@ -373,6 +392,7 @@ func TestCreateUserIsIdempotent(t *testing.T) {
 // bank answers the retry from its cache with the real card, and no second
 // card is made.
 func TestGarbledAnswerIsAskedAgainAndNamesTheRealCard(t *testing.T) {
+	t.Parallel()
 	b := setup(t, withFaults(sandbox.Faults{GarbledResponseNext: 3, Paths: []string{"/v1/cards"}}),
 		withConfig(func(c *mbanq.Config) { c.BaseBackoff = time.Millisecond; c.MaxBackoff = time.Millisecond }))
 	for i := range 3 {
@@ -394,6 +414,7 @@ func TestGarbledAnswerIsAskedAgainAndNamesTheRealCard(t *testing.T) {
 
 // A garbled answer that stays garbled is ClassUnknown: the card may exist.
 func TestAnswerThatStaysGarbledIsUnknown(t *testing.T) {
+	t.Parallel()
 	b := setup(t, withFaults(sandbox.Faults{GarbledResponseRate: 1, Paths: []string{"/v1/cards"}}),
 		withConfig(func(c *mbanq.Config) { c.MaxAttempts = 1 }))
 	_, err := b.admin.OrderCard(context.Background(), mbanq.OrderCardRequest{ProductID: 1, SavingsAccountID: 1, ClientID: 1}, "k")
@@ -405,6 +426,7 @@ func TestAnswerThatStaysGarbledIsUnknown(t *testing.T) {
 // /oauth/token, the client secret and a password) to wherever it points,
 // and turn a POST into a GET. It is a fault of the configuration.
 func TestRedirectIsNotFollowed(t *testing.T) {
+	t.Parallel()
 	var elsewhere atomic.Int64
 	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { elsewhere.Add(1) }))
 	t.Cleanup(other.Close)
@@ -430,6 +452,7 @@ func TestRedirectIsNotFollowed(t *testing.T) {
 // key meets 425 while it is still being processed, and then the card from
 // the bank's cache: one card, learnt by the call.
 func TestOrderWhoseAttemptTimedOutLearnsItsCardAfter425(t *testing.T) {
+	t.Parallel()
 	b := setup(t,
 		withFaults(sandbox.Faults{Latency: sandbox.Duration(time.Second), Paths: []string{"/v1/cards"}}),
 		withConfig(func(c *mbanq.Config) { c.RequestTimeout = 200 * time.Millisecond; c.MaxAttempts = 6 }),
@@ -447,6 +470,7 @@ func TestOrderWhoseAttemptTimedOutLearnsItsCardAfter425(t *testing.T) {
 // card. The call ends with an unknown outcome, to be asked again under
 // the same key, never a rejection.
 func TestTooEarlyIsAnUnknownOutcome(t *testing.T) {
+	t.Parallel()
 	b := setup(t,
 		withFaults(sandbox.Faults{Latency: sandbox.Duration(2 * time.Second), Paths: []string{"/v1/cards"}}),
 		withConfig(func(c *mbanq.Config) { c.MaxAttempts = 1 }),

@@ -16,6 +16,7 @@ import (
 // silently open the source again to whatever publishes on the contract's
 // subject.
 func TestAPublisherCoversEveryBindingOfItsSource(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := testenv.Store(t)
 	for _, client := range []int64{1, 2} {

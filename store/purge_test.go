@@ -16,6 +16,7 @@ import (
 // with its card orders, dead letters and retry records after Rows, the
 // messages dead letters keep (personal data) after DeadLetterBodies.
 func TestPurgeKeepsOnlyWhatTheRetentionAllows(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := testenv.Store(t)
 	age := func(table, column, id string, d time.Duration) {
@@ -80,6 +81,7 @@ func TestPurgeKeepsOnlyWhatTheRetentionAllows(t *testing.T) {
 // longer than the retention, say): the record must outlive the wait,
 // whatever its age.
 func TestPurgeKeepsTheRetryRecordOfARequestWithoutOutcome(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := testenv.Store(t)
 	_, err := s.RecordBankFailure(ctx, store.BankFailure{Source: "urn:erp:acme", RequestID: "in-flight", Unknown: true, Error: "connection reset"}, time.Minute)
@@ -102,6 +104,7 @@ func TestPurgeKeepsTheRetryRecordOfARequestWithoutOutcome(t *testing.T) {
 // copy's place. Replayed, it must not stay pending for ever, nor escape the
 // purge.
 func TestReplayedDeadLetterKeyedByItsPlaceInTheStreamIsNotPendingForEver(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := testenv.Store(t)
 	c := completion("", "ERP/5", false)

@@ -46,6 +46,7 @@ func admit(t *testing.T, s *store.Store, id string) store.Admission {
 // released refusal: a second replay while the first has no outcome keeps
 // it, so the two order under one key.
 func TestReplayMovesTheOrderKeyOnlyAfterARefusal(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := testenv.Store(t)
 	require.Equal(t, event.ReasonBankRejected, "bank_rejected", "store's copy of the reason")
@@ -95,6 +96,7 @@ func TestReplayMovesTheOrderKeyOnlyAfterARefusal(t *testing.T) {
 
 // A replay without an outcome stays listed and counted as pending.
 func TestReplayWithoutAnOutcomeStaysPending(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := testenv.Store(t)
 	_, err := s.Complete(ctx, failed("r1", event.ReasonUnboundSource))
@@ -122,6 +124,7 @@ func TestReplayWithoutAnOutcomeStaysPending(t *testing.T) {
 // Conflicts are kept beside the request's own dead letter, one per message,
 // and are not replayable.
 func TestConflictsAreKeptBesideTheDeadLetter(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := testenv.Store(t)
 	_, err := s.Complete(ctx, failed("r1", event.ReasonUnboundSource))
@@ -147,6 +150,7 @@ func TestConflictsAreKeptBesideTheDeadLetter(t *testing.T) {
 // The time spent trying the bank adds up the deliveries' own time and the
 // waits between them, each wait counted up to the gap.
 func TestRecordBankFailureAddsTimeAndKeepsUnknown(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := testenv.Store(t)
 	f := store.BankFailure{Source: "urn:erp:acme", RequestID: "r1", Took: 1500 * time.Millisecond, Error: "503"}
@@ -203,6 +207,7 @@ func TestRecordBankFailureAddsTimeAndKeepsUnknown(t *testing.T) {
 // reported so by the consumer, but a record from an earlier delivery may
 // say so) does not move the key on at replay.
 func TestReplayKeepsTheKeyWhenAnAnswerWasUnknown(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := testenv.Store(t)
 	_, err := s.RecordBankFailure(ctx, store.BankFailure{Source: "urn:erp:acme", RequestID: "r2", Unknown: true, Error: "timeout"}, time.Minute)

@@ -53,6 +53,7 @@ func showSetting(t *testing.T, s *store.Store, name string) string {
 }
 
 func TestSessionTimeoutsHaveDefaultsTheURLOverrides(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	require.Equal(t, "10s", showSetting(t, s, "statement_timeout"))
 	require.Equal(t, "5s", showSetting(t, s, "lock_timeout"))
@@ -76,6 +77,7 @@ func TestSessionTimeoutsHaveDefaultsTheURLOverrides(t *testing.T) {
 // timeout of 5 ms in the URL, which fails an ordinary statement; a purge
 // statement waits for a lock for longer than the URL's 300 ms.
 func TestMigrationsAndPurgeAreNotBoundByTheStatementTimeout(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	plain := testenv.DatabaseURL(t)
 	withTimeout := func(ms string) *store.Store {
@@ -130,6 +132,7 @@ func TestMigrationsAndPurgeAreNotBoundByTheStatementTimeout(t *testing.T) {
 // timeout ends it, with an error that is not a context error, rather than
 // waiting for ever or running its calls one by one (each as long again).
 func TestWritesBehindALockedTableFailWithinTheLockTimeout(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	release := lockTable(t, s, "processed_requests")
 
@@ -162,6 +165,7 @@ func TestWritesBehindALockedTableFailWithinTheLockTimeout(t *testing.T) {
 // A caller whose context ends stops waiting for a write it submitted, and
 // learns its fate is unknown; the write itself goes ahead.
 func TestCompleteReturnsWhenTheCallerStopsWaiting(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	release := lockTable(t, s, "processed_requests")
 
@@ -190,7 +194,8 @@ func TestCompleteReturnsWhenTheCallerStopsWaiting(t *testing.T) {
 }
 
 // The readiness check fails while a table the pipeline writes is locked,
-// within its own bound, and passes once it is released.
+// within its own bound, and passes once it is released. Not parallel: the
+// load of other tests would stretch the time it bounds.
 func TestCheckWritableFailsWhileATableIsLocked(t *testing.T) {
 	s := testenv.Store(t)
 	require.NoError(t, s.CheckWritable(context.Background()))

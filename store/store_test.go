@@ -42,6 +42,7 @@ func completion(source, id string, issued bool) store.Completion {
 }
 
 func TestCompleteWritesOnceAndOnlyOnce(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	ctx := context.Background()
 
@@ -66,6 +67,7 @@ func TestCompleteWritesOnceAndOnlyOnce(t *testing.T) {
 }
 
 func TestCompleteGroupsConcurrentWritesAndIsolatesABadOne(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	ctx := context.Background()
 	const n = 200
@@ -99,6 +101,7 @@ func TestCompleteGroupsConcurrentWritesAndIsolatesABadOne(t *testing.T) {
 }
 
 func TestCompleteStoresUnreadableIdentifiers(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	ctx := context.Background()
 	c := completion("urn:\xff\x00bad", "id\x00", false)
@@ -130,6 +133,7 @@ func eventIDs(l store.OutboxLease) []string {
 }
 
 func TestSettleOutboxDeletesAcknowledgedRowsAndReleasesTheRest(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	ctx := context.Background()
 	for i := range 5 {
@@ -153,6 +157,7 @@ func TestSettleOutboxDeletesAcknowledgedRowsAndReleasesTheRest(t *testing.T) {
 // Young rows belong to the process that committed them, which publishes
 // them itself; a sweep takes only what is older than its minimum age.
 func TestClaimOutboxLeavesYoungRows(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	ctx := context.Background()
 	_, err := s.Complete(ctx, completion("urn:erp:y", "old", true))
@@ -175,6 +180,7 @@ func TestClaimOutboxLeavesYoungRows(t *testing.T) {
 // A lease keeps other sweeps off its rows until it is settled or runs out;
 // no transaction stays open meanwhile.
 func TestClaimOutboxSkipsLeasedRowsUntilTheLeaseRunsOut(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	ctx := context.Background()
 	for i := range 4 {
@@ -212,6 +218,7 @@ func TestClaimOutboxSkipsLeasedRowsUntilTheLeaseRunsOut(t *testing.T) {
 }
 
 func TestBindings(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	ctx := context.Background()
 	require.NoError(t, s.AddBinding(ctx, store.Binding{Source: "urn:erp:x", ClientID: 1, SavingsAccountID: 2, CardProductID: 3}))
@@ -232,6 +239,7 @@ func TestBindings(t *testing.T) {
 }
 
 func TestRecordProvisioningFirstWriterWins(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	ctx := context.Background()
 	a, err := s.RecordProvisioning(ctx, store.SelfServiceUser{ClientID: 9, Username: "a", PasswordSealed: []byte("sa")})
@@ -249,6 +257,7 @@ func TestRecordProvisioningFirstWriterWins(t *testing.T) {
 }
 
 func TestMigrationsUpDownAndConcurrent(t *testing.T) {
+	t.Parallel()
 	url := testenv.DatabaseURL(t)
 	ctx := context.Background()
 	open := func() *store.Store {
@@ -285,6 +294,7 @@ func TestMigrationsUpDownAndConcurrent(t *testing.T) {
 }
 
 func TestAdmitAnswersManyRequestsAtOnce(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	ctx := context.Background()
 	require.NoError(t, s.AddBinding(ctx, store.Binding{Source: "urn:erp:a", ClientID: 1, SavingsAccountID: 10, CardProductID: 3}))
@@ -336,6 +346,7 @@ func admissionQuery(i int64) store.AdmissionQuery {
 // window and then further back until it is full, so older requests still
 // show when the recent ones are fewer than asked.
 func TestRecentRequestsNewestFirstAcrossWindows(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	ctx := context.Background()
 	ages := map[string]string{"a": "1 minute", "b": "2 hours", "c": "3 days", "d": "30 days", "e": "10 seconds"}
@@ -362,6 +373,7 @@ func TestRecentRequestsNewestFirstAcrossWindows(t *testing.T) {
 // A DATABASE_URL pgx cannot parse is refused with the reason and the form
 // it should have, never with the password.
 func TestOpenSaysWhyTheURLIsWrongWithoutThePassword(t *testing.T) {
+	t.Parallel()
 	for raw, why := range map[string]string{
 		"postgres://u:s3cret-pw@h:54x2/db":                      "invalid port",
 		"postgres://u:s3cret-pw@h/db?sslmode=maybe":             "sslmode is invalid",

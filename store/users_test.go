@@ -25,6 +25,7 @@ func storeSealingUnder(t *testing.T, keyID string) *store.Store {
 }
 
 func TestSealingKeysAreRecordedAndCounted(t *testing.T) {
+	t.Parallel()
 	s := storeSealingUnder(t, "cur")
 	ctx := context.Background()
 	for _, u := range []store.SelfServiceUser{
@@ -60,6 +61,7 @@ func TestSealingKeysAreRecordedAndCounted(t *testing.T) {
 }
 
 func TestResealPasswordNeverOverwritesAConcurrentReseal(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	ctx := context.Background()
 	_, err := s.RecordProvisioning(ctx, store.SelfServiceUser{ClientID: 5, Username: "u5", PasswordSealed: []byte("under-old"), SealingKey: "old"})

@@ -19,6 +19,7 @@ import (
 )
 
 func TestFaultOf(t *testing.T) {
+	t.Parallel()
 	bank := func(status int, code string) error {
 		return fmt.Errorf("ordering card: %w", &mbanq.Error{Op: "order card", HTTPStatus: status, Code: code})
 	}
@@ -75,6 +76,7 @@ func TestFaultOf(t *testing.T) {
 }
 
 func TestDeploymentFaultNamesTheFault(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		err  error
 		want string

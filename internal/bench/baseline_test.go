@@ -15,6 +15,7 @@ import (
 // it measures the same commit; this keeps the copy from drifting when a
 // migration changes them.
 func TestBaselineTablesMatchTheMigratedOnes(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	ctx := context.Background()
 	_, err := s.Pool().Exec(ctx, baselineDDL)
@@ -43,6 +44,7 @@ func TestBaselineTablesMatchTheMigratedOnes(t *testing.T) {
 // afterwards, and reports the CPU it cost; when Postgres runs on this
 // machine, its share cannot be zero.
 func TestBaselineCommitsEveryRequestAndCountsPostgresCPU(t *testing.T) {
+	t.Parallel()
 	dbURL := testenv.DatabaseURL(t)
 	bl, err := runBaseline(context.Background(), dbURL, 2000, 4)
 	require.NoError(t, err)
@@ -66,6 +68,7 @@ func TestBaselineCommitsEveryRequestAndCountsPostgresCPU(t *testing.T) {
 }
 
 func TestCPUReportPerRequest(t *testing.T) {
+	t.Parallel()
 	at := time.Now()
 	a := cpuSnapshot{at: at, machineOK: true, machine: machineCPU{busy: 10 * time.Second, total: 40 * time.Second},
 		self: time.Second, postgres: map[int]time.Duration{1: time.Second, 2: 0},

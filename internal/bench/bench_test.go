@@ -52,6 +52,7 @@ func benchDatabase(t *testing.T) (base, schema string) {
 // Postgres) and checks only correctness: every request got exactly one
 // outcome. Times are never asserted; they depend on the machine.
 func TestSmoke(t *testing.T) {
+	t.Parallel()
 	bin := buildCardbridge(t)
 	for _, tc := range []struct {
 		name string

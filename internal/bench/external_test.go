@@ -66,6 +66,7 @@ func deployment(t *testing.T) (natsURL string) {
 // TestExternalDeployment drives a running cardbridge with --nats-url: the
 // bench only publishes and subscribes, and still checks every outcome.
 func TestExternalDeployment(t *testing.T) {
+	t.Parallel()
 	natsURL := deployment(t)
 	cfg := bench.Defaults()
 	cfg.NATSURL = natsURL
@@ -92,6 +93,7 @@ func TestExternalDeployment(t *testing.T) {
 // bound: each gets a card.failed, which the bench must count by reason and
 // turn into a non-zero exit.
 func TestFailedRequestsFailTheRun(t *testing.T) {
+	t.Parallel()
 	natsURL := deployment(t)
 	var stdout, stderr bytes.Buffer
 	code := cli.Main(context.Background(), []string{"bench", "--nats-url", natsURL, "--source", "urn:erp:not-bound",

@@ -9,6 +9,7 @@ import (
 )
 
 func TestBucketsTileTheValuesWithBoundedWidth(t *testing.T) {
+	t.Parallel()
 	// Every bucket starts where the previous one ended, and none is wider
 	// than 1/histSub of its lower edge (beyond the exact small buckets).
 	var prevHi uint64
@@ -31,6 +32,7 @@ func TestBucketsTileTheValuesWithBoundedWidth(t *testing.T) {
 }
 
 func TestBucketOfAgreesWithBounds(t *testing.T) {
+	t.Parallel()
 	values := []uint64{0, 1, 15, 16, 31, 32, 33, 47, 48, 63, 64, 1000, 999_999, 1 << 40, math.MaxUint64 - 1, math.MaxUint64}
 	r := rand.New(rand.NewPCG(1, 2))
 	for range 10000 {
@@ -49,6 +51,7 @@ func TestBucketOfAgreesWithBounds(t *testing.T) {
 }
 
 func TestQuantileIsAnUpperEstimateWithinOneBucket(t *testing.T) {
+	t.Parallel()
 	r := rand.New(rand.NewPCG(3, 4))
 	var h Histogram
 	var exact []time.Duration
@@ -78,6 +81,7 @@ func TestQuantileIsAnUpperEstimateWithinOneBucket(t *testing.T) {
 }
 
 func TestHistogramSmallCases(t *testing.T) {
+	t.Parallel()
 	var h Histogram
 	if h.Quantile(0.5) != 0 || h.Mean() != 0 || len(h.Buckets()) != 0 {
 		t.Fatal("an empty histogram must report zeros and no buckets")
@@ -104,6 +108,7 @@ func TestHistogramSmallCases(t *testing.T) {
 }
 
 func TestMergeEqualsRecordingEverything(t *testing.T) {
+	t.Parallel()
 	var a, b, all Histogram
 	for i := range 5000 {
 		d := time.Duration(i*i) * time.Microsecond

@@ -8,6 +8,7 @@ import (
 )
 
 func TestWriteHTMLIsSelfContained(t *testing.T) {
+	t.Parallel()
 	r := &Report{StartedAt: time.Now(), Mode: "self-contained", Load: "rate", Requests: 3, Passed: true,
 		Problems: []string{`<script>alert("x")</script>`}}
 	for _, d := range []time.Duration{0, 3 * time.Millisecond, 40 * time.Millisecond, 2 * time.Second} {
@@ -37,6 +38,7 @@ func TestWriteHTMLIsSelfContained(t *testing.T) {
 }
 
 func TestWriteHTMLWithoutSamples(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	if err := (&Report{}).WriteHTML(&buf); err != nil {
 		t.Fatal(err)

@@ -35,6 +35,7 @@ func fakeLoad(outcomes []uint16, failed map[int]string) *load {
 }
 
 func TestSummariseCountsEveryKindOfDeviation(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name        string
 		outcomes    []uint16
@@ -83,6 +84,7 @@ func TestSummariseCountsEveryKindOfDeviation(t *testing.T) {
 }
 
 func TestLatencySummaryIsExact(t *testing.T) {
+	t.Parallel()
 	var lat []time.Duration
 	for i := 1000; i >= 1; i-- { // unsorted on purpose
 		lat = append(lat, time.Duration(i)*time.Millisecond)
@@ -95,6 +97,7 @@ func TestLatencySummaryIsExact(t *testing.T) {
 }
 
 func TestSteadyRateLeavesOutTheEdges(t *testing.T) {
+	t.Parallel()
 	// 100 completions one per ms, but the first and last ten spread over a
 	// second each (warm-up, tail): the steady rate is the middle's 1000/s.
 	var ts []int64
@@ -119,6 +122,7 @@ func TestSteadyRateLeavesOutTheEdges(t *testing.T) {
 }
 
 func TestValidateNamesEveryProblem(t *testing.T) {
+	t.Parallel()
 	c := Defaults()
 	c.Requests = 0
 	c.InFlight = 0
@@ -157,6 +161,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 // The timeline groups latencies by the second their request was
 // published in, so one bad second stands out from a steady tail.
 func TestTimelineGroupsBySecondOfPublish(t *testing.T) {
+	t.Parallel()
 	l := fakeLoad([]uint16{1, 1, 1, 1}, nil)
 	// Requests 2 and 3 are published 2.5 s in and take 100 and 300 ms.
 	l.sentNS[2].Store(int64(2500*time.Millisecond) + 1)
@@ -183,6 +188,7 @@ func TestTimelineGroupsBySecondOfPublish(t *testing.T) {
 // Warm-up requests are checked for their outcome but left out of the
 // latency figures; the timeline still shows them.
 func TestWarmupIsLeftOutOfLatency(t *testing.T) {
+	t.Parallel()
 	l := fakeLoad([]uint16{1, 1, 1}, nil)
 	// Request 0 is published at 1 ms and takes 1 ms; 1 and 2 are
 	// published 3 s in and take 10 and 20 ms.
@@ -205,6 +211,7 @@ func TestWarmupIsLeftOutOfLatency(t *testing.T) {
 }
 
 func TestParseOutcomeCounts(t *testing.T) {
+	t.Parallel()
 	page := `# HELP cardbridge_requests_total Deliveries of request messages handled.
 # TYPE cardbridge_requests_total counter
 cardbridge_requests_total{outcome="issued",type="employee.card.requested"} 1234

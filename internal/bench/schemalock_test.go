@@ -10,6 +10,7 @@ import (
 )
 
 func TestLockSchemaRefusesASecondRun(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dbURL := testenv.DatabaseURL(t)
 	// A name of this test run's own: another go test may run this test at

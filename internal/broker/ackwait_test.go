@@ -17,6 +17,7 @@ import (
 // is brought to the new default; one set by hand is kept unless the operator
 // chose an ack wait (CARDBRIDGE_ACK_WAIT).
 func TestAlignAckWait(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name     string
@@ -60,6 +61,7 @@ func TestAlignAckWait(t *testing.T) {
 // not what it was asked for, so it keeps the ack wait in force and says
 // why, rather than refusing to run.
 func TestAlignAckWaitKeepsTheAckWaitWhenTheConsumerCannotBeUpdated(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	ns, err := broker.StartEmbeddedWith(t.TempDir(), 0, func(o *server.Options) {
 		o.Users = []*server.User{

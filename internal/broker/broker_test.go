@@ -57,6 +57,7 @@ func warnings(logs *testenv.LogBuffer) []map[string]any {
 }
 
 func TestEnsureReplicatesStreamsOnACluster(t *testing.T) {
+	t.Parallel()
 	c := testenv.StartNATSCluster(t, 3)
 	_, js := testenv.JetStream(t, c.URL())
 	logs, err := ensure(t, js, 0)
@@ -74,6 +75,7 @@ func TestEnsureReplicatesStreamsOnACluster(t *testing.T) {
 }
 
 func TestEnsureOnOneServerKeepsOneCopy(t *testing.T) {
+	t.Parallel()
 	srv := testenv.NATS(t)
 	_, js := testenv.JetStream(t, srv.URL())
 	logs, err := ensure(t, js, 0)
@@ -84,6 +86,7 @@ func TestEnsureOnOneServerKeepsOneCopy(t *testing.T) {
 }
 
 func TestEnsureReplicasSettingOverrides(t *testing.T) {
+	t.Parallel()
 	c := testenv.StartNATSCluster(t, 3)
 	_, js := testenv.JetStream(t, c.URL())
 	_, err := ensure(t, js, 1)
@@ -100,6 +103,7 @@ func TestEnsureReplicasSettingOverrides(t *testing.T) {
 }
 
 func TestEnsureOnATwoServerClusterFallsBackToOneCopy(t *testing.T) {
+	t.Parallel()
 	c := testenv.StartNATSCluster(t, 2)
 	_, js := testenv.JetStream(t, c.URL())
 	logs, err := ensure(t, js, 0)
@@ -115,6 +119,7 @@ func TestEnsureOnATwoServerClusterFallsBackToOneCopy(t *testing.T) {
 }
 
 func TestEnsureLeavesAnExistingStreamWithAWarning(t *testing.T) {
+	t.Parallel()
 	c := testenv.StartNATSCluster(t, 3)
 	_, js := testenv.JetStream(t, c.URL())
 	topo := broker.DefaultTopology()
@@ -139,6 +144,7 @@ func TestEnsureLeavesAnExistingStreamWithAWarning(t *testing.T) {
 // publishes another ERP's Nats-Msg-Id first does not get that ERP's request
 // dropped as a duplicate (cardbridge deduplicates on source and id itself).
 func TestRequestStreamDoesNotLetOneERPSwallowAnothersRequest(t *testing.T) {
+	t.Parallel()
 	srv := testenv.NATS(t)
 	_, js := testenv.JetStream(t, srv.URL())
 	_, err := ensure(t, js, 0)

@@ -18,6 +18,7 @@ func run(t *testing.T, vars map[string]string, args ...string) (code int, stdout
 }
 
 func TestRunRefusesIncompleteConfigurationNamingEveryProblem(t *testing.T) {
+	t.Parallel()
 	code, _, stderr := run(t, map[string]string{"MBANQ_CLIENT_SECRET": "s3cr3t-value", "CARDBRIDGE_SECRET_KEY": "short"}, "run")
 	require.Equal(t, 1, code)
 	require.Equal(t, 1, strings.Count(stderr, "\n"), "one line: %q", stderr)
@@ -28,6 +29,7 @@ func TestRunRefusesIncompleteConfigurationNamingEveryProblem(t *testing.T) {
 }
 
 func TestHelpAndUsage(t *testing.T) {
+	t.Parallel()
 	for _, c := range commands() {
 		code, stdout, _ := run(t, nil, c.name, "--help")
 		require.Equal(t, 0, code, c.name)
@@ -45,6 +47,7 @@ func TestHelpAndUsage(t *testing.T) {
 }
 
 func TestMigrateAndBindings(t *testing.T) {
+	t.Parallel()
 	vars := map[string]string{"DATABASE_URL": testenv.DatabaseURL(t)}
 	code, stdout, stderr := run(t, vars, "migrate", "status")
 	require.Equal(t, 0, code, stderr)

@@ -59,6 +59,7 @@ var healthLine = regexp.MustCompile(`health\s+http://(\S+)/readyz`)
 // and a port that is taken is named with its flag, again before anything
 // is touched: the first dev keeps running with its schema whole.
 func TestDevRefusesToStartOverAnotherDev(t *testing.T) {
+	t.Parallel()
 	dbURL := testenv.Database(t)
 	first := startDev(t, dbURL, "--http-addr", "127.0.0.1:0")
 	var health string

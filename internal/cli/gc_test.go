@@ -3,6 +3,7 @@ package cli
 import "testing"
 
 func TestMemoryLimitGrowsWithTheRequestsHeldAbove512(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		inFlight int
 		want     int64

@@ -103,6 +103,7 @@ func lines(s string) string {
 }
 
 func TestKeysStatusAndResealAcrossARotation(t *testing.T) {
+	t.Parallel()
 	f := newKeysFixture(t)
 	ctx := context.Background()
 	oldID, currentID := secret.KeyID(f.old), secret.KeyID(f.current)
@@ -188,6 +189,7 @@ func TestKeysStatusAndResealAcrossARotation(t *testing.T) {
 // write: the command's write, made from a ciphertext that is gone, is
 // dropped and the process's value stands.
 func TestKeysResealNeverOverwritesAConcurrentReseal(t *testing.T) {
+	t.Parallel()
 	f := newKeysFixture(t)
 	ctx := context.Background()
 	f.seal(t, 1, f.old, secret.KeyID(f.old))
@@ -236,6 +238,7 @@ func TestKeysResealNeverOverwritesAConcurrentReseal(t *testing.T) {
 }
 
 func TestKeysUsage(t *testing.T) {
+	t.Parallel()
 	code, _, stderr := run(t, nil, "keys", "rotate")
 	require.Equal(t, 2, code)
 	require.Contains(t, stderr, "want status or reseal")

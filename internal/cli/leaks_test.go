@@ -29,6 +29,7 @@ func natsWithPassword(t *testing.T, user, password string) string {
 // they could not reach, never its password or token, whatever form
 // NATS_URL takes; so does the configuration error for MBANQ_BASE_URL.
 func TestNoPasswordOfAURLIsPrinted(t *testing.T) {
+	t.Parallel()
 	const (
 		password = "n4ts-pa55word-7c1e"
 		token    = "n4ts-t0ken-9a2f"

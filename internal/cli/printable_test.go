@@ -18,6 +18,7 @@ import (
 )
 
 func TestPrintable(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"":                      "",
 		"r-1 urn:erp:acme é 漢字": "r-1 urn:erp:acme é 漢字",
@@ -46,6 +47,7 @@ func TestPrintable(t *testing.T) {
 // The outcome publish --wait and dev print: indented JSON, escaped where
 // JSON itself would leave a control character raw.
 func TestPrintOutcomeEscapes(t *testing.T) {
+	t.Parallel()
 	var out bytes.Buffer
 	id := "r-12J‮"
 	require.NoError(t, printOutcome(Env{Stdout: &out}, event.Outcome{
@@ -73,6 +75,7 @@ func rawTerminal(s string) bool {
 // bindings show an escape sequence in one as text, never send it to the
 // terminal.
 func TestCommandsPrintStoredValuesEscaped(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	vars := map[string]string{"DATABASE_URL": testenv.DatabaseURL(t)}
 	code, _, stderr := run(t, vars, "migrate", "up")

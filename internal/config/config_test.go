@@ -26,6 +26,7 @@ func valid() map[string]string {
 }
 
 func TestFromEnvDefaults(t *testing.T) {
+	t.Parallel()
 	c, err := FromEnv(env(valid()))
 	require.NoError(t, err)
 	require.Equal(t, "https://api.cloud.mbanq.com", c.MBanq.BaseURL)
@@ -42,6 +43,7 @@ func TestFromEnvDefaults(t *testing.T) {
 }
 
 func TestFromEnvNamesEveryProblemAtOnce(t *testing.T) {
+	t.Parallel()
 	m := valid()
 	delete(m, "NATS_URL")
 	delete(m, "MBANQ_TENANT_ID")
@@ -62,6 +64,7 @@ func TestFromEnvNamesEveryProblemAtOnce(t *testing.T) {
 }
 
 func TestFromEnvNeverEchoesSecrets(t *testing.T) {
+	t.Parallel()
 	m := valid()
 	m["CARDBRIDGE_SECRET_KEY"] = "not base64 but secret-ish!!"
 	delete(m, "NATS_URL")
@@ -77,6 +80,7 @@ func TestFromEnvNeverEchoesSecrets(t *testing.T) {
 }
 
 func TestFromEnvAcceptsPreviousKeys(t *testing.T) {
+	t.Parallel()
 	m := valid()
 	k := base64.StdEncoding.EncodeToString(make([]byte, 32))
 	m["CARDBRIDGE_SECRET_KEY_PREVIOUS"] = k + ", " + k
@@ -86,6 +90,7 @@ func TestFromEnvAcceptsPreviousKeys(t *testing.T) {
 }
 
 func TestSecretKeysReadsOnlyTheKeys(t *testing.T) {
+	t.Parallel()
 	k := base64.StdEncoding.EncodeToString(make([]byte, 32))
 	key, previous, err := SecretKeys(env(map[string]string{"CARDBRIDGE_SECRET_KEY": k, "CARDBRIDGE_SECRET_KEY_PREVIOUS": k}))
 	require.NoError(t, err)
@@ -99,6 +104,7 @@ func TestSecretKeysReadsOnlyTheKeys(t *testing.T) {
 }
 
 func TestRetryBudgetIsTime(t *testing.T) {
+	t.Parallel()
 	c, err := FromEnv(env(valid()))
 	require.NoError(t, err)
 	require.Equal(t, 24*time.Hour, c.RetryFor)
@@ -121,6 +127,7 @@ func TestRetryBudgetIsTime(t *testing.T) {
 }
 
 func TestRetentionSettings(t *testing.T) {
+	t.Parallel()
 	c, err := FromEnv(env(valid()))
 	require.NoError(t, err)
 	require.Equal(t, 90*24*time.Hour, c.Retention)
@@ -133,6 +140,7 @@ func TestRetentionSettings(t *testing.T) {
 }
 
 func TestFromEnvBankSettings(t *testing.T) {
+	t.Parallel()
 	c, err := FromEnv(env(valid()))
 	require.NoError(t, err)
 	require.Zero(t, c.MBanq.RequestTimeout, "unset: the client's default")
@@ -165,6 +173,7 @@ func TestFromEnvBankSettings(t *testing.T) {
 }
 
 func TestFromEnvConnectTimeoutWithinTheDefaultRequestTimeout(t *testing.T) {
+	t.Parallel()
 	m := valid()
 	m["MBANQ_CONNECT_TIMEOUT"] = "20s"
 	_, err := FromEnv(env(m))
@@ -172,6 +181,7 @@ func TestFromEnvConnectTimeoutWithinTheDefaultRequestTimeout(t *testing.T) {
 }
 
 func TestAckWait(t *testing.T) {
+	t.Parallel()
 	m := valid()
 	m["CARDBRIDGE_ACK_WAIT"] = "20s"
 	c, err := FromEnv(env(m))
@@ -185,6 +195,7 @@ func TestAckWait(t *testing.T) {
 }
 
 func TestStreamReplicas(t *testing.T) {
+	t.Parallel()
 	c, err := FromEnv(env(valid()))
 	require.NoError(t, err)
 	require.Zero(t, c.NATS.StreamReplicas, "unset: as the deployment can give")

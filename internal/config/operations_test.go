@@ -8,6 +8,7 @@ import (
 )
 
 func TestOperations(t *testing.T) {
+	t.Parallel()
 	for name, tc := range map[string]struct {
 		env       map[string]string
 		traces    string
@@ -49,6 +50,7 @@ func TestOperations(t *testing.T) {
 }
 
 func TestNoPasswordOfAURLInProblems(t *testing.T) {
+	t.Parallel()
 	m := valid()
 	m["MBANQ_BASE_URL"] = "ftp://bank:mb4nq-pa55-1f2e@mbanq.example"
 	m["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "grpc://otel:c0llector-pa55-8a7b@collector:4317"
@@ -60,6 +62,7 @@ func TestNoPasswordOfAURLInProblems(t *testing.T) {
 }
 
 func TestConsoleHosts(t *testing.T) {
+	t.Parallel()
 	o, err := OperationsFromEnv(env(map[string]string{"CARDBRIDGE_CONSOLE_HOSTS": " Cardbridge.Internal , ops.example:8443,,[2001:db8::1] "}))
 	require.NoError(t, err)
 	require.Equal(t, []string{"cardbridge.internal", "ops.example:8443", "[2001:db8::1]"}, o.ConsoleHosts)

@@ -120,6 +120,7 @@ func (b *bundle) do(t *testing.T, method, path, auth string, header http.Header)
 }
 
 func TestReadOnlyWithoutToken(t *testing.T) {
+	t.Parallel()
 	b := newConsole(t, "", fakeData{})
 	resp, page := b.do(t, http.MethodGet, "/console/", "", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -136,6 +137,7 @@ func TestReadOnlyWithoutToken(t *testing.T) {
 }
 
 func TestTokenGuardsEverything(t *testing.T) {
+	t.Parallel()
 	b := newConsole(t, token, fakeData{})
 	for _, path := range []string{"/console/", "/console/api/live", "/console/static/console.js"} {
 		for _, auth := range []string{"", "wrong"} {
@@ -154,6 +156,7 @@ func TestTokenGuardsEverything(t *testing.T) {
 }
 
 func TestPageShowsEverySectionEscaped(t *testing.T) {
+	t.Parallel()
 	b := newConsole(t, token, fakeData{})
 	resp, page := b.do(t, http.MethodGet, "/console/", "basic", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -173,6 +176,7 @@ func TestPageShowsEverySectionEscaped(t *testing.T) {
 }
 
 func TestAFailingSectionLeavesTheRest(t *testing.T) {
+	t.Parallel()
 	b := newConsole(t, "", fakeData{failRequests: true})
 	resp, page := b.do(t, http.MethodGet, "/console/", "", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -182,6 +186,7 @@ func TestAFailingSectionLeavesTheRest(t *testing.T) {
 }
 
 func TestReplayIsSameOriginAndRedirects(t *testing.T) {
+	t.Parallel()
 	b := newConsole(t, token, fakeData{})
 	origin := b.srv.URL
 
@@ -222,6 +227,7 @@ func TestReplayIsSameOriginAndRedirects(t *testing.T) {
 }
 
 func TestLive(t *testing.T) {
+	t.Parallel()
 	b := newConsole(t, "", fakeData{})
 	resp, body := b.do(t, http.MethodGet, "/console/api/live", "", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -258,6 +264,7 @@ func (b *bundle) fromElsewhere(t *testing.T, method, path, remote, local, auth s
 // Without a token the console is private: only this machine, on a
 // loopback connection and not through a proxy, sees it.
 func TestWithoutTokenOnlyThisMachine(t *testing.T) {
+	t.Parallel()
 	b := newConsole(t, "", fakeData{})
 	for _, path := range []string{"/console/", "/console/api/live", "/console/static/console.js"} {
 		rec := b.fromElsewhere(t, http.MethodGet, path, "203.0.113.7:50000", "192.0.2.10:8080", "")
@@ -289,6 +296,7 @@ func TestWithoutTokenOnlyThisMachine(t *testing.T) {
 
 // With a token, the network may reach the console, with the token only.
 func TestTokenOpensTheConsoleToTheNetwork(t *testing.T) {
+	t.Parallel()
 	b := newConsole(t, token, fakeData{})
 	rec := b.fromElsewhere(t, http.MethodGet, "/console/", "203.0.113.7:50000", "192.0.2.10:8080", "")
 	require.Equal(t, http.StatusUnauthorized, rec.Code)
@@ -301,6 +309,7 @@ func TestTokenOpensTheConsoleToTheNetwork(t *testing.T) {
 // A page of another site whose name was rebound to this machine (DNS
 // rebinding) names its own site in Host: refused, token or not.
 func TestHostIsChecked(t *testing.T) {
+	t.Parallel()
 	for _, tok := range []string{"", token} {
 		b := newConsole(t, tok, fakeData{}, "console.internal", "Ops.Example:8443", "[2001:DB8::1]")
 		auth := ""
@@ -376,6 +385,7 @@ func requireSecurityHeaders(t *testing.T, resp *http.Response, what string) {
 // Every answer of the console carries the security headers: pages,
 // refusals (401, 403), redirects and paths it does not have.
 func TestSecurityHeadersOnEveryAnswer(t *testing.T) {
+	t.Parallel()
 	withToken := newConsole(t, token, fakeData{})
 	without := newConsole(t, "", fakeData{})
 	for _, tc := range []struct {
@@ -407,6 +417,7 @@ func TestSecurityHeadersOnEveryAnswer(t *testing.T) {
 
 // "/" leads to the console, token or not (the console then asks for it).
 func TestRootLeadsToTheConsole(t *testing.T) {
+	t.Parallel()
 	for _, tok := range []string{"", token} {
 		b := newConsole(t, tok, fakeData{})
 		for _, method := range []string{http.MethodGet, http.MethodHead} {

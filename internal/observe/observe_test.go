@@ -35,6 +35,7 @@ const (
 )
 
 func TestRouteReplacesIDs(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"/v1/cards":              "/v1/cards",
 		"/v1/cards/17":           "/v1/cards/{id}",
@@ -85,6 +86,7 @@ func requireSeries(t *testing.T, page, series, value string) {
 }
 
 func TestConsumerObservationCountsAndTraces(t *testing.T) {
+	t.Parallel()
 	tel, exp := newTelemetry(t, true)
 	obs := tel.Consumer()
 	ctx := context.Background()
@@ -150,6 +152,7 @@ func TestConsumerObservationCountsAndTraces(t *testing.T) {
 }
 
 func TestWithoutTracingTheCallersContextGoesOnUnchanged(t *testing.T) {
+	t.Parallel()
 	tel, _ := newTelemetry(t, false)
 	require.False(t, tel.Tracing())
 	d := tel.Consumer().Delivery(context.Background(), 1)
@@ -168,6 +171,7 @@ func TestWithoutTracingTheCallersContextGoesOnUnchanged(t *testing.T) {
 }
 
 func TestBankTransportTimesAndPropagates(t *testing.T) {
+	t.Parallel()
 	tel, exp := newTelemetry(t, true)
 	var got http.Header
 	bank := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -221,6 +225,7 @@ func TestBankTransportTimesAndPropagates(t *testing.T) {
 }
 
 func TestRelayObserver(t *testing.T) {
+	t.Parallel()
 	tel, _ := newTelemetry(t, false)
 	tel.Relay().Published(3, 2, 20*time.Millisecond, errors.New("one timed out"))
 	page := scrape(t, tel)
@@ -233,6 +238,7 @@ func TestRelayObserver(t *testing.T) {
 // handling span, ended with the publish's result; without tracing there
 // is nothing to end.
 func TestRelayPublishSpan(t *testing.T) {
+	t.Parallel()
 	off, _ := newTelemetry(t, false)
 	require.Nil(t, off.Relay().Publishing(context.Background(), store.OutboxEvent{EventID: "ev-0", Message: event.Message{Subject: "card.issued"}}))
 
@@ -351,6 +357,7 @@ func (f fakeStats) SealedPasswordCounts(context.Context) (int64, int64, error) {
 }
 
 func TestWatchStore(t *testing.T) {
+	t.Parallel()
 	tel, _ := newTelemetry(t, false)
 	require.NoError(t, tel.WatchStore(fakeStats{}))
 	page := scrape(t, tel)
@@ -380,6 +387,7 @@ func TestWatchStore(t *testing.T) {
 // store was told is current; a rotation shows as previous > 0 until the
 // passwords are resealed.
 func TestWatchStoreCountsSealedPasswordsFromTheStore(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	url := testenv.DatabaseURL(t)
 	open := func(keyID string) *store.Store {
@@ -414,6 +422,7 @@ func TestWatchStoreCountsSealedPasswordsFromTheStore(t *testing.T) {
 }
 
 func TestWatchProbes(t *testing.T) {
+	t.Parallel()
 	tel, _ := newTelemetry(t, false)
 	require.NoError(t, tel.WatchProbes(observe.Probes{
 		Ready:    func(context.Context) map[string]bool { return map[string]bool{"postgres": true, "nats": false} },
@@ -427,6 +436,7 @@ func TestWatchProbes(t *testing.T) {
 }
 
 func TestLoggerAddsTheRequestAndTrace(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	log := observe.Logger(slog.New(slog.NewJSONHandler(&buf, nil))).With("component", "mbanq")
 	tel, _ := newTelemetry(t, false)
@@ -445,6 +455,7 @@ func TestLoggerAddsTheRequestAndTrace(t *testing.T) {
 }
 
 func TestNewRefusesABadEndpoint(t *testing.T) {
+	t.Parallel()
 	_, err := observe.New(context.Background(), observe.Config{TracesURL: "::not a url"})
 	require.Error(t, err)
 }
@@ -452,6 +463,7 @@ func TestNewRefusesABadEndpoint(t *testing.T) {
 // The bank client's limiter is exported once a client is made with the
 // observer, as the client sees it.
 func TestLimiterMetrics(t *testing.T) {
+	t.Parallel()
 	tel, _ := newTelemetry(t, false)
 	require.NotContains(t, scrape(t, tel), "cardbridge_mbanq_limiter_", "nothing before a client")
 	bank := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

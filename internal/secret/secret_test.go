@@ -14,6 +14,7 @@ import (
 )
 
 func TestStringIsRedactedEverywhere(t *testing.T) {
+	t.Parallel()
 	s := New("hunter2")
 	type creds struct {
 		User     string
@@ -35,6 +36,7 @@ func TestStringIsRedactedEverywhere(t *testing.T) {
 }
 
 func TestBoxSealsBoundToContextAndRotates(t *testing.T) {
+	t.Parallel()
 	k1, k2 := bytes.Repeat([]byte{1}, KeySize), bytes.Repeat([]byte{2}, KeySize)
 	b1, err := NewBox(k1)
 	require.NoError(t, err)
@@ -64,6 +66,7 @@ func TestBoxSealsBoundToContextAndRotates(t *testing.T) {
 }
 
 func TestParseKey(t *testing.T) {
+	t.Parallel()
 	for _, enc := range []string{"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=", "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE"} {
 		k, err := ParseKey(New(enc))
 		require.NoError(t, err)
@@ -76,6 +79,7 @@ func TestParseKey(t *testing.T) {
 }
 
 func TestBoxTellsWhichKeyOpened(t *testing.T) {
+	t.Parallel()
 	k1, k2, k3 := bytes.Repeat([]byte{1}, KeySize), bytes.Repeat([]byte{2}, KeySize), bytes.Repeat([]byte{3}, KeySize)
 	old, err := NewBox(k1)
 	require.NoError(t, err)
@@ -101,6 +105,7 @@ func TestBoxTellsWhichKeyOpened(t *testing.T) {
 }
 
 func TestKeyIDNamesTheKeyWithoutShowingIt(t *testing.T) {
+	t.Parallel()
 	k1, k2 := bytes.Repeat([]byte{1}, KeySize), bytes.Repeat([]byte{2}, KeySize)
 	b1, err := NewBox(k1, k2)
 	require.NoError(t, err)

@@ -12,6 +12,7 @@ import (
 )
 
 func TestRedactURL(t *testing.T) {
+	t.Parallel()
 	for raw, want := range map[string]string{
 		"":                                  "",
 		"nats://127.0.0.1:4222":             "nats://127.0.0.1:4222",
@@ -42,6 +43,7 @@ func TestRedactURL(t *testing.T) {
 }
 
 func TestRedactURLIn(t *testing.T) {
+	t.Parallel()
 	raw := "nats://u:p4ss@h1:4222, nats://u:p\"4ss@bad host:4222/"
 	_, perr := url.Parse("nats://u:p\"4ss@bad host:4222")
 	require.Error(t, perr)

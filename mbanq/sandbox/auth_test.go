@@ -12,6 +12,7 @@ import (
 // A wrong OAuth client gets Spring Security OAuth2's RFC 6749 answer; a
 // wrong user password keeps Fineract's, so a client can tell them apart.
 func TestTokenRefusalsTellClientFromUser(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, sandbox.DefaultSeed())
 	token := func(clientID, clientSecret, password string) (*http.Response, string) {
 		form := url.Values{

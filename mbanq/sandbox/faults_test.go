@@ -15,6 +15,7 @@ import (
 const orderCard1 = `{"productId":1,"savingsAccountId":1,"clientId":1}`
 
 func TestGarbledResponseKeepsTheRealAnswerForTheKey(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, sandbox.DefaultSeed(), sandbox.WithFaults(sandbox.Faults{GarbledResponseNext: 3}))
 	tok := h.adminToken()
 
@@ -59,6 +60,7 @@ func TestGarbledResponseKeepsTheRealAnswerForTheKey(t *testing.T) {
 }
 
 func TestGarbledResponseOnlyStrikesSuccessfulPOSTsInPaths(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, sandbox.DefaultSeed())
 	resp, body := h.mustDo(http.MethodPut, "/_sandbox/faults", `{"garbledResponseRate":1,"garbledResponseNext":2,"paths":["/v1/cards"]}`, nil)
 	equal(t, resp.StatusCode, http.StatusOK, "put: "+body)
@@ -104,6 +106,7 @@ func TestGarbledResponseOnlyStrikesSuccessfulPOSTsInPaths(t *testing.T) {
 }
 
 func TestTenantRateLimitIsATokenBucketPerTenant(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }

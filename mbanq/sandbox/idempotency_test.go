@@ -12,6 +12,7 @@ import (
 // A refused command is remembered under its key, as Fineract does: once the
 // cause is fixed, only a new key gets the command evaluated again.
 func TestRefusedOrderIsRememberedUnderItsKey(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, sandbox.DefaultSeed())
 	tok := h.adminToken()
 	const order = `{"productId":2,"savingsAccountId":1,"clientId":1}` // product 2 is inactive
@@ -64,6 +65,7 @@ func TestRefusedOrderIsRememberedUnderItsKey(t *testing.T) {
 }
 
 func TestPutCardProductRefusesBadRequests(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, sandbox.DefaultSeed())
 	for _, tc := range []struct {
 		path, body string
@@ -88,6 +90,7 @@ func TestPutCardProductRefusesBadRequests(t *testing.T) {
 // Orders and product reads race with the product's flag changing; run with
 // -race.
 func TestCardProductActiveChangesWhileOrdering(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, sandbox.DefaultSeed())
 	tok := h.adminToken()
 	var wg sync.WaitGroup

@@ -12,6 +12,7 @@ import (
 // TestCardOrdersInFlight: the gauge counts card orders received and not yet
 // answered, here held by injected latency, and none once they are answered.
 func TestCardOrdersInFlight(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, sandbox.DefaultSeed())
 	tok := h.adminToken()
 	equal(t, h.sb.Stats().CardOrdersInFlight, int64(0), "none before any order")

@@ -100,6 +100,7 @@ func equal[T any](t *testing.T, got, want T, what string) {
 }
 
 func TestDefaultSeed(t *testing.T) {
+	t.Parallel()
 	s := sandbox.DefaultSeed()
 	if err := s.Validate(); err != nil {
 		t.Fatal(err)
@@ -113,6 +114,7 @@ func TestDefaultSeed(t *testing.T) {
 }
 
 func TestLoadSeed(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	good := `{
 	  "tenantId": "acme-bank",
@@ -161,6 +163,7 @@ func TestLoadSeed(t *testing.T) {
 }
 
 func TestEveryAnswerHasRequestIDAndFineractErrors(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, sandbox.DefaultSeed())
 	tok := h.adminToken()
 	for _, tc := range []struct {
@@ -204,6 +207,7 @@ func TestEveryAnswerHasRequestIDAndFineractErrors(t *testing.T) {
 }
 
 func TestFaultsOverHTTP(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, sandbox.DefaultSeed())
 	resp, body := h.mustDo(http.MethodPut, "/_sandbox/faults",
 		`{"latency":"5ms","latencyJitter":2,"serverErrorRate":0.25,"rateLimitNext":1,"retryAfter":"2s","paths":["/v1/cards"],"tokenLifetime":"90s"}`, nil)
@@ -235,6 +239,7 @@ func TestFaultsOverHTTP(t *testing.T) {
 }
 
 func TestTokenLifetimeAndExpiryOverHTTP(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, sandbox.DefaultSeed(), sandbox.WithFaults(sandbox.Faults{TokenLifetime: sandbox.Duration(1500 * time.Millisecond)}))
 	form := url.Values{"grant_type": {"password"}, "username": {"mifos"}, "password": {"password"}, "client_id": {"cardbridge"}, "client_secret": {sandbox.DefaultOAuthClientSecret}}
 	_, body := h.mustDo(http.MethodPost, "/oauth/token", form.Encode(), map[string]string{"tenantId": "default", "Content-Type": "application/x-www-form-urlencoded"})
@@ -251,6 +256,7 @@ func TestTokenLifetimeAndExpiryOverHTTP(t *testing.T) {
 }
 
 func TestInspectionNeverShowsPasswords(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, sandbox.DefaultSeed())
 	tok := h.adminToken()
 	const pw = "Very-Secret-77"
@@ -276,6 +282,7 @@ func TestInspectionNeverShowsPasswords(t *testing.T) {
 }
 
 func TestConcurrentRepeatsWithOneKeyCreateOneCard(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, sandbox.DefaultSeed(), sandbox.WithFaults(sandbox.Faults{Latency: sandbox.Duration(5 * time.Millisecond)}))
 	tok := h.adminToken()
 	var wg sync.WaitGroup
@@ -325,6 +332,7 @@ func TestConcurrentRepeatsWithOneKeyCreateOneCard(t *testing.T) {
 // answers a repeat under the same key 425 while it works, then from its
 // cache.
 func TestClientHangingUpDoesNotStopTheWork(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, sandbox.DefaultSeed(), sandbox.WithFaults(sandbox.Faults{Latency: sandbox.Duration(time.Second), Paths: []string{"/v1/cards"}}))
 	tok := h.adminToken()
 	const order = `{"productId":1,"savingsAccountId":1,"clientId":1}`
@@ -378,6 +386,7 @@ func waitUntil(t *testing.T, cond func() bool) {
 }
 
 func TestLostResponseDropsTheConnectionAfterCreating(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, sandbox.DefaultSeed(), sandbox.WithFaults(sandbox.Faults{LostResponseNext: 1}))
 	tok := h.adminToken()
 	// No Idempotency-Key: Go's transport must not replay the POST by itself.
@@ -390,6 +399,7 @@ func TestLostResponseDropsTheConnectionAfterCreating(t *testing.T) {
 }
 
 func TestMaxActiveCardsPerProduct(t *testing.T) {
+	t.Parallel()
 	seed := sandbox.DefaultSeed()
 	seed.CardProducts[0].MaxActiveCardAllowed = 1
 	h := newHarness(t, seed)
@@ -402,6 +412,7 @@ func TestMaxActiveCardsPerProduct(t *testing.T) {
 }
 
 func TestOrderCardRefusesUnknownFields(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, sandbox.DefaultSeed())
 	tok := h.adminToken()
 	// The tutorial's example body holds response fields; Fineract refuses them.
@@ -411,6 +422,7 @@ func TestOrderCardRefusesUnknownFields(t *testing.T) {
 }
 
 func TestSeededFaultsAreDeterministic(t *testing.T) {
+	t.Parallel()
 	statuses := func() []int {
 		h := newHarness(t, sandbox.DefaultSeed(), sandbox.WithRandSeed(42),
 			sandbox.WithFaults(sandbox.Faults{ServerErrorRate: 0.5, Paths: []string{"/v1/cardproducts"}}))
