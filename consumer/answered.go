@@ -89,6 +89,9 @@ type answered struct {
 	after     time.Duration
 	holdLimit time.Duration
 	spellGap  time.Duration
+	// now is the clock of the hold limit and the spell gap; nil is
+	// time.Now. Tests set it, so that a hold limit passes without waiting.
+	now func() time.Time
 	// maxIDs bounds the ids kept (maxAnsweredIDs); slack is answeredSlack.
 	maxIDs int
 	slack  time.Duration
@@ -414,7 +417,7 @@ func (a *answered) dropIfIdle() {
 func (a *answered) releasedWithoutTrying() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	now := time.Now()
+	now := a.clock()
 	return !a.failing.IsZero() && now.Sub(a.failing) >= a.holdLimit && now.Sub(a.tried) < a.holdLimit
 }
 
@@ -427,12 +430,20 @@ func (a *answered) releasedWithoutTrying() bool {
 func (a *answered) checkFailed(err error) (release bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	now := time.Now()
+	now := a.clock()
 	if a.failing.IsZero() || now.Sub(a.tried) >= a.spellGap {
 		a.failing = now
 	}
 	a.tried = now
 	return now.Sub(a.failing) >= a.holdLimit
+}
+
+// clock is the time by which the hold limit and the spell gap are measured.
+func (a *answered) clock() time.Time {
+	if a.now != nil {
+		return a.now()
+	}
+	return time.Now()
 }
 
 func (a *answered) checkSucceeded() {

@@ -9,3 +9,7 @@ func SetAnsweredHoldLimit(c *Consumer, d time.Duration) { c.answered.holdLimit =
 // SetAnsweredSpellGap sets how far apart failed checks end a spell of
 // failures.
 func SetAnsweredSpellGap(c *Consumer, d time.Duration) { c.answered.spellGap = d }
+
+// SetAnsweredClock sets the clock by which the hold limit and the spell
+// gap are measured.
+func SetAnsweredClock(c *Consumer, now func() time.Time) { c.answered.now = now }
