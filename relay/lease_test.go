@@ -133,6 +133,7 @@ func outboxLocks(t *testing.T, s *store.Store) int {
 // its first term, so that another sweep does not take them. A sweep that
 // finds its lease lost stops without waiting for NATS.
 func TestSweepLeasesItsRowsInsteadOfLockingThem(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := testenv.Store(t)
 	u := newUnanswered(t)
@@ -184,6 +185,7 @@ func TestSweepLeasesItsRowsInsteadOfLockingThem(t *testing.T) {
 // A publish that fails releases its row at once: the next sweep publishes
 // it without waiting for the lease to run out.
 func TestFailedSweepReleasesItsRows(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := testenv.Store(t)
 	u := newUnanswered(t)
@@ -215,6 +217,7 @@ func TestFailedSweepReleasesItsRows(t *testing.T) {
 // stay leased until the lease runs out, then another process publishes
 // them.
 func TestKilledSweepsRowsAreTakenWhenItsLeaseRunsOut(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dbURL := testenv.DatabaseURL(t)
 	s := testenv.StoreAt(t, dbURL)
