@@ -40,27 +40,80 @@ type Topology struct {
 	Logger *slog.Logger
 }
 
-// DefaultTopology is the contract's naming.
+// DefaultTopology is the contract's naming, with every default of a
+// Topology: the one place they are set. The configuration from the
+// environment (CARDBRIDGE_REQUEST_STREAM and the like) and the consumer
+// refer to these constants.
 func DefaultTopology() Topology {
 	return Topology{
-		RequestStream:   "ERP",
+		RequestStream:   DefaultRequestStream,
 		RequestSubjects: []string{"employee.>"},
-		RequestSubject:  "employee.card.requested",
-		OutcomeStream:   "CARDS",
+		RequestSubject:  DefaultRequestSubject,
+		OutcomeStream:   DefaultOutcomeStream,
 		OutcomeSubjects: []string{"card.>"},
-		Consumer:        "cardbridge",
+		Consumer:        DefaultConsumer,
 		AckWait:         DefaultAckWait,
-		MaxAckPending:   10000,
+		MaxAckPending:   DefaultMaxAckPending,
 		RequestMaxBytes: DefaultRequestMaxBytes,
 		OutcomeMaxAge:   DefaultOutcomeMaxAge,
 	}
 }
 
-// Defaults of the streams' limits.
+// The contract's names of the streams, the request subject and the durable
+// consumer.
 const (
+	DefaultRequestStream  = "ERP"
+	DefaultRequestSubject = "employee.card.requested"
+	DefaultOutcomeStream  = "CARDS"
+	DefaultConsumer       = "cardbridge"
+)
+
+// Defaults of the consumer's and the streams' limits.
+const (
+	DefaultMaxAckPending   = 10000
 	DefaultRequestMaxBytes = 1 << 30
 	DefaultOutcomeMaxAge   = 30 * 24 * time.Hour
 )
+
+// MaxReplicas is the most copies JetStream keeps of a stream.
+const MaxReplicas = 5
+
+// validate names every field of t that JetStream would refuse, or take for
+// something else, with what to do about it. A zero limit is JetStream's
+// own default, as in a StreamConfig.
+func (t Topology) validate() error {
+	var errs []error
+	for _, f := range []struct{ name, v string }{
+		{"RequestStream", t.RequestStream}, {"RequestSubject", t.RequestSubject},
+		{"OutcomeStream", t.OutcomeStream}, {"Consumer", t.Consumer},
+	} {
+		if f.v == "" {
+			errs = append(errs, fmt.Errorf("Topology.%s is empty; set it, or start from DefaultTopology()", f.name))
+		}
+	}
+	if len(t.RequestSubjects) == 0 || len(t.OutcomeSubjects) == 0 {
+		errs = append(errs, errors.New("Topology.RequestSubjects and OutcomeSubjects must each name a subject; start from DefaultTopology()"))
+	}
+	if t.AckWait < 0 {
+		errs = append(errs, fmt.Errorf("Topology.AckWait %s must not be negative", t.AckWait))
+	}
+	if t.MaxAckPending < 0 {
+		errs = append(errs, fmt.Errorf("Topology.MaxAckPending %d must not be negative", t.MaxAckPending))
+	}
+	if t.RequestMaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("Topology.RequestMaxBytes %d must not be negative", t.RequestMaxBytes))
+	}
+	if t.OutcomeMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("Topology.OutcomeMaxAge %s must not be negative", t.OutcomeMaxAge))
+	}
+	if t.Replicas < 0 || t.Replicas > MaxReplicas {
+		errs = append(errs, fmt.Errorf("Topology.Replicas %d must be from 1 to %d, or 0 for what the deployment can give", t.Replicas, MaxReplicas))
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("broker: %w", errors.Join(errs...))
+}
 
 // DuplicateWindow is how long JetStream remembers a Nats-Msg-Id on the
 // outcome stream. An outcome is published again only when its outbox row
@@ -107,6 +160,9 @@ const DefaultReplicas = 3
 // keeps its replicas; one with a single copy on a cluster is logged as a
 // warning, for losing its server stops cardbridge until it returns.
 func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) (jetstream.Consumer, error) {
+	if err := t.validate(); err != nil {
+		return nil, err
+	}
 	log := t.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
