@@ -95,7 +95,8 @@ func startFailover(t testing.TB, o failoverOptions) *failover {
 	box, err := secret.NewBox(testenv.SecretKey(t))
 	require.NoError(t, err)
 
-	rel := relay.New(st, js, relay.Config{})
+	rel, err := relay.New(st, js, relay.Config{})
+	require.NoError(t, err)
 	cfg := consumer.Config{
 		Source:        "urn:cardbridge:test",
 		Logger:        logger(o.logs),

@@ -80,7 +80,7 @@ func leaderKilled(t *testing.T, handOff bool) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(relay.DefaultPublishWait))
 	require.NoError(t, err)
 	logs := &testenv.LogBuffer{}
-	r := relay.New(s, js, relay.Config{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	r := newRelay(t, s, js, relay.Config{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("relay log:\n%s", logs.String())

@@ -53,7 +53,11 @@ func sweepOnce() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	r := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond, PublishWait: time.Minute})
+	r, err := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond, PublishWait: time.Minute})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
 	relay.SetLease(r, 3*time.Second, time.Second, time.Second)
 	_, err = r.Flush(ctx)
 	fmt.Fprintln(os.Stderr, "sweep ended:", err)
@@ -141,7 +145,7 @@ func TestSweepLeasesItsRowsInsteadOfLockingThem(t *testing.T) {
 	_, err := s.Complete(ctx, outcome(1))
 	require.NoError(t, err)
 
-	r := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond, PublishWait: time.Minute})
+	r := newRelay(t, s, js, relay.Config{SweepAge: time.Nanosecond, PublishWait: time.Minute})
 	relay.SetLease(r, 600*time.Millisecond, 100*time.Millisecond, 200*time.Millisecond)
 	flushed := make(chan error, 1)
 	go func() {
@@ -157,7 +161,7 @@ func TestSweepLeasesItsRowsInsteadOfLockingThem(t *testing.T) {
 		_, until := leaseOf(t, s, "ev-1")
 		return until.After(first.Add(time.Second))
 	}, 30*time.Second, 20*time.Millisecond, "the lease is renewed while the sweep waits")
-	other := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond, PublishWait: time.Minute})
+	other := newRelay(t, s, js, relay.Config{SweepAge: time.Nanosecond, PublishWait: time.Minute})
 	n, err := other.Flush(ctx)
 	require.NoError(t, err)
 	require.Zero(t, n, "a row under a renewed lease is not swept twice at once")
@@ -193,7 +197,7 @@ func TestFailedSweepReleasesItsRows(t *testing.T) {
 	_, err := s.Complete(ctx, outcome(1))
 	require.NoError(t, err)
 
-	r := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond, PublishWait: 200 * time.Millisecond})
+	r := newRelay(t, s, js, relay.Config{SweepAge: time.Nanosecond, PublishWait: 200 * time.Millisecond})
 	relay.SetLease(r, time.Hour, time.Minute, time.Minute)
 	n, err := r.Flush(ctx)
 	require.Error(t, err, "JetStream never answered")
@@ -205,7 +209,7 @@ func TestFailedSweepReleasesItsRows(t *testing.T) {
 	// that the stream could not be found, and would report it).
 	u.answer(t)
 	_, js = testenv.JetStream(t, u.url)
-	n, err = relay.New(s, js, relay.Config{SweepAge: time.Nanosecond}).Flush(ctx)
+	n, err = newRelay(t, s, js, relay.Config{SweepAge: time.Nanosecond}).Flush(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 1, n, "taken again at once, though its hour-long lease had not run out")
 	backlog, _, err := s.OutboxBacklog(ctx)
@@ -240,7 +244,7 @@ func TestKilledSweepsRowsAreTakenWhenItsLeaseRunsOut(t *testing.T) {
 
 	u.answer(t)
 	_, js := testenv.JetStream(t, u.url)
-	r := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond})
+	r := newRelay(t, s, js, relay.Config{SweepAge: time.Nanosecond})
 	var n int
 	require.Eventually(t, func() bool {
 		n, err = r.Flush(ctx)

@@ -30,13 +30,16 @@ import (
 	"github.com/cardbridge/cardbridge/store"
 )
 
-// Config tunes a Relay.
+// Config tunes a Relay. A zero field takes its default (the Default
+// constants below, applied by withDefaults); a negative one is refused by
+// New.
 type Config struct {
-	BatchSize    int           // rows per sweep transaction and per delete (default 500)
-	PollInterval time.Duration // how often to sweep for rows left behind (default 1s)
+	BatchSize    int           // rows per sweep transaction and per delete (default DefaultBatchSize)
+	PollInterval time.Duration // how often to sweep for rows left behind (default DefaultPollInterval)
 	// SweepAge is how old a row must be before a sweep takes it; younger
 	// rows are being published by the process that committed them
-	// (default 5s). It must stay well under the JetStream duplicate window.
+	// (default DefaultSweepAge). It must stay well under the JetStream
+	// duplicate window.
 	SweepAge    time.Duration
 	PublishWait time.Duration // how long to wait for JetStream's acks (default DefaultPublishWait)
 	// DrainLimit bounds what Run does after its context ends: collecting
@@ -59,9 +62,61 @@ const DefaultPublishWait = 10 * time.Second
 
 // Defaults of Config.
 const (
+	DefaultBatchSize    = 500
 	DefaultPollInterval = time.Second
 	DefaultSweepAge     = 5 * time.Second
 )
+
+// withDefaults returns c with every zero field at its default: the one
+// place the relay's defaults are applied.
+func (c Config) withDefaults() Config {
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.SweepAge == 0 {
+		c.SweepAge = DefaultSweepAge
+	}
+	if c.PublishWait == 0 {
+		c.PublishWait = DefaultPublishWait
+	}
+	if c.DrainLimit == 0 {
+		c.DrainLimit = c.PublishWait
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// validate names every field that is out of range, and what to set. Zero
+// means the default, so only negative values are refused.
+func (c Config) validate() error {
+	var errs []error
+	if c.BatchSize < 0 {
+		errs = append(errs, fmt.Errorf("Config.BatchSize %d must be positive (0 for the default, %d)", c.BatchSize, DefaultBatchSize))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+		def  string
+	}{
+		{"PollInterval", c.PollInterval, DefaultPollInterval.String()},
+		{"SweepAge", c.SweepAge, DefaultSweepAge.String()},
+		{"PublishWait", c.PublishWait, DefaultPublishWait.String()},
+		{"DrainLimit", c.DrainLimit, "PublishWait"},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("Config.%s %s must be positive (0 for the default, %s)", d.name, d.v, d.def))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("relay: %w", errors.Join(errs...))
+}
 
 // After a sweep that could not publish everything, while JetStream stored
 // other messages meanwhile, the next sweep comes after quickSweep rather
@@ -111,26 +166,13 @@ type Relay struct {
 // the relay had no room to collect.
 var errUncollected = errors.New("acknowledgement not collected; a sweep confirms the outcome")
 
-// New returns a relay; Run starts it.
-func New(s *store.Store, js jetstream.JetStream, cfg Config) *Relay {
-	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 500
+// New returns a relay; Run starts it. It refuses a Config with a negative
+// field, naming it.
+func New(s *store.Store, js jetstream.JetStream, cfg Config) (*Relay, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = DefaultPollInterval
-	}
-	if cfg.SweepAge <= 0 {
-		cfg.SweepAge = DefaultSweepAge
-	}
-	if cfg.PublishWait <= 0 {
-		cfg.PublishWait = DefaultPublishWait
-	}
-	if cfg.DrainLimit <= 0 {
-		cfg.DrainLimit = cfg.PublishWait
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg = cfg.withDefaults()
 	return &Relay{
 		store: s, js: js, cfg: cfg,
 		log:     cfg.Logger.With("component", "relay"),
@@ -139,7 +181,7 @@ func New(s *store.Store, js jetstream.JetStream, cfg Config) *Relay {
 		stale:   staleState{holdLimit: defaultHoldLimit, spellGap: defaultSpellGap},
 		answers: newAnswers(),
 		lease:   defaultLeasePolicy(),
-	}
+	}, nil
 }
 
 // Committed publishes an outcome event whose outbox row has just been

@@ -106,7 +106,7 @@ func TestRepublishAfterCrashIsDeduplicated(t *testing.T) {
 		require.NoError(t, err)
 		rows = append(rows, c.Event)
 	}
-	r := relay.New(s, js, relay.Config{BatchSize: 7, SweepAge: time.Nanosecond})
+	r := newRelay(t, s, js, relay.Config{BatchSize: 7, SweepAge: time.Nanosecond})
 	published, err := r.Flush(ctx)
 	require.NoError(t, err)
 	require.Equal(t, n, published)
@@ -134,7 +134,7 @@ func TestCommittedIsPublishedAtOnce(t *testing.T) {
 	st := newStack(t)
 	s, js, sub := st.s, st.js, st.sub
 
-	r := relay.New(s, js, relay.Config{PollInterval: time.Hour, SweepAge: time.Hour})
+	r := newRelay(t, s, js, relay.Config{PollInterval: time.Hour, SweepAge: time.Hour})
 	stop := start(r)
 	for i := range 3 {
 		c := outcome(i)
@@ -162,7 +162,7 @@ func TestSweepPublishesRowsLeftBehind(t *testing.T) {
 	require.NoError(t, err)
 	committed := time.Now()
 	const age = 300 * time.Millisecond
-	r := relay.New(s, js, relay.Config{PollInterval: 20 * time.Millisecond, SweepAge: age})
+	r := newRelay(t, s, js, relay.Config{PollInterval: 20 * time.Millisecond, SweepAge: age})
 	stop := start(r)
 	m, err := sub.NextMsg(30 * time.Second)
 	require.NoError(t, err)
@@ -182,7 +182,7 @@ func TestCommittedNeverBlocks(t *testing.T) {
 	st := newStack(t)
 	s, js := st.s, st.js
 
-	r := relay.New(s, js, relay.Config{BatchSize: 1, PollInterval: 20 * time.Millisecond, SweepAge: time.Nanosecond})
+	r := newRelay(t, s, js, relay.Config{BatchSize: 1, PollInterval: 20 * time.Millisecond, SweepAge: time.Nanosecond})
 	const n = 20 // more than the 4 pending acknowledgements a BatchSize of 1 holds
 	returned := make(chan struct{})
 	go func() {
@@ -219,7 +219,7 @@ func TestShutdownSweepsYoungRows(t *testing.T) {
 	st := newStack(t)
 	s, js, sub := st.s, st.js, st.sub
 
-	r := relay.New(s, js, relay.Config{PollInterval: time.Hour, SweepAge: time.Hour})
+	r := newRelay(t, s, js, relay.Config{PollInterval: time.Hour, SweepAge: time.Hour})
 	stop := start(r)
 	_, err := s.Complete(ctx, outcome(7)) // committed, never handed to Committed
 	require.NoError(t, err)
@@ -324,7 +324,7 @@ func TestRowOlderThanTheDuplicateWindowIsNotPublishedTwice(t *testing.T) {
 	require.NoError(t, err)
 	_, err = s.Complete(ctx, young)
 	require.NoError(t, err)
-	r := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond})
+	r := newRelay(t, s, js, relay.Config{SweepAge: time.Nanosecond})
 	claimed, err := r.Flush(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 3, claimed)
@@ -388,7 +388,7 @@ func TestOldRowsWaitForTheirCheckThenArePublished(t *testing.T) {
 	require.NoError(t, err)
 
 	// One batch holds them all: the young row goes, the old ones wait.
-	a := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond})
+	a := newRelay(t, s, js, relay.Config{SweepAge: time.Nanosecond})
 	_, err = a.Flush(ctx)
 	require.Error(t, err, "the stream could not be read")
 	m, err := sub.NextMsg(10 * time.Second)
@@ -400,7 +400,7 @@ func TestOldRowsWaitForTheirCheckThenArePublished(t *testing.T) {
 	// Batches of two: the whole backlog goes once the hold limit is past.
 	const hold = 500 * time.Millisecond
 	clk := newClock()
-	b := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond, BatchSize: 2})
+	b := newRelay(t, s, js, relay.Config{SweepAge: time.Nanosecond, BatchSize: 2})
 	relay.SetHoldLimit(b, hold)
 	relay.SetClock(b, clk.Now)
 	_, err = b.Flush(ctx)
@@ -434,7 +434,7 @@ func TestHoldLimitRunsFromTheStartOfAFailingSpell(t *testing.T) {
 
 	const hold = 2 * time.Second
 	clk := newClock()
-	r := relay.New(s, js, relay.Config{SweepAge: time.Nanosecond})
+	r := newRelay(t, s, js, relay.Config{SweepAge: time.Nanosecond})
 	relay.SetHoldLimit(r, hold)
 	relay.SetSpellGap(r, hold/2)
 	relay.SetClock(r, clk.Now)

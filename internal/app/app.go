@@ -138,7 +138,10 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *Service
 	if err != nil {
 		return nil, fmt.Errorf("MBanq client: %w", err)
 	}
-	s.relay = relay.New(s.store, s.js, relay.Config{Logger: log, Observer: s.telemetry.Relay(), DrainLimit: relayDrain})
+	s.relay, err = relay.New(s.store, s.js, relay.Config{Logger: log, Observer: s.telemetry.Relay(), DrainLimit: relayDrain})
+	if err != nil {
+		return nil, err
+	}
 	// Requests that may have been answered before the database lost
 	// commits are looked for on the outcome stream once older than half
 	// its duplicate window (consumer/answered.go).
