@@ -125,50 +125,57 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// validate reports every invalid field at once, naming each, so that a
-// misconfigured process can be fixed in one go.
+// validate reports every invalid field at once, naming each and what to
+// set, so that a misconfigured process can be fixed in one go. It sees c
+// with its defaults applied: a zero field is valid, a negative one is not.
 func (c Config) validate() error {
 	var errs []error
 	if c.BaseURL == "" {
-		errs = append(errs, errors.New("BaseURL is required"))
+		errs = append(errs, errors.New("Config.BaseURL is required, e.g. https://api.cloud.mbanq.com"))
 	} else if u, err := url.Parse(c.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("BaseURL %q is not an http(s) URL", secret.RedactURL(c.BaseURL)))
+		errs = append(errs, fmt.Errorf("Config.BaseURL %q is not an http(s) URL", secret.RedactURL(c.BaseURL)))
 	} else if u.User != nil {
-		errs = append(errs, fmt.Errorf("BaseURL %q carries credentials; MBanq takes them in the token request only", u.Redacted()))
+		errs = append(errs, fmt.Errorf("Config.BaseURL %q carries credentials; MBanq takes them in the token request only: remove them from the URL", u.Redacted()))
 	} else if u.Scheme == "http" && !loopback(u.Hostname()) && !c.AllowPlainHTTP {
-		errs = append(errs, fmt.Errorf("BaseURL %q is plain http to another host: the client secret, passwords and tokens would cross the network in clear; use https (or allow plain http for a sandbox)", u.Redacted()))
+		errs = append(errs, fmt.Errorf("Config.BaseURL %q is plain http to another host: the client secret, passwords and tokens would cross the network in clear; use https (or set AllowPlainHTTP for a sandbox)", u.Redacted()))
 	}
-	if c.TenantID == "" {
-		errs = append(errs, errors.New("TenantID is required"))
-	}
-	if c.ClientID == "" {
-		errs = append(errs, errors.New("ClientID is required"))
-	}
-	if c.ClientSecret.IsZero() {
-		errs = append(errs, errors.New("ClientSecret is required"))
+	for _, f := range []struct {
+		name  string
+		empty bool
+	}{{"TenantID", c.TenantID == ""}, {"ClientID", c.ClientID == ""}, {"ClientSecret", c.ClientSecret.IsZero()}} {
+		if f.empty {
+			errs = append(errs, fmt.Errorf("Config.%s is required", f.name))
+		}
 	}
 	if c.MaxAttempts < 1 {
-		errs = append(errs, fmt.Errorf("MaxAttempts is %d, want at least 1", c.MaxAttempts))
+		errs = append(errs, fmt.Errorf("Config.MaxAttempts %d must be at least 1 (0 for the default, %d)", c.MaxAttempts, DefaultMaxAttempts))
 	}
-	if c.BaseBackoff < 0 || c.MaxBackoff < c.BaseBackoff {
-		errs = append(errs, fmt.Errorf("backoff: want 0 <= BaseBackoff (%s) <= MaxBackoff (%s)", c.BaseBackoff, c.MaxBackoff))
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+		def  time.Duration
+	}{
+		{"BaseBackoff", c.BaseBackoff, DefaultBaseBackoff},
+		{"MaxBackoff", c.MaxBackoff, DefaultMaxBackoff},
+		{"MaxRetryAfter", c.MaxRetryAfter, DefaultMaxRetryAfter},
+		{"RequestTimeout", c.RequestTimeout, DefaultRequestTimeout},
+		{"ConnectTimeout", c.ConnectTimeout, DefaultConnectTimeout},
+		{"TLSHandshakeTimeout", c.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("Config.%s %s must not be negative (0 for the default, %s)", d.name, d.v, d.def))
+		}
 	}
-	if c.MaxRetryAfter < 0 {
-		errs = append(errs, fmt.Errorf("MaxRetryAfter is negative (%s)", c.MaxRetryAfter))
-	}
-	if c.RequestTimeout < 0 {
-		errs = append(errs, fmt.Errorf("RequestTimeout is negative (%s)", c.RequestTimeout))
-	}
-	if c.ConnectTimeout < 0 || c.TLSHandshakeTimeout < 0 {
-		errs = append(errs, fmt.Errorf("ConnectTimeout (%s) and TLSHandshakeTimeout (%s) must not be negative", c.ConnectTimeout, c.TLSHandshakeTimeout))
+	if c.BaseBackoff >= 0 && c.MaxBackoff >= 0 && c.MaxBackoff < c.BaseBackoff {
+		errs = append(errs, fmt.Errorf("Config.MaxBackoff %s is shorter than BaseBackoff %s; raise it or lower BaseBackoff", c.MaxBackoff, c.BaseBackoff))
 	}
 	if c.MaxConcurrency < 0 {
-		errs = append(errs, fmt.Errorf("MaxConcurrency is negative (%d)", c.MaxConcurrency))
+		errs = append(errs, fmt.Errorf("Config.MaxConcurrency %d must not be negative (0 for the default, %d)", c.MaxConcurrency, DefaultMaxConcurrency))
 	}
 	if len(errs) == 0 {
 		return nil
 	}
-	return fmt.Errorf("mbanq: invalid config: %w", errors.Join(errs...))
+	return fmt.Errorf("mbanq: %w", errors.Join(errs...))
 }
 
 func defaultHTTPClient(connect, handshake time.Duration) *http.Client {
