@@ -37,13 +37,19 @@ func (e Env) getenvOr(name, def string) string {
 	return def
 }
 
-// logger builds the logger from LOG_LEVEL and LOG_FORMAT.
+// logger builds the logger from LOG_LEVEL and LOG_FORMAT, for commands
+// that read nothing else of the configuration.
 func (e Env) logger() (*slog.Logger, error) {
-	lvl, format, err := config.Logging(e.getenv)
+	l, err := config.LoggingFromEnv(e.getenv)
 	if err != nil {
 		return nil, err
 	}
-	return observe.NewLogger(e.Stderr, lvl, format), nil
+	return e.loggerFor(l), nil
+}
+
+// loggerFor builds the logger the configuration read.
+func (e Env) loggerFor(l config.Logging) *slog.Logger {
+	return observe.NewLogger(e.Stderr, l.Level, string(l.Format))
 }
 
 type command struct {

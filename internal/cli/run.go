@@ -20,10 +20,7 @@ func runCmd(ctx context.Context, args []string, env Env) error {
 	if *migrate {
 		cfg.AutoMigrate = true
 	}
-	log, err := env.logger()
-	if err != nil {
-		return err
-	}
+	log := env.loggerFor(cfg.Logging) // read with the rest, once
 	tuneGC(env, memoryLimitFor(cfg.MaxInFlight))
 	svc, err := app.Start(ctx, cfg, log)
 	if err != nil {

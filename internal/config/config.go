@@ -31,9 +31,8 @@ type Config struct {
 	PreviousSecretKeys [][]byte
 	Source             string // CARDBRIDGE_SOURCE
 
-	HTTPAddr  string
-	LogLevel  slog.Level
-	LogFormat string // "text", "json" or "" (text on a terminal, JSON otherwise)
+	HTTPAddr string
+	Logging  Logging
 
 	NATS NATS
 
@@ -109,7 +108,7 @@ type NATS struct {
 	RequestSubject string        // CARDBRIDGE_REQUEST_SUBJECT, default employee.card.requested
 	OutcomeStream  string        // CARDBRIDGE_OUTCOME_STREAM, default CARDS
 	Consumer       string        // CARDBRIDGE_CONSUMER, default cardbridge
-	AckWait        time.Duration // CARDBRIDGE_ACK_WAIT, default broker.DefaultAckWait (6s)
+	AckWait        time.Duration // CARDBRIDGE_ACK_WAIT, default DefaultAckWait (6s)
 	// AckWaitSet says CARDBRIDGE_ACK_WAIT was set: an existing consumer is
 	// brought to it (broker.AlignAckWait).
 	AckWaitSet bool
@@ -125,23 +124,39 @@ type NATS struct {
 	StreamReplicas int
 }
 
-// Defaults for the optional settings.
+// Defaults for the optional settings. A setting that tunes one part of
+// cardbridge takes that part's default, named here so the README's table
+// and the environment agree with it; only the settings of the process as a
+// whole are decided here.
 const (
 	DefaultSource                  = "urn:cardbridge"
 	DefaultHTTPAddr                = ":8080"
-	DefaultRequestStream           = "ERP"
-	DefaultRequestSubject          = "employee.card.requested"
-	DefaultOutcomeStream           = "CARDS"
-	DefaultConsumer                = "cardbridge"
-	DefaultAckWait                 = broker.DefaultAckWait
-	DefaultRetryFor                = 24 * time.Hour
-	DefaultRetryDelayMax           = 5 * time.Minute
 	DefaultRetention               = 90 * 24 * time.Hour
-	DefaultBankKeyRetention        = 24 * time.Hour
 	DefaultDeadLetterBodyRetention = 30 * 24 * time.Hour
-	DefaultMaxInFlight             = 256
 	DefaultDatabaseURL             = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	DefaultNATSURL                 = "nats://127.0.0.1:4222"
+
+	// The broker's.
+	DefaultRequestStream    = broker.DefaultRequestStream
+	DefaultRequestSubject   = broker.DefaultRequestSubject
+	DefaultOutcomeStream    = broker.DefaultOutcomeStream
+	DefaultConsumer         = broker.DefaultConsumer
+	DefaultAckWait          = broker.DefaultAckWait
+	DefaultRequestMaxBytes  = broker.DefaultRequestMaxBytes
+	DefaultOutcomeRetention = broker.DefaultOutcomeMaxAge
+
+	// The bank's.
+	DefaultBankKeyRetention = mbanq.DefaultKeyRetention
+
+	// The consumer's: consumer.DefaultRetryFor, DefaultMaxRetryDelay,
+	// DefaultMaxInFlight and DefaultOfficeID own these values. This package
+	// cannot refer to them: the consumer's own tests reach it through
+	// internal/testenv, and the import would close a cycle. A test holds
+	// them equal instead.
+	DefaultRetryFor      = 24 * time.Hour
+	DefaultRetryDelayMax = 5 * time.Minute
+	DefaultMaxInFlight   = 256
+	DefaultOfficeID      = 1
 )
 
 // MinAckWait is the shortest CARDBRIDGE_ACK_WAIT accepted.
@@ -162,21 +177,21 @@ func Defaults() Config {
 	return Config{
 		Source:                  DefaultSource,
 		HTTPAddr:                DefaultHTTPAddr,
-		LogLevel:                slog.LevelInfo,
+		Logging:                 Logging{Level: slog.LevelInfo, Format: LogFormatAuto},
 		MaxInFlight:             DefaultMaxInFlight,
 		RetryFor:                DefaultRetryFor,
 		RetryDelayMax:           DefaultRetryDelayMax,
 		Retention:               DefaultRetention,
 		DeadLetterBodyRetention: DefaultDeadLetterBodyRetention,
-		MBanq:                   MBanq{OfficeID: 1, AdaptiveLimit: true},
+		MBanq:                   MBanq{OfficeID: DefaultOfficeID, AdaptiveLimit: true},
 		NATS: NATS{
 			RequestStream:    DefaultRequestStream,
 			RequestSubject:   DefaultRequestSubject,
 			OutcomeStream:    DefaultOutcomeStream,
 			Consumer:         DefaultConsumer,
 			AckWait:          DefaultAckWait,
-			RequestMaxBytes:  1 << 30,
-			OutcomeRetention: 30 * 24 * time.Hour,
+			RequestMaxBytes:  DefaultRequestMaxBytes,
+			OutcomeRetention: DefaultOutcomeRetention,
 		},
 	}
 }
@@ -224,7 +239,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		p.problem("HTTP_ADDR: %q is not host:port", c.HTTPAddr)
 	}
-	c.LogLevel, c.LogFormat = p.logging()
+	c.Logging = p.logging()
 
 	p.optional("CARDBRIDGE_REQUEST_STREAM", &c.NATS.RequestStream)
 	p.optional("CARDBRIDGE_REQUEST_SUBJECT", &c.NATS.RequestSubject)
@@ -270,15 +285,32 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	return c, nil
 }
 
-// Logging reads only LOG_LEVEL and LOG_FORMAT, for commands that need
-// nothing else.
-func Logging(getenv func(string) string) (slog.Level, string, error) {
+// Logging is how the process logs, read once from LOG_LEVEL and
+// LOG_FORMAT: FromEnv reads it with the rest, LoggingFromEnv alone.
+type Logging struct {
+	Level  slog.Level
+	Format LogFormat
+}
+
+// LogFormat is how log lines are written (LOG_FORMAT).
+type LogFormat string
+
+// The log formats.
+const (
+	LogFormatAuto LogFormat = ""     // text on a terminal, JSON otherwise
+	LogFormatText LogFormat = "text" // tint's coloured text
+	LogFormatJSON LogFormat = "json"
+)
+
+// LoggingFromEnv reads only LOG_LEVEL and LOG_FORMAT, for commands that
+// need nothing else.
+func LoggingFromEnv(getenv func(string) string) (Logging, error) {
 	p := &parser{getenv: getenv}
-	lvl, format := p.logging()
+	l := p.logging()
 	if len(p.problems) > 0 {
-		return lvl, format, &Error{Problems: p.problems}
+		return l, &Error{Problems: p.problems}
 	}
-	return lvl, format, nil
+	return l, nil
 }
 
 // SecretKeys reads only CARDBRIDGE_SECRET_KEY and
@@ -342,7 +374,7 @@ func (p *parser) positiveInt64(name string, dst *int64) {
 }
 
 // streamReplicas reads a stream's number of replicas: 1 to
-// maxStreamReplicas, or "auto" (0) for what the deployment can give
+// broker.MaxReplicas, or "auto" (0) for what the deployment can give
 // (broker.DefaultReplicas on a cluster).
 func (p *parser) streamReplicas(name string, dst *int) {
 	v := strings.TrimSpace(p.getenv(name))
@@ -350,15 +382,12 @@ func (p *parser) streamReplicas(name string, dst *int) {
 		return
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > maxStreamReplicas {
-		p.problem("%s: %q is not a number of replicas from 1 to %d, or auto (3 on a NATS cluster that can keep them, 1 on a single server)", name, v, maxStreamReplicas)
+	if err != nil || n < 1 || n > broker.MaxReplicas {
+		p.problem("%s: %q is not a number of replicas from 1 to %d, or auto (3 on a NATS cluster that can keep them, 1 on a single server)", name, v, broker.MaxReplicas)
 		return
 	}
 	*dst = n
 }
-
-// maxStreamReplicas is the most copies JetStream keeps of a stream.
-const maxStreamReplicas = 5
 
 func (p *parser) positiveInt(name string, dst *int) {
 	var n int64 = int64(*dst)
@@ -413,20 +442,21 @@ func (p *parser) secretKeys() (key []byte, previous [][]byte) {
 	return key, previous
 }
 
-func (p *parser) logging() (slog.Level, string) {
-	lvl := slog.LevelInfo
+func (p *parser) logging() Logging {
+	l := Logging{Level: slog.LevelInfo}
 	if v := strings.TrimSpace(p.getenv("LOG_LEVEL")); v != "" {
-		if err := lvl.UnmarshalText([]byte(v)); err != nil {
+		if err := l.Level.UnmarshalText([]byte(v)); err != nil {
 			p.problem("LOG_LEVEL: %q is not one of debug, info, warn, error", v)
 		}
 	}
-	format := strings.ToLower(strings.TrimSpace(p.getenv("LOG_FORMAT")))
+	format := LogFormat(strings.ToLower(strings.TrimSpace(p.getenv("LOG_FORMAT"))))
 	switch format {
-	case "", "text", "json":
+	case LogFormatAuto, LogFormatText, LogFormatJSON:
+		l.Format = format
 	default:
 		p.problem("LOG_FORMAT: %q is not text or json", format)
 	}
-	return lvl, format
+	return l
 }
 
 // ErrIs reports whether err is a configuration error.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/base64"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -212,4 +213,17 @@ func TestStreamReplicas(t *testing.T) {
 		_, err := FromEnv(env(m))
 		require.ErrorContains(t, err, "CARDBRIDGE_STREAM_REPLICAS: \""+v+"\" is not a number of replicas from 1 to 5, or auto", v)
 	}
+}
+
+// `run` builds its logger from what FromEnv read.
+func TestFromEnvReadsLogging(t *testing.T) {
+	c, err := FromEnv(env(valid()))
+	require.NoError(t, err)
+	require.Equal(t, Logging{Level: slog.LevelInfo, Format: LogFormatAuto}, c.Logging)
+
+	m := valid()
+	m["LOG_LEVEL"], m["LOG_FORMAT"] = "error", "json"
+	c, err = FromEnv(env(m))
+	require.NoError(t, err)
+	require.Equal(t, Logging{Level: slog.LevelError, Format: LogFormatJSON}, c.Logging)
 }
