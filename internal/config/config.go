@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cardbridge/cardbridge/consumer/decision"
 	"github.com/cardbridge/cardbridge/internal/broker"
 	"github.com/cardbridge/cardbridge/internal/secret"
 	"github.com/cardbridge/cardbridge/mbanq"
@@ -148,15 +149,16 @@ const (
 	// The bank's.
 	DefaultBankKeyRetention = mbanq.DefaultKeyRetention
 
-	// The consumer's: consumer.DefaultRetryFor, DefaultMaxRetryDelay,
-	// DefaultMaxInFlight and DefaultOfficeID own these values. This package
-	// cannot refer to them: the consumer's own tests reach it through
-	// internal/testenv, and the import would close a cycle. A test holds
-	// them equal instead.
-	DefaultRetryFor      = 24 * time.Hour
-	DefaultRetryDelayMax = 5 * time.Minute
-	DefaultMaxInFlight   = 256
-	DefaultOfficeID      = 1
+	// The retry budget's, which the decision owns.
+	DefaultRetryFor      = decision.DefaultRetryFor
+	DefaultRetryDelayMax = decision.DefaultMaxRetryDelay
+
+	// The consumer's: consumer.DefaultMaxInFlight and DefaultOfficeID own
+	// these values. This package cannot refer to them: the consumer's own
+	// tests reach it through internal/testenv, and the import would close
+	// a cycle. A test holds them equal instead.
+	DefaultMaxInFlight = 256
+	DefaultOfficeID    = 1
 )
 
 // MinAckWait is the shortest CARDBRIDGE_ACK_WAIT accepted.

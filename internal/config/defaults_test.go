@@ -10,9 +10,11 @@ import (
 	"github.com/cardbridge/cardbridge/internal/config"
 )
 
-// The consumer owns these defaults; this package repeats them because it
-// cannot import the consumer (see the constants), and the README's table
-// states them. A change in one place must be made in the other.
+// The consumer owns these defaults. This package refers to its parts'
+// (the decision's, the broker's, the bank's) but repeats MaxInFlight and
+// OfficeID, since it cannot import the consumer (see the constants); the
+// README's table states them all. A change in one place must be made in
+// the other.
 func TestDefaultsAreTheConsumers(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, consumer.DefaultRetryFor, config.DefaultRetryFor)
