@@ -507,7 +507,7 @@ func BenchmarkBacklog(b *testing.B) {
 func TestHoldLimitRunsFromTheStartOfAFailingSpell(t *testing.T) {
 	t.Parallel()
 	const hold = 2 * time.Second
-	clk := newClock()
+	clk := testenv.NewClock()
 	f := startFailover(t, failoverOptions{check: true, outcomeStream: "MISSING", holdLimit: hold, spellGap: hold / 2, clock: clk.Now})
 	first := oldRequest(5 * time.Minute)
 	f.publish(t, first)
@@ -554,24 +554,4 @@ func TestReplayIsNotLookedForFromItsOriginalTime(t *testing.T) {
 	require.Len(t, outcomes, 2)
 	require.Equal(t, event.TypeCardIssued, outcomes[1].Type, "the replay is ordered: %+v", outcomes[1].Data)
 	require.Equal(t, scans, f.scans.Load(), "the replay, republished just now, is not looked for on the outcome stream")
-}
-
-// clock is a clock that moves only when told.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Now()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }

@@ -105,6 +105,18 @@ func (u *unanswered) answer(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// unansweredOutbox is a store holding one outcome (ev-1) and a JetStream
+// that does not answer its publish.
+func unansweredOutbox(t *testing.T) (*store.Store, *unanswered, jetstream.JetStream) {
+	t.Helper()
+	s := testenv.Store(t)
+	u := newUnanswered(t)
+	_, js := testenv.JetStream(t, u.url)
+	_, err := s.Complete(context.Background(), outcome(1))
+	require.NoError(t, err)
+	return s, u, js
+}
+
 // leaseOf reads the lease on the outbox row of eventID: its id (empty when
 // the row is free) and until when it holds.
 func leaseOf(t *testing.T, s *store.Store, eventID string) (id string, until time.Time) {
@@ -139,11 +151,8 @@ func outboxLocks(t *testing.T, s *store.Store) int {
 func TestSweepLeasesItsRowsInsteadOfLockingThem(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := testenv.Store(t)
-	u := newUnanswered(t)
-	_, js := testenv.JetStream(t, u.url)
-	_, err := s.Complete(ctx, outcome(1))
-	require.NoError(t, err)
+	s, u, js := unansweredOutbox(t)
+	var err error
 
 	r := newRelay(t, s, js, relay.Config{SweepAge: time.Nanosecond, PublishWait: time.Minute})
 	relay.SetLease(r, 600*time.Millisecond, 100*time.Millisecond, 200*time.Millisecond)
@@ -191,11 +200,8 @@ func TestSweepLeasesItsRowsInsteadOfLockingThem(t *testing.T) {
 func TestFailedSweepReleasesItsRows(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := testenv.Store(t)
-	u := newUnanswered(t)
-	_, js := testenv.JetStream(t, u.url)
-	_, err := s.Complete(ctx, outcome(1))
-	require.NoError(t, err)
+	s, u, js := unansweredOutbox(t)
+	var err error
 
 	r := newRelay(t, s, js, relay.Config{SweepAge: time.Nanosecond, PublishWait: 200 * time.Millisecond})
 	relay.SetLease(r, time.Hour, time.Minute, time.Minute)

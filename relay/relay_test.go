@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -342,26 +341,6 @@ func TestRowOlderThanTheDuplicateWindowIsNotPublishedTwice(t *testing.T) {
 	st.requireOutboxEmpty(t, "every row is deleted")
 }
 
-// clock is a clock that moves only when told.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Now()} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // When the stream cannot be read (here: its consumer limit is reached),
 // old rows are neither published nor deleted, while young rows of the
 // same batch go out. Once the check has failed for the hold limit, the
@@ -399,7 +378,7 @@ func TestOldRowsWaitForTheirCheckThenArePublished(t *testing.T) {
 
 	// Batches of two: the whole backlog goes once the hold limit is past.
 	const hold = 500 * time.Millisecond
-	clk := newClock()
+	clk := testenv.NewClock()
 	b := newRelay(t, s, js, relay.Config{SweepAge: time.Nanosecond, BatchSize: 2})
 	relay.SetHoldLimit(b, hold)
 	relay.SetClock(b, clk.Now)
@@ -433,7 +412,7 @@ func TestHoldLimitRunsFromTheStartOfAFailingSpell(t *testing.T) {
 	var err error
 
 	const hold = 2 * time.Second
-	clk := newClock()
+	clk := testenv.NewClock()
 	r := newRelay(t, s, js, relay.Config{SweepAge: time.Nanosecond})
 	relay.SetHoldLimit(r, hold)
 	relay.SetSpellGap(r, hold/2)
