@@ -38,8 +38,9 @@ type BaselineReport struct {
 	PostgresRatio float64 `json:"postgresRatio,omitempty"`
 }
 
-// The baseline's tables have the shape of processed_requests and outbox in
-// migrations/00001_foundation.sql (keep them alike), under names of their
+// The baseline's tables have the shape of processed_requests and outbox as
+// migrated (00001_foundation.sql, and the outbox's lease in
+// 00009_outbox_lease.sql; a test keeps them alike), under names of their
 // own so that they can live beside cardbridge's tables in the bench schema.
 // They are ordinary tables: temporary ones skip the write-ahead log, and
 // the commit's WAL flush is the very cost being measured.
@@ -60,7 +61,9 @@ CREATE TABLE baseline_outbox (
     subject    text        NOT NULL,
     headers    jsonb       NOT NULL,
     data       bytea       NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    lease_id   uuid,
+    leased_until timestamptz
 )`
 
 const baselineDropDDL = `DROP TABLE IF EXISTS baseline_outbox, baseline_processed_requests`
