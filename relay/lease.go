@@ -34,8 +34,12 @@ func defaultLeasePolicy() leasePolicy {
 	return leasePolicy{term: 15 * time.Second, renew: 5 * time.Second, margin: 5 * time.Second}
 }
 
-// settleTimeout bounds the delete and release that end a sweep's lease.
-const settleTimeout = 10 * time.Second
+// settleTimeout bounds the delete and release that end a sweep's lease,
+// and settleReserve is the time kept for them before a deadline.
+const (
+	settleTimeout = 10 * time.Second
+	settleReserve = 500 * time.Millisecond
+)
 
 // sweepBatch claims one batch of rows at least minAge old, publishes them
 // and settles the lease. It returns how many rows it claimed.
@@ -44,8 +48,22 @@ func (r *Relay) sweepBatch(ctx context.Context, minAge time.Duration) (int, erro
 	if err != nil || len(lease.Events) == 0 {
 		return 0, err
 	}
-	work, stop := r.holdLease(ctx, lease)
+	// A shutdown's last sweep has a deadline: publishing stops a little
+	// before it, so that there is time left to settle the lease, rather
+	// than leave the rows leased to a process that is gone.
+	pctx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		pctx, cancel = context.WithDeadline(ctx, dl.Add(-settleReserve))
+		defer cancel()
+	}
+	work, stop := r.holdLease(pctx, lease)
 	acked, pubErr := r.publishObserved(work, lease.Events)
+	if errors.Is(context.Cause(work), errLeaseEnded) {
+		// What was not published is another sweep's now, or was deleted
+		// (its event published at commit): not this sweep's failure.
+		pubErr = nil
+	}
 	stop()
 	// Once events are published, ending ctx (a shutdown) must not keep
 	// their rows from being deleted: the settle has a bound of its own,
@@ -71,8 +89,10 @@ func (r *Relay) sweepBatch(ctx context.Context, minAge time.Duration) (int, erro
 }
 
 // holdLease renews lease while the returned context's work goes on, and
-// ends that context when the lease cannot be renewed in time (margin
-// before it could run out) or is found lost. stop ends the renewals.
+// ends that context when the lease is found lost, or when it could not be
+// renewed by margin before it could run out: a renewal waits no longer
+// than that, so a stalled database cannot keep the sweep at work past its
+// lease. stop ends the renewals.
 func (r *Relay) holdLease(ctx context.Context, lease store.OutboxLease) (work context.Context, stop func()) {
 	work, cancel := context.WithCancelCause(ctx)
 	done, exited := make(chan struct{}), make(chan struct{})
@@ -81,10 +101,15 @@ func (r *Relay) holdLease(ctx context.Context, lease store.OutboxLease) (work co
 		defer close(exited)
 		// The lease began before the claim returned; counting from now
 		// is at most the claim's round trip late, well within margin.
-		expire := time.NewTimer(p.term - p.margin)
+		stopAt := time.Now().Add(p.term - p.margin)
+		expire := time.NewTimer(time.Until(stopAt))
 		defer expire.Stop()
 		renew := time.NewTicker(p.renew)
 		defer renew.Stop()
+		lost := func(why string) {
+			r.log.Warn(why+"; the sweep stops, and the next one takes its rows", "rows", len(lease.Events))
+			cancel(errLeaseEnded)
+		}
 		for {
 			select {
 			case <-done:
@@ -92,30 +117,34 @@ func (r *Relay) holdLease(ctx context.Context, lease store.OutboxLease) (work co
 			case <-work.Done():
 				return
 			case <-expire.C:
-				r.log.Warn("the lease on outbox rows could not be renewed; their sweep stops, and the next one takes them", "rows", len(lease.Events))
-				cancel(errLeaseEnded)
+				lost("the lease on outbox rows could not be renewed in time")
 				return
 			case <-renew.C:
 				began := time.Now()
-				rctx, rcancel := context.WithTimeout(work, p.renew)
+				rctx, rcancel := context.WithDeadline(work, stopAt)
 				held, err := r.store.RenewOutboxLease(rctx, lease, p.term)
 				rcancel()
 				switch {
+				case err != nil && !time.Now().Before(stopAt):
+					lost("the lease on outbox rows could not be renewed in time")
+					return
 				case err != nil:
 					r.log.Warn("renewing the lease on outbox rows failed", "err", err)
 				case !held:
+					r.log.Info("the lease on outbox rows ended: their events were published, or another sweep took them", "rows", len(lease.Events))
 					cancel(errLeaseEnded)
 					return
 				default:
-					expire.Reset(time.Until(began.Add(p.term - p.margin)))
+					stopAt = began.Add(p.term - p.margin)
+					expire.Reset(time.Until(stopAt))
 				}
 			}
 		}
 	}()
 	return work, func() {
+		cancel(nil)
 		close(done)
 		<-exited
-		cancel(nil)
 	}
 }
 

@@ -3,8 +3,10 @@ package relay_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -186,13 +188,72 @@ func TestSweepLeasesItsRowsInsteadOfLockingThem(t *testing.T) {
 	require.NoError(t, err)
 	select {
 	case err := <-flushed:
-		require.ErrorIs(t, err, context.Canceled, "a sweep that lost its lease stops")
+		require.NoError(t, err, "a sweep that lost its lease stops, and that is no failure of its own")
 	case <-time.After(30 * time.Second):
 		t.Fatal("a sweep that lost its lease went on waiting for NATS")
 	}
 	id, _ := leaseOf(t, s, "ev-1")
 	require.NotEqual(t, leaseID, id)
 	require.NotEmpty(t, id, "the lost lease's end leaves the new holder's lease alone")
+}
+
+// A sweep whose database stalls cannot renew its lease: it stops before
+// the lease can run out, so it is no longer at work when another sweep
+// takes its rows.
+func TestSweepThatCannotRenewStopsBeforeItsLeaseRunsOut(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := testenv.DatabaseURL(t)
+	s := testenv.StoreAt(t, dbURL)
+	u := newUnanswered(t)
+	_, js := testenv.JetStream(t, u.url)
+	_, err := s.Complete(ctx, outcome(1))
+	require.NoError(t, err)
+
+	// Sweep A has a database of one connection, which the test takes once
+	// A has claimed the row: A's renewals wait for it.
+	one, err := store.Open(ctx, store.Options{URL: secret.New(dbURL), MaxConns: 1})
+	require.NoError(t, err)
+	t.Cleanup(one.Close)
+	var logs testenv.LogBuffer
+	a := newRelay(t, one, js, relay.Config{SweepAge: time.Nanosecond, PublishWait: time.Minute,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	relay.SetLease(a, 3*time.Second, time.Second, time.Second)
+	flushed := make(chan error, 1)
+	go func() {
+		_, err := a.Flush(ctx)
+		flushed <- err
+	}()
+	u.published(t)
+	conn, err := one.Pool().Acquire(ctx)
+	require.NoError(t, err)
+	held := true
+	defer func() {
+		if held {
+			conn.Release()
+		}
+	}()
+
+	// Sweep B takes the row once A's lease has run out; A stopped first.
+	b := newRelay(t, s, js, relay.Config{SweepAge: time.Nanosecond, PublishWait: 100 * time.Millisecond})
+	var stoppedFirst bool
+	require.Eventually(t, func() bool {
+		n, _ := b.Flush(ctx) // its publish is not answered either
+		if n == 0 {
+			return false
+		}
+		stoppedFirst = strings.Contains(logs.String(), "could not be renewed in time")
+		return true
+	}, 30*time.Second, 50*time.Millisecond, "another sweep takes the row once the lease ran out")
+	require.True(t, stoppedFirst, "sweep A had stopped before its rows were taken; its log:\n%s", logs.String())
+
+	conn.Release()
+	held = false
+	select {
+	case <-flushed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("sweep A never ended")
+	}
 }
 
 // A publish that fails releases its row at once: the next sweep publishes
@@ -251,15 +312,22 @@ func TestKilledSweepsRowsAreTakenWhenItsLeaseRunsOut(t *testing.T) {
 	u.answer(t)
 	_, js := testenv.JetStream(t, u.url)
 	r := newRelay(t, s, js, relay.Config{SweepAge: time.Nanosecond})
-	var n int
-	require.Eventually(t, func() bool {
-		n, err = r.Flush(ctx)
-		require.NoError(t, err)
-		return n > 0
-	}, 30*time.Second, 50*time.Millisecond)
+	// While the dead sweep's lease holds, nobody takes the row...
 	var dbNow time.Time
 	require.NoError(t, s.Pool().QueryRow(ctx, `SELECT now()`).Scan(&dbNow))
-	require.False(t, dbNow.Before(until), "the row was taken only after the dead sweep's lease ran out")
+	if dbNow.Before(until) {
+		n, err := r.Flush(ctx)
+		require.NoError(t, err)
+		require.Zero(t, n, "the row is not taken while the dead sweep's lease holds")
+	}
+	// ...and once it ran out, the next sweep publishes it.
+	var flushErr error
+	require.Eventually(t, func() bool {
+		n, err := r.Flush(ctx)
+		flushErr = err
+		return err != nil || n > 0
+	}, 30*time.Second, 50*time.Millisecond)
+	require.NoError(t, flushErr)
 	backlog, _, err := s.OutboxBacklog(ctx)
 	require.NoError(t, err)
 	require.Zero(t, backlog, "published and deleted")

@@ -34,7 +34,7 @@ import (
 // constants below, applied by withDefaults); a negative one is refused by
 // New.
 type Config struct {
-	BatchSize    int           // rows per sweep transaction and per delete (default DefaultBatchSize)
+	BatchSize    int           // rows per sweep's lease and per delete (default DefaultBatchSize)
 	PollInterval time.Duration // how often to sweep for rows left behind (default DefaultPollInterval)
 	// SweepAge is how old a row must be before a sweep takes it; younger
 	// rows are being published by the process that committed them
@@ -496,13 +496,13 @@ func (r *Relay) sweep(ctx context.Context, minAge time.Duration) (int, error) {
 func (r *Relay) publish(ctx context.Context, claimed []store.OutboxEvent) ([]int64, error) {
 	young, old, splitErr := r.split(ctx, claimed)
 	var s sending
-	s.send(r.js, &r.answers, young)
+	s.send(ctx, r.js, &r.answers, young)
 	var stored []store.OutboxEvent
 	var screenErr error
 	if len(old) > 0 {
 		var checked []store.OutboxEvent
 		checked, stored, screenErr = r.screen(ctx, old)
-		s.send(r.js, &r.answers, checked)
+		s.send(ctx, r.js, &r.answers, checked)
 	}
 	acked := make([]int64, 0, len(claimed))
 	for _, e := range stored {
@@ -526,9 +526,15 @@ type sending struct {
 	err error // the publish that failed; the rows after it wait for the next pass
 }
 
-func (s *sending) send(js jetstream.JetStream, a *answers, events []store.OutboxEvent) {
+func (s *sending) send(ctx context.Context, js jetstream.JetStream, a *answers, events []store.OutboxEvent) {
 	for _, e := range events {
 		if s.err != nil {
+			return
+		}
+		if ctx.Err() != nil {
+			// The sweep was stopped (its lease ended, say): the rows
+			// not sent yet are not its to publish.
+			s.err = context.Cause(ctx)
 			return
 		}
 		fl := &flight{eventID: e.EventID, event: e}
@@ -577,7 +583,7 @@ func (s *sending) wait(ctx context.Context, js jetstream.JetStream, a *answers, 
 		case <-ctx.Done():
 			w.stop()
 			if firstErr == nil {
-				firstErr = ctx.Err()
+				firstErr = context.Cause(ctx)
 			}
 			return acked, firstErr
 		}

@@ -273,6 +273,12 @@ func (r *Relay) screen(ctx context.Context, old []oldRow) (publish, stored []sto
 		if name != "" {
 			found, complete, scanErr = r.scan(ctx, name, s.since, s.want)
 		}
+		if scanErr != nil && ctx.Err() != nil {
+			// The sweep was stopped, not the stream found unreadable:
+			// this is no failed check.
+			err = context.Cause(ctx)
+			continue
+		}
 		if scanErr != nil {
 			if !r.checkFailed(name, scanErr, len(s.rows)) {
 				err = errHeld

@@ -62,10 +62,10 @@ func (s *Store) ClaimOutbox(ctx context.Context, limit int, minAge, term time.Du
 
 // RenewOutboxLease extends the lease to term from now, for a sweep whose
 // work takes longer than its first term. It reports false when the lease
-// holds no row any more (it ran out and another sweep took them, or they
-// were deleted).
+// holds no row any more: it ran out (then another sweep may have taken
+// some of its rows, and none is renewed), or its rows were deleted.
 func (s *Store) RenewOutboxLease(ctx context.Context, l OutboxLease, term time.Duration) (bool, error) {
-	tag, err := s.pool.Exec(ctx, `UPDATE outbox SET leased_until = now() + $2::interval WHERE lease_id = $1::uuid`, l.ID, term)
+	tag, err := s.pool.Exec(ctx, `UPDATE outbox SET leased_until = now() + $2::interval WHERE lease_id = $1::uuid AND leased_until > now()`, l.ID, term)
 	if err != nil {
 		return false, fmt.Errorf("renewing the outbox lease: %w", err)
 	}
@@ -92,8 +92,8 @@ func (s *Store) SettleOutbox(ctx context.Context, l OutboxLease, acked []int64) 
 }
 
 // DeletePublished deletes the outbox rows of events JetStream has
-// acknowledged. Rows another relay holds are waited for; rows already gone
-// are no error.
+// acknowledged, leased by a sweep or not (their events are stored); rows
+// already gone are no error.
 func (s *Store) DeletePublished(ctx context.Context, eventIDs []string) error {
 	if _, err := s.pool.Exec(ctx, `DELETE FROM outbox WHERE event_id = ANY($1)`, eventIDs); err != nil {
 		return fmt.Errorf("deleting published outbox rows: %w", err)
