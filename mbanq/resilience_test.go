@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cardbridge/cardbridge/internal/secret"
+	"github.com/cardbridge/cardbridge/internal/testenv"
 	"github.com/cardbridge/cardbridge/mbanq"
 	"github.com/cardbridge/cardbridge/mbanq/sandbox"
 )
@@ -108,27 +109,9 @@ func TestUnauthorizedCallIsRetriedOnlyOnce(t *testing.T) {
 	b.assertNoSecrets(t, err.Error(), "an0ther-Pw-5e6f")
 }
 
-// fakeClock is a clock that moves only when told to.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func TestTokenIsRenewedShortlyBeforeExpiry(t *testing.T) {
 	t.Parallel()
-	clock := &fakeClock{now: time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)}
+	clock := testenv.NewClockAt(time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC))
 	b := setup(t, setupOpt{sandbox: []sandbox.Option{
 		sandbox.WithClock(clock.Now),
 		sandbox.WithFaults(sandbox.Faults{TokenLifetime: sandbox.Duration(100 * time.Second)}),

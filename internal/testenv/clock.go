@@ -13,7 +13,10 @@ type Clock struct {
 }
 
 // NewClock returns a Clock set to the real time now.
-func NewClock() *Clock { return &Clock{now: time.Now()} }
+func NewClock() *Clock { return NewClockAt(time.Now()) }
+
+// NewClockAt returns a Clock set to t0.
+func NewClockAt(t0 time.Time) *Clock { return &Clock{now: t0} }
 
 // Now is the clock's time.
 func (c *Clock) Now() time.Time {
