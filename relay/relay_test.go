@@ -265,7 +265,7 @@ func (st stack) backdate(t *testing.T, age time.Duration, eventIDs ...string) {
 func (st stack) remembers(t *testing.T, e store.OutboxEvent) bool {
 	t.Helper()
 	const wrongLastMsgID = 10070 // JetStream's error code for a failed last-msg-id expectation
-	ack, err := st.js.PublishMsg(context.Background(), &nats.Msg{Subject: e.Subject, Header: nats.Header(e.Header), Data: e.Data},
+	ack, err := st.js.PublishMsg(context.Background(), e.NATS(),
 		jetstream.WithMsgID(e.EventID), jetstream.WithExpectLastMsgID("never-the-last-id"))
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode == wrongLastMsgID {
@@ -305,7 +305,7 @@ func TestRowOlderThanTheDuplicateWindowIsNotPublishedTwice(t *testing.T) {
 	}
 	st.backdate(t, time.Hour, stored.Event.EventID, lost.Event.EventID)
 	// The first publish of ev-1, whose row was never deleted.
-	_, err = js.PublishMsg(ctx, &nats.Msg{Subject: stored.Event.Subject, Header: nats.Header(stored.Event.Header), Data: stored.Event.Data},
+	_, err = js.PublishMsg(ctx, stored.Event.NATS(),
 		jetstream.WithMsgID(stored.Event.EventID))
 	require.NoError(t, err)
 	m, err := sub.NextMsg(10 * time.Second)
