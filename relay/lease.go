@@ -16,9 +16,11 @@ import (
 // lease is renewed while the sweep works and ends when it settles (the
 // published rows deleted, the others released). A sweep that dies leaves
 // its rows to the next sweep once the lease runs out; one that cannot
-// renew stops publishing before the lease can run out, so two sweeps never
+// renew stops publishing before the lease can run out, so two sweeps do not
 // publish the same row at once, as long as the clocks of the database and
-// of this process run at the same rate.
+// of this process run at the same rate. (A publish the NATS client still
+// buffers, during a reconnect, when its sweep stops can still go out
+// later; within the duplicate window JetStream drops it.)
 type leasePolicy struct {
 	// term is how long a claim or a renewal holds the rows.
 	term time.Duration
@@ -59,23 +61,14 @@ func (r *Relay) sweepBatch(ctx context.Context, minAge time.Duration) (int, erro
 	}
 	work, stop := r.holdLease(pctx, lease)
 	acked, pubErr := r.publishObserved(work, lease.Events)
-	if errors.Is(context.Cause(work), errLeaseEnded) {
+	stop()
+	if errors.Is(context.Cause(work), errLeaseLost) {
 		// What was not published is another sweep's now, or was deleted
-		// (its event published at commit): not this sweep's failure.
+		// (its event published at commit): not this sweep's failure. A
+		// lease that could not be renewed (errLeaseExpired) is one.
 		pubErr = nil
 	}
-	stop()
-	// Once events are published, ending ctx (a shutdown) must not keep
-	// their rows from being deleted: the settle has a bound of its own,
-	// which starts after the publish, so that a slow publish does not
-	// leave it no time. A deadline of ctx (the bound of a shutdown's last
-	// sweep) still holds: past it the process is leaving, and the rows
-	// are taken again once the lease runs out.
-	end := time.Now().Add(settleTimeout)
-	if dl, ok := ctx.Deadline(); ok && dl.Before(end) {
-		end = dl
-	}
-	sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), end)
+	sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), r.settleBy(ctx))
 	defer cancel()
 	if err := r.store.SettleOutbox(sctx, lease, acked); err != nil {
 		// Rows published before the failure are published again after the
@@ -86,6 +79,34 @@ func (r *Relay) sweepBatch(ctx context.Context, minAge time.Duration) (int, erro
 		return len(lease.Events), fmt.Errorf("publishing outbox: %w", pubErr)
 	}
 	return len(lease.Events), nil
+}
+
+// settleBy is when the settle of a sweep under ctx must be done. Once
+// events are published, ending ctx (a shutdown) must not keep their rows
+// from being deleted: the settle has a bound of its own, settleTimeout,
+// which starts after the publish, so that a slow publish does not leave it
+// no time. But a shutdown bounds it: ctx's deadline (a shutdown's last
+// sweep), or the drain deadline for a sweep that was under way when Run's
+// context ended. Past it the process is leaving, and the rows are taken
+// again once the lease runs out.
+func (r *Relay) settleBy(ctx context.Context) time.Time {
+	end := time.Now().Add(settleTimeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(end) {
+		end = dl
+	}
+	if ctx.Err() != nil {
+		if dl := r.drainDeadline(); dl.Before(end) {
+			end = dl
+		}
+	}
+	return end
+}
+
+// leaseTimeLeft reports whether a sweep under ctx has time to claim a batch
+// and still settle it before ctx's deadline.
+func leaseTimeLeft(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return !ok || time.Until(dl) > settleReserve
 }
 
 // holdLease renews lease while the returned context's work goes on, and
@@ -108,7 +129,7 @@ func (r *Relay) holdLease(ctx context.Context, lease store.OutboxLease) (work co
 		defer renew.Stop()
 		lost := func(why string) {
 			r.log.Warn(why+"; the sweep stops, and the next one takes its rows", "rows", len(lease.Events))
-			cancel(errLeaseEnded)
+			cancel(errLeaseExpired)
 		}
 		for {
 			select {
@@ -128,11 +149,13 @@ func (r *Relay) holdLease(ctx context.Context, lease store.OutboxLease) (work co
 				case err != nil && !time.Now().Before(stopAt):
 					lost("the lease on outbox rows could not be renewed in time")
 					return
+				case err != nil && work.Err() != nil:
+					return // the sweep is over
 				case err != nil:
 					r.log.Warn("renewing the lease on outbox rows failed", "err", err)
 				case !held:
 					r.log.Info("the lease on outbox rows ended: their events were published, or another sweep took them", "rows", len(lease.Events))
-					cancel(errLeaseEnded)
+					cancel(errLeaseLost)
 					return
 				default:
 					stopAt = began.Add(p.term - p.margin)
@@ -148,5 +171,11 @@ func (r *Relay) holdLease(ctx context.Context, lease store.OutboxLease) (work co
 	}
 }
 
-// errLeaseEnded ends a sweep whose lease could not be kept.
-var errLeaseEnded = errors.New("the sweep's lease on its outbox rows ended")
+// The ends of a sweep whose lease could not be kept: errLeaseLost when it
+// was found to hold no row any more (published at commit and deleted, or
+// taken by another sweep after it ran out), errLeaseExpired when it could
+// not be renewed in time.
+var (
+	errLeaseLost    = errors.New("the sweep's lease on its outbox rows ended")
+	errLeaseExpired = errors.New("the sweep's lease on its outbox rows could not be renewed in time")
+)

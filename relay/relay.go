@@ -264,9 +264,10 @@ func (r *Relay) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			<-collected
-			// The last sweep takes young rows too: they are this process's
-			// outcomes whose acknowledgement it could not collect, and a
-			// republish now is sure to fall in JetStream's duplicate window.
+			// The last sweep takes young rows too, this process's among them:
+			// outcomes whose acknowledgement it could not collect. Another
+			// live process's young rows may be taken as well; a republish
+			// now is sure to fall in JetStream's duplicate window.
 			final, cancel := context.WithDeadline(context.WithoutCancel(ctx), r.drainDeadline())
 			defer cancel()
 			if _, err := r.sweep(final, 0); err != nil {
@@ -477,6 +478,12 @@ func (r *Relay) Flush(ctx context.Context) (int, error) { return r.sweep(ctx, r.
 func (r *Relay) sweep(ctx context.Context, minAge time.Duration) (int, error) {
 	total := 0
 	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		if !leaseTimeLeft(ctx) {
+			return total, nil // a shutdown's last sweep: no time for another batch
+		}
 		n, err := r.sweepBatch(ctx, minAge)
 		total += n
 		if err != nil || n < r.cfg.BatchSize {

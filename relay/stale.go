@@ -97,7 +97,7 @@ func (r *Relay) streamNameOf(ctx context.Context, subject string) (string, error
 	name, err := r.js.StreamNameBySubject(ctx, subject)
 	if err != nil {
 		err = fmt.Errorf("finding the stream of %s: %w", subject, err)
-		r.lookupFailed("name "+subject, err)
+		r.lookupFailedUnlessStopped(ctx, "name "+subject, err)
 		return "", err
 	}
 	r.stale.mu.Lock()
@@ -130,7 +130,7 @@ func (r *Relay) windowOf(ctx context.Context, stream string) (time.Duration, err
 		w.window = st.CachedInfo().Config.Duplicates
 	case !ok:
 		err = fmt.Errorf("reading stream %s: %w", stream, err)
-		r.lookupFailed("window "+stream, err)
+		r.lookupFailedUnlessStopped(ctx, "window "+stream, err)
 		return 0, err
 	}
 	w.read = time.Now()
@@ -153,6 +153,19 @@ func (r *Relay) recentlyFailed(key string) error {
 		return f.err
 	}
 	return nil
+}
+
+// errLookupSlow ends lookups that took longer than lookupWait.
+var errLookupSlow = errors.New("the stream lookup took too long")
+
+// lookupFailedUnlessStopped remembers a failed lookup, unless it failed
+// because the sweep was stopped (its lease ended, the process is leaving):
+// that says nothing of the stream.
+func (r *Relay) lookupFailedUnlessStopped(ctx context.Context, key string, err error) {
+	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errLookupSlow) {
+		return
+	}
+	r.lookupFailed(key, err)
 }
 
 func (r *Relay) lookupFailed(key string, err error) {
@@ -192,7 +205,7 @@ type oldRow struct {
 // so that young rows go out as they did before this check; the first such
 // error is returned with the split.
 func (r *Relay) split(ctx context.Context, events []store.OutboxEvent) (young []store.OutboxEvent, old []oldRow, err error) {
-	ctx, cancel := context.WithTimeout(ctx, min(lookupWait, r.cfg.PublishWait))
+	ctx, cancel := context.WithTimeoutCause(ctx, min(lookupWait, r.cfg.PublishWait), errLookupSlow)
 	defer cancel()
 	type lookup struct {
 		name   string

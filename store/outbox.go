@@ -65,7 +65,8 @@ func (s *Store) ClaimOutbox(ctx context.Context, limit int, minAge, term time.Du
 // holds no row any more: it ran out (then another sweep may have taken
 // some of its rows, and none is renewed), or its rows were deleted.
 func (s *Store) RenewOutboxLease(ctx context.Context, l OutboxLease, term time.Duration) (bool, error) {
-	tag, err := s.pool.Exec(ctx, `UPDATE outbox SET leased_until = now() + $2::interval WHERE lease_id = $1::uuid AND leased_until > now()`, l.ID, term)
+	tag, err := s.pool.Exec(ctx, `UPDATE outbox SET leased_until = now() + $2::interval
+		WHERE id IN (SELECT id FROM outbox WHERE lease_id = $1::uuid AND leased_until > now() ORDER BY id FOR UPDATE)`, l.ID, term)
 	if err != nil {
 		return false, fmt.Errorf("renewing the outbox lease: %w", err)
 	}
@@ -77,6 +78,11 @@ func (s *Store) RenewOutboxLease(ctx context.Context, l OutboxLease, term time.D
 // the lease's other rows for the next sweep, in one transaction.
 func (s *Store) SettleOutbox(ctx context.Context, l OutboxLease, acked []int64) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Rows are locked in id order, as DeletePublished locks them, so
+		// that the two cannot wait on each other.
+		if _, err := tx.Exec(ctx, `SELECT id FROM outbox WHERE lease_id = $1::uuid OR id = ANY($2) ORDER BY id FOR UPDATE`, l.ID, acked); err != nil {
+			return err
+		}
 		if len(acked) > 0 {
 			if _, err := tx.Exec(ctx, `DELETE FROM outbox WHERE id = ANY($1)`, acked); err != nil {
 				return err
@@ -95,7 +101,10 @@ func (s *Store) SettleOutbox(ctx context.Context, l OutboxLease, acked []int64) 
 // acknowledged, leased by a sweep or not (their events are stored); rows
 // already gone are no error.
 func (s *Store) DeletePublished(ctx context.Context, eventIDs []string) error {
-	if _, err := s.pool.Exec(ctx, `DELETE FROM outbox WHERE event_id = ANY($1)`, eventIDs); err != nil {
+	// Rows are locked in id order, as SettleOutbox locks them, so that the
+	// two cannot wait on each other.
+	if _, err := s.pool.Exec(ctx, `DELETE FROM outbox WHERE id IN
+		(SELECT id FROM outbox WHERE event_id = ANY($1) ORDER BY id FOR UPDATE)`, eventIDs); err != nil {
 		return fmt.Errorf("deleting published outbox rows: %w", err)
 	}
 	return nil

@@ -217,6 +217,30 @@ func TestClaimOutboxSkipsLeasedRowsUntilTheLeaseRunsOut(t *testing.T) {
 	require.True(t, held)
 }
 
+// A lease that ran out and was partly taken over is lost as a whole: its
+// renewal renews none of its rows, not the ones nobody took yet.
+func TestRenewOutboxLeaseRefusesALeaseThatRanOut(t *testing.T) {
+	t.Parallel()
+	s := testenv.Store(t)
+	ctx := context.Background()
+	for i := range 2 {
+		_, err := s.Complete(ctx, completion("urn:erp:p", fmt.Sprint(i), true))
+		require.NoError(t, err)
+	}
+	first := claimAll(t, s, 0, time.Hour)
+	require.Len(t, first.Events, 2)
+	_, err := s.Pool().Exec(ctx, `UPDATE outbox SET leased_until = now() - interval '1 second' WHERE lease_id = $1::uuid`, first.ID)
+	require.NoError(t, err)
+	second, err := s.ClaimOutbox(ctx, 1, 0, time.Hour)
+	require.NoError(t, err)
+	require.Equal(t, eventIDs(first)[:1], eventIDs(second), "one of the two rows is taken over")
+
+	held, err := s.RenewOutboxLease(ctx, first, time.Hour)
+	require.NoError(t, err)
+	require.False(t, held, "the lease ran out: it is lost, though one of its rows was not taken")
+	require.Equal(t, eventIDs(first)[1:], eventIDs(claimAll(t, s, 0, time.Hour)), "the row nobody took stays free for the next sweep")
+}
+
 func TestBindings(t *testing.T) {
 	t.Parallel()
 	s := testenv.Store(t)
