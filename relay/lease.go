@@ -146,11 +146,11 @@ func (r *Relay) holdLease(ctx context.Context, lease store.OutboxLease) (work co
 				held, err := r.store.RenewOutboxLease(rctx, lease, p.term)
 				rcancel()
 				switch {
+				case err != nil && work.Err() != nil:
+					return // the sweep is over
 				case err != nil && !time.Now().Before(stopAt):
 					lost("the lease on outbox rows could not be renewed in time")
 					return
-				case err != nil && work.Err() != nil:
-					return // the sweep is over
 				case err != nil:
 					r.log.Warn("renewing the lease on outbox rows failed", "err", err)
 				case !held:
