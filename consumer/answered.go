@@ -89,8 +89,8 @@ type answered struct {
 	after     time.Duration
 	holdLimit time.Duration
 	spellGap  time.Duration
-	// now is the clock of the hold limit and the spell gap; nil is
-	// time.Now. Tests set it, so that a hold limit passes without waiting.
+	// now is the clock of the hold limit and the spell gap (time.Now);
+	// tests set another, so that a hold limit passes without waiting.
 	now func() time.Time
 	// maxIDs bounds the ids kept (maxAnsweredIDs); slack is answeredSlack.
 	maxIDs int
@@ -134,7 +134,7 @@ func newAnswered(cfg Config, log *slog.Logger) *answered {
 		return nil
 	}
 	return &answered{js: cfg.Stream, stream: cfg.OutcomeStream, after: cfg.AnsweredAfter, holdLimit: defaultAnsweredHold,
-		spellGap: answeredSpellGap, maxIDs: maxAnsweredIDs, slack: answeredSlack, log: log, obs: cfg.observer(), seed: maphash.MakeSeed()}
+		spellGap: answeredSpellGap, now: time.Now, maxIDs: maxAnsweredIDs, slack: answeredSlack, log: log, obs: cfg.observer(), seed: maphash.MakeSeed()}
 }
 
 // mayHaveBeenAnswered reports whether a request without an inbox row is
@@ -417,7 +417,7 @@ func (a *answered) dropIfIdle() {
 func (a *answered) releasedWithoutTrying() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	now := a.clock()
+	now := a.now()
 	return !a.failing.IsZero() && now.Sub(a.failing) >= a.holdLimit && now.Sub(a.tried) < a.holdLimit
 }
 
@@ -430,20 +430,12 @@ func (a *answered) releasedWithoutTrying() bool {
 func (a *answered) checkFailed(err error) (release bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	now := a.clock()
+	now := a.now()
 	if a.failing.IsZero() || now.Sub(a.tried) >= a.spellGap {
 		a.failing = now
 	}
 	a.tried = now
 	return now.Sub(a.failing) >= a.holdLimit
-}
-
-// clock is the time by which the hold limit and the spell gap are measured.
-func (a *answered) clock() time.Time {
-	if a.now != nil {
-		return a.now()
-	}
-	return time.Now()
 }
 
 func (a *answered) checkSucceeded() {

@@ -32,7 +32,7 @@ func TestIDsKeptDoNotFailARecentCheckOnceTheyReachTheirBound(t *testing.T) {
 			require.NoError(t, err)
 		}
 	}
-	a := &answered{js: js, stream: "CARDS", holdLimit: defaultAnsweredHold, spellGap: answeredSpellGap,
+	a := &answered{js: js, stream: "CARDS", holdLimit: defaultAnsweredHold, spellGap: answeredSpellGap, now: time.Now,
 		log: slog.New(slog.DiscardHandler), obs: nopObserver{}, seed: maphash.MakeSeed(),
 		maxIDs: 8, slack: 0} // a bound of 8 ids, and no slack for clocks (one clock here)
 	t.Cleanup(func() {

@@ -178,7 +178,7 @@ func New(s *store.Store, js jetstream.JetStream, cfg Config) (*Relay, error) {
 		log:     cfg.Logger.With("component", "relay"),
 		acks:    make(chan *flight, 4*cfg.BatchSize),
 		stopped: make(chan struct{}),
-		stale:   staleState{holdLimit: defaultHoldLimit, spellGap: defaultSpellGap},
+		stale:   staleState{holdLimit: defaultHoldLimit, spellGap: defaultSpellGap, now: time.Now},
 		answers: newAnswers(),
 		lease:   defaultLeasePolicy(),
 	}, nil

@@ -57,8 +57,8 @@ type staleState struct {
 	// spellGap: failed checks further apart than this are not one spell
 	// of failures (sweeps try held rows every few seconds).
 	spellGap time.Duration
-	// now is the clock of the hold limit and the spell gap; nil is
-	// time.Now. Tests set it, so that a hold limit passes without waiting.
+	// now is the clock of the hold limit and the spell gap (time.Now);
+	// tests set another, so that a hold limit passes without waiting.
 	now     func() time.Time
 	mu      sync.Mutex
 	names   map[string]streamName   // by subject
@@ -67,14 +67,6 @@ type staleState struct {
 	// failing is, by stream ("" for rows whose stream is unknown), since
 	// when its check has failed and when it was last tried.
 	failing map[string]failedCheck
-}
-
-// clock is the time by which the hold limit and the spell gap are measured.
-func (s *staleState) clock() time.Time {
-	if s.now != nil {
-		return s.now()
-	}
-	return time.Now()
 }
 
 type streamName struct {
@@ -158,14 +150,19 @@ func (r *Relay) recentlyFailed(key string) error {
 // errLookupSlow ends lookups that took longer than lookupWait.
 var errLookupSlow = errors.New("the stream lookup took too long")
 
-// lookupFailedUnlessStopped remembers a failed lookup, unless it failed
-// because the sweep was stopped (its lease ended, the process is leaving):
-// that says nothing of the stream.
+// sweepStopped reports whether ctx ended because its sweep was stopped (its
+// lease ended, the process is leaving), not because a lookup was slow: a
+// lookup or a scan cut short by that says nothing of the stream.
+func sweepStopped(ctx context.Context) bool {
+	return ctx.Err() != nil && !errors.Is(context.Cause(ctx), errLookupSlow)
+}
+
+// lookupFailedUnlessStopped remembers a failed lookup, unless its sweep was
+// stopped.
 func (r *Relay) lookupFailedUnlessStopped(ctx context.Context, key string, err error) {
-	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errLookupSlow) {
-		return
+	if !sweepStopped(ctx) {
+		r.lookupFailed(key, err)
 	}
-	r.lookupFailed(key, err)
 }
 
 func (r *Relay) lookupFailed(key string, err error) {
@@ -286,9 +283,8 @@ func (r *Relay) screen(ctx context.Context, old []oldRow) (publish, stored []sto
 		if name != "" {
 			found, complete, scanErr = r.scan(ctx, name, s.since, s.want)
 		}
-		if scanErr != nil && ctx.Err() != nil {
-			// The sweep was stopped, not the stream found unreadable:
-			// this is no failed check.
+		if scanErr != nil && sweepStopped(ctx) {
+			// Not the stream found unreadable: this is no failed check.
 			err = context.Cause(ctx)
 			continue
 		}
@@ -326,7 +322,7 @@ func (r *Relay) releasedWithoutTrying(stream string) bool {
 	r.stale.mu.Lock()
 	defer r.stale.mu.Unlock()
 	f, ok := r.stale.failing[stream]
-	now := r.stale.clock()
+	now := r.stale.now()
 	return ok && now.Sub(f.since) >= r.stale.holdLimit && now.Sub(f.tried) < r.stale.holdLimit
 }
 
@@ -339,7 +335,7 @@ func (r *Relay) checkFailed(stream string, err error, rows int) (release bool) {
 	if r.stale.failing == nil {
 		r.stale.failing = map[string]failedCheck{}
 	}
-	now := r.stale.clock()
+	now := r.stale.now()
 	f, ok := r.stale.failing[stream]
 	if !ok || now.Sub(f.tried) >= r.stale.spellGap {
 		// A new spell of failures: the last failed check was long ago,
